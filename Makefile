@@ -1,0 +1,32 @@
+# Everything a fresh machine needs: `make demo` and `make test` create the venv themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch. On this project's machines pip takes it from a wheel already on disk;
+# elsewhere it comes from PyPI. A GPU user installs torch their own way first (see README).
+TORCH  ?= torch==2.13.0
+export CHARRNN_CORPORA ?= $(abspath ../shared/corpora)
+
+.PHONY: venv test demo bench clean
+
+$(BIN)/charrnn: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	@touch $@
+
+venv: $(BIN)/charrnn
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+demo: venv
+	rm -rf checkpoints/demo
+	$(BIN)/charrnn train tinyshakespeare --max-time 2m --out checkpoints/demo
+	$(BIN)/charrnn sample checkpoints/demo --prime "ROMEO:" --length 500 --temperature 0.8 --seed 1
+
+bench: venv
+	$(BIN)/python benchmarks/quality.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,210 @@
+"""The `charrnn` command: parses options and calls the library; it holds no logic of its own."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import CharrnnError
+
+
+class DurationType(click.ParamType):
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        from .pipeline import parse_duration
+
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(value)
+        except CharrnnError as e:
+            self.fail(str(e), param, ctx)
+
+
+class CharrnnGroup(click.Group):
+    """Every error is one line on stderr and a non-zero exit: 2 for bad input, never a traceback."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except CharrnnError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            click.echo(f"Error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            click.echo("Aborted.", err=True)
+            sys.exit(130)
+        except OSError as e:
+            click.echo(f"Error: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", err=True)
+            sys.exit(1)
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
+
+
+POSITIVE_INT = click.IntRange(min=1)
+
+
+@click.group(cls=CharrnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="charrnn")
+def cli():
+    """Character-level language models: train a stacked LSTM/GRU/RNN on any text and sample from it."""
+
+
+@cli.command()
+@click.argument("corpus")
+@click.option("--model", type=click.Choice(["lstm", "gru", "rnn"]), help="Recurrent cell type.  [default: lstm]")
+@click.option("--layers", "n_layers", type=POSITIVE_INT, help="Number of stacked recurrent layers.")
+@click.option("--hidden", type=POSITIVE_INT, help="Hidden units per layer.")
+@click.option("--embed", type=POSITIVE_INT, help="Character embedding size.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout between layers and before the output.")
+@click.option("--batch-size", type=POSITIVE_INT, help="Parallel text streams per batch.")
+@click.option("--seq-len", type=POSITIVE_INT, help="Characters per truncated-BPTT chunk.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (AdamW).")
+@click.option("--warmup", "warmup_steps", type=click.IntRange(min=0), help="Linear warmup steps.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay on weight matrices.")
+@click.option("--grad-clip", type=click.FloatRange(min=0), help="Gradient-norm clip (0: off).")
+@click.option("--max-steps", type=POSITIVE_INT, help="Stop after this many optimizer steps.")
+@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True), help="Stop after this many passes over the text.")
+@click.option("--max-time", type=DurationType(), help="Stop after this much training time, e.g. 90s, 10m, 1h. [default: 10m when no stop is given]")
+@click.option("--eval-interval", type=click.IntRange(min=0), help="Steps between validation passes (0: automatic).")
+@click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="Fraction of the text, at its end, held out for validation.")
+@click.option("--seed", type=int, help="Random seed for initialisation, dropout and data order.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="auto: bf16 where the CPU or GPU supports it, fp16 on older GPUs, else fp32.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="Where to train.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Run folder.  [default: checkpoints/<corpus>-<model>]")
+@click.option("--resume", is_flag=True, help="Continue the run in the run folder from its last.pt.")
+@click.option("--byte-fallback/--no-byte-fallback", default=True, show_default=True, help="Add byte tokens so any text, even unseen characters, can be read.")
+@click.option("--sample-len", type=click.IntRange(min=0), default=200, show_default=True, help="Characters of sample shown at each validation.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, samples or notices.")
+def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sample_len, quiet, **settings):
+    """Train a model on CORPUS: a UTF-8 text file or a catalog name (see `charrnn corpus list`).
+
+    Settings left unset are chosen from the time budget (see README): `charrnn train tinyshakespeare
+    --max-time 60s` picks a model that learns fast, `--max-time 15m` a larger, regularised one.
+    """
+    from .pipeline import RunOptions
+    from .pipeline import train as train_pipeline
+
+    overrides = {k: v for k, v in settings.items() if v is not None}
+    opts = RunOptions(corpus=corpus, out=out, val_frac=val_frac, byte_fallback=byte_fallback, device=device,
+                      precision=precision, resume=resume, quiet=quiet, sample_len=sample_len)
+    summary = train_pipeline(opts, overrides)
+    if summary["reason"] == "interrupted":
+        click.echo(f"interrupted at step {summary['step']}: saved {summary['run_dir']}/last.pt "
+                   f"(continue with --resume)", err=True)
+        return 130
+    if not quiet:
+        best = summary["best_val"]
+        click.echo(f"done: {summary['step']} steps in {summary['elapsed']:.0f}s"
+                   + (f", best val loss {best:.4f}" if best is not None else "") + f" -> {summary['run_dir']}", err=True)
+    return 0
+
+
+@cli.command()
+@click.argument("run", required=False, type=click.Path(path_type=Path))
+@click.option("--prime", default="", help="Text to start from; it is printed first.")
+@click.option("--length", type=click.IntRange(min=0), default=500, show_default=True, help="Characters to generate.")
+@click.option("--temperature", "-t", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Sampling temperature; 0 is greedy.")
+@click.option("--top-k", type=POSITIVE_INT, help="Sample only from the k most likely characters.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), help="Sample only from the smallest set of characters whose probability reaches p.")
+@click.option("--seed", type=int, help="Random seed: the same seed gives the same text.")
+@click.option("--num-samples", "-n", type=POSITIVE_INT, default=1, show_default=True, help="Samples to generate, as one batch.")
+@click.option("--stop", multiple=True, help="End a sample at the first occurrence of this string (not printed). Repeatable.")
+@click.option("--stream/--no-stream", default=None, help="Print characters as they are made.  [default: on a terminal]")
+@click.option("--unknown", type=click.Choice(["error", "bytes"]), default="error", show_default=True, help="Prime characters outside the vocabulary: fail naming them, or read them as UTF-8 bytes.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default="cpu", show_default=True, help="Where to sample.")
+def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, stop, stream, unknown, device):
+    """Generate text from RUN: a run folder (best.pt, else last.pt) or a checkpoint file.
+
+    Without RUN, the newest run under ./checkpoints is used.
+    """
+    from .checkpoint import newest_run
+    from .device import resolve_device
+    from .sampler import SampleConfig, Sampler
+
+    sampler = Sampler.load(run if run is not None else newest_run(), device=str(resolve_device(device)))
+    prime = prime.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if prime else prime
+    cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, prime=prime, seed=seed,
+                       stop=tuple(stop), unknown=unknown)
+    if stream is None:
+        stream = sys.stdout.isatty() and num_samples == 1
+    if stream and num_samples == 1:
+        for piece in sampler.stream(**vars(cfg)):
+            click.echo(piece, nl=False)
+            sys.stdout.flush()
+        click.echo()
+        return
+    for i, text in enumerate(sampler.sample_many(cfg, num_samples)):
+        if num_samples > 1:
+            click.echo(f"--- sample {i + 1} ---")
+        click.echo(text)
+
+
+@cli.command(name="eval")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("corpus")
+@click.option("--split", "split_name", type=click.Choice(["val", "all"]), default="val", show_default=True, help="The validation split (the run's --val-frac) or the whole file.")
+@click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Override the run's validation fraction.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: loss_nats, bpc, perplexity, chars.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="Where to evaluate.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="Arithmetic precision.")
+def eval_cmd(run, corpus, split_name, val_frac, as_json, device, precision):
+    """Score RUN on CORPUS: loss per character in nats and bits, and perplexity."""
+    from .pipeline import eval_run
+
+    result = eval_run(run, corpus, split_name=split_name, val_frac=val_frac, device=device, precision=precision)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        click.echo(f"loss       {result.loss_nats:.4f} nats/char\nbpc        {result.bpc:.4f}\n"
+                   f"perplexity {result.perplexity:.4f}\nchars      {result.chars:,}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info(run, as_json):
+    """Show RUN's configuration, parameter count, steps and best validation loss."""
+    from .pipeline import run_info
+
+    data = run_info(run)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    best = data["best_val_loss"]
+    click.echo(f"checkpoint    {data['checkpoint']}")
+    click.echo(f"model         {json.dumps(data['model'])}")
+    click.echo(f"train         {json.dumps(data['train'])}")
+    click.echo(f"corpus        {data['run']['corpus']} ({data['run']['train_chars']:,} train / {data['run']['val_chars']:,} val chars)")
+    click.echo(f"parameters    {data['params']:,}")
+    click.echo(f"steps         {data['step']:,} ({data['chars_trained']:,} chars, epoch {data['epoch']}, {data['elapsed_s']}s)")
+    click.echo(f"best val loss {'-' if best is None else f'{best:.4f} nats/char'}")
+
+
+@cli.group()
+def corpus():
+    """Named corpora."""
+
+
+@corpus.command(name="list")
+def corpus_list():
+    """Show the catalog of named corpora and where each would be read from."""
+    from .data import corpus_status, load_catalog
+
+    for name, entry in sorted(load_catalog().items()):
+        click.echo(f"{name:<18} {entry['bytes']:>12,} bytes  {corpus_status(name)}\n{'':<18} {entry['description']}")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

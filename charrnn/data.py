@@ -1,0 +1,229 @@
+"""Corpora: find them, read and check them, encode them once into a memmapped id cache, split them,
+and cut them into the parallel streams that truncated BPTT trains on.
+
+A corpus is read in chunks and its ids live in a `numpy.memmap`, so a corpus larger than RAM trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import CharrnnError
+from .tokenizer import MAX_CODEPOINT, CharTokenizer
+
+CHUNK_CHARS = 1 << 24  # 16M characters per read: bounded memory whatever the corpus size
+BOM = b"\xef\xbb\xbf"
+CORPORA_ENV = "CHARRNN_CORPORA"
+REPO_CORPORA = Path(__file__).resolve().parent.parent / "corpora"
+
+
+# --- finding a corpus ------------------------------------------------------------------------------
+def load_catalog() -> dict[str, dict]:
+    """The named corpora in `corpora/catalog.json`."""
+    path = REPO_CORPORA / "catalog.json"
+    if not path.is_file():  # an installed wheel carries the catalog inside the package
+        path = Path(__file__).resolve().parent / "corpora" / "catalog.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_corpus(corpus: str, quiet: bool = False) -> Path:
+    """A path to a text file, or a catalog name (local copy in $CHARRNN_CORPORA, else downloaded once)."""
+    path = Path(corpus).expanduser()
+    catalog = load_catalog()
+    if path.exists() or corpus not in catalog:
+        if not path.exists():
+            names = ", ".join(sorted(catalog))
+            raise CharrnnError(f"no such file or catalog corpus: {corpus} (catalog: {names})")
+        if path.is_dir():
+            raise CharrnnError(f"{corpus} is a directory, not a text file")
+        return path
+    entry = catalog[corpus]
+    target, from_env = _catalog_path(corpus)
+    if from_env:
+        if not target.is_file():
+            raise CharrnnError(f"{CORPORA_ENV}={os.environ[CORPORA_ENV]} holds no {corpus}.txt")
+        return target
+    if target.is_file() and file_sha256(target) == entry["sha256"]:
+        return target
+    _download(entry["url"], entry["sha256"], target, quiet)
+    return target
+
+
+def _catalog_path(name: str) -> tuple[Path, bool]:
+    """Where a catalog corpus is read from, and whether that is the $CHARRNN_CORPORA copy."""
+    local = os.environ.get(CORPORA_ENV)
+    if local:
+        return Path(local).expanduser() / f"{name}.txt", True
+    if os.access(REPO_CORPORA, os.W_OK):
+        return REPO_CORPORA / f"{name}.txt", False
+    return Path.home() / ".cache" / "charrnn" / "corpora" / f"{name}.txt", False
+
+
+def corpus_status(name: str) -> str:
+    path, from_env = _catalog_path(name)
+    if path.is_file():
+        return f"local: {path}"
+    if from_env:
+        return f"missing: {path} ({CORPORA_ENV} is set, so nothing is downloaded)"
+    return f"downloaded on first use to {path}"
+
+
+def _download(url: str, sha256: str, target: Path, quiet: bool) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"downloading {url} -> {target}", file=sys.stderr)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            while block := resp.read(1 << 20):
+                out.write(block)
+        if file_sha256(Path(tmp)) != sha256:
+            raise CharrnnError(f"download of {url} does not match its sha256 {sha256[:12]}...; not kept")
+        os.replace(tmp, target)
+    except OSError as e:
+        raise CharrnnError(
+            f"cannot download {url} ({e}); set {CORPORA_ENV} to a folder holding {target.name}"
+        ) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# --- reading text ----------------------------------------------------------------------------------
+def has_bom(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(3) == BOM
+
+
+def iter_text(path: Path) -> Iterator[str]:
+    """The corpus as text chunks: UTF-8 strictly, a leading BOM dropped, CRLF kept as it is."""
+    try:
+        with open(path, "rb") as f:
+            if b"\x00" in f.read(8192):  # checked before decoding, so a binary file is named as such
+                raise CharrnnError(f"{path} looks binary (it holds NUL bytes), not text")
+        with open(path, encoding="utf-8-sig", errors="strict", newline="") as f:
+            while chunk := f.read(CHUNK_CHARS):
+                if "\x00" in chunk:
+                    raise CharrnnError(f"{path} looks binary (it holds NUL bytes), not text")
+                yield chunk
+    except UnicodeDecodeError as e:
+        raise CharrnnError(f"{path} is not UTF-8 text ({e.reason} near byte {e.start})") from None
+    except IsADirectoryError:
+        raise CharrnnError(f"{path} is a directory, not a text file") from None
+    except OSError as e:
+        raise CharrnnError(f"cannot read {path}: {e.strerror}") from None
+
+
+def read_text(path: Path) -> str:
+    return "".join(iter_text(path))
+
+
+def build_tokenizer(path: Path, byte_fallback: bool = True) -> CharTokenizer:
+    """The vocabulary of a corpus, counted chunk by chunk (bincount over code points: fast)."""
+    seen = np.zeros(MAX_CODEPOINT, dtype=bool)
+    for chunk in iter_text(path):
+        cps = np.frombuffer(chunk.encode("utf-32-le"), dtype=np.uint32)
+        seen |= np.bincount(cps, minlength=MAX_CODEPOINT).astype(bool)
+    if not seen.any():
+        raise CharrnnError(f"{path} is empty")
+    return CharTokenizer.from_chars(chr(c) for c in np.flatnonzero(seen).tolist())
+
+
+# --- the id cache ----------------------------------------------------------------------------------
+def _vocab_key(tok: CharTokenizer) -> str:
+    return hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()[:12]
+
+
+def encode_corpus(path: Path, tok: CharTokenizer, cache_dir: Path, unknown: str = "error") -> np.ndarray:
+    """Ids of the whole corpus as a read-only memmap, cached under `cache_dir`.
+
+    The cache file is keyed by the corpus content and the vocabulary, so a changed file or another
+    vocabulary never reads stale ids. It is written to a temporary name and renamed when complete.
+    """
+    dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32
+    key = f"{file_sha256(path)[:16]}-{_vocab_key(tok)}-{unknown}"
+    cache = cache_dir / f"{key}.{np.dtype(dtype).name}"
+    if not cache.is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{key}.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in iter_text(path):
+                    out.write(tok.encode(chunk, unknown=unknown).astype(dtype).tobytes())
+            os.replace(tmp, cache)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    if cache.stat().st_size == 0:
+        raise CharrnnError(f"{path} is empty")
+    return np.memmap(cache, dtype=dtype, mode="r")
+
+
+def split(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
+    """Train is the first part, validation the last `val_frac`, contiguous (nanoGPT's split)."""
+    n_train = int(len(ids) * (1 - val_frac))
+    return ids[:n_train], ids[n_train:]
+
+
+# --- batching for truncated BPTT -------------------------------------------------------------------
+@dataclass
+class StreamBatcher:
+    """Cuts `ids` into `batch_size` parallel streams; batch k+1 continues batch k stream by stream.
+
+    Stream b of epoch e covers ids[off + b*L : off + (b+1)*L + 1], where L = (N - 1 - off) // B.
+    Epoch 0 starts at off = 0; each later epoch starts at a seeded random off in [0, seq_len), so
+    chunk boundaries move between epochs. The hidden state is reset to zero at each epoch start
+    (the trainer's job), since a new epoch's streams do not continue the old ones' text.
+    Everything is a pure function of (epoch, k): that is what makes resume exact.
+    """
+
+    ids: np.ndarray
+    batch_size: int
+    seq_len: int
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batches_per_epoch(0) < 1:
+            raise CharrnnError(
+                f"corpus too small: {len(self.ids):,} training characters cannot fill one batch of "
+                f"{self.batch_size} streams x {self.seq_len} characters (lower --batch-size or --seq-len)"
+            )
+
+    def _offset(self, epoch: int) -> int:
+        if epoch == 0:
+            return 0
+        g = np.random.default_rng([self.seed, epoch])
+        return int(g.integers(self.seq_len))
+
+    def _stream_len(self, epoch: int) -> int:
+        return (len(self.ids) - 1 - self._offset(epoch)) // self.batch_size
+
+    def batches_per_epoch(self, epoch: int) -> int:
+        return max(self._stream_len(epoch), 0) // self.seq_len
+
+    def batch(self, epoch: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """x, y: (B, T) int64, y shifted one character ahead of x."""
+        length = self._stream_len(epoch)
+        starts = self._offset(epoch) + np.arange(self.batch_size) * length + k * self.seq_len
+        window = np.asarray(self.ids[starts[:, None] + np.arange(self.seq_len + 1)], dtype=np.int64)
+        chunk = torch.from_numpy(window)
+        return chunk[:, :-1], chunk[:, 1:]

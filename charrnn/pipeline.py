@@ -1,0 +1,272 @@
+"""The train, eval and info pipelines: corpus -> tokenizer -> ids -> model -> trainer -> run folder.
+
+The CLI parses options and calls these; Python users can call them too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint as ck
+from .data import StreamBatcher, build_tokenizer, encode_corpus, file_sha256, has_bom, resolve_corpus, split
+from .device import resolve_device, resolve_precision
+from .errors import CharrnnError
+from .evaluate import EvalResult, evaluate
+from .models import ModelConfig, build_model
+from .sampler import SampleConfig, Sampler
+from .trainer import TrainConfig, Trainer
+
+DEFAULT_MAX_TIME = 600.0  # with no stop given, train for ten minutes
+EVAL_STREAMS = 32
+EVAL_SEQ = 256
+
+# Settings by time budget, for the options a user leaves unset; measured on tinyshakespeare with a
+# 2-core CPU (benchmarks/README.md). A short budget wants a model that learns fast; a long one a
+# bigger model with dropout, since tinyshakespeare overfits within minutes.
+PRESETS: list[tuple[float, dict[str, Any]]] = [
+    (120, dict(n_layers=1, hidden=512, embed=128, dropout=0.0, batch_size=16, seq_len=64, lr=8e-3, warmup_steps=30)),
+    (480, dict(n_layers=2, hidden=512, embed=128, dropout=0.25, batch_size=32, seq_len=64, lr=4e-3, warmup_steps=50)),
+    (math.inf, dict(n_layers=2, hidden=512, embed=128, dropout=0.3, batch_size=32, seq_len=128, lr=4e-3,
+                    warmup_steps=100)),
+]
+
+
+def budget_preset(max_time: float | None) -> dict[str, Any]:
+    """Defaults chosen from the time budget (or the ten-minute default when no stop bounds time)."""
+    budget = DEFAULT_MAX_TIME if max_time is None else max_time
+    return next(dict(p) for limit, p in PRESETS if budget <= limit)
+
+
+@dataclass
+class RunOptions:
+    """What a training run needs besides the model and trainer configs."""
+
+    corpus: str
+    out: Path | None = None  # run folder; default checkpoints/<corpus>-<model>
+    val_frac: float = 0.1
+    byte_fallback: bool = True
+    device: str = "auto"
+    precision: str = "auto"
+    resume: bool = False
+    quiet: bool = False
+    sample_len: int = 200  # characters of sample printed at each validation (0: none)
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '1h', '1h30m', '2.5m' or plain seconds -> seconds."""
+    t = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        return float(t)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(h|m|s)", t)
+    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*(h|m|s)", "", t).strip():
+        raise CharrnnError(f"not a duration: {text!r} (use e.g. 90s, 10m, 1h30m)")
+    return sum(float(v) * {"h": 3600, "m": 60, "s": 1}[u] for v, u in parts)
+
+
+def _split_overrides(overrides: dict[str, Any]) -> tuple[dict, dict]:
+    model_keys = {f.name for f in fields(ModelConfig)}
+    train_keys = {f.name for f in fields(TrainConfig)}
+    unknown = set(overrides) - model_keys - train_keys
+    if unknown:
+        raise ValueError(f"unknown settings: {sorted(unknown)}")
+    return ({k: v for k, v in overrides.items() if k in model_keys},
+            {k: v for k, v in overrides.items() if k in train_keys})
+
+
+def check_settings(model_cfg: ModelConfig, train_cfg: TrainConfig, val_frac: float) -> None:
+    """Nonsense values are caught before anything touches the disk."""
+    checks = [
+        (model_cfg.n_layers >= 1, f"layers must be >= 1, not {model_cfg.n_layers}"),
+        (model_cfg.hidden >= 1, f"hidden must be >= 1, not {model_cfg.hidden}"),
+        (model_cfg.embed >= 1, f"embed must be >= 1, not {model_cfg.embed}"),
+        (0 <= model_cfg.dropout < 1, f"dropout must be in [0, 1), not {model_cfg.dropout}"),
+        (train_cfg.batch_size >= 1, f"batch-size must be >= 1, not {train_cfg.batch_size}"),
+        (train_cfg.seq_len >= 1, f"seq-len must be >= 1, not {train_cfg.seq_len}"),
+        (train_cfg.lr > 0, f"lr must be > 0, not {train_cfg.lr}"),
+        (train_cfg.max_steps is None or train_cfg.max_steps >= 1, "max-steps must be >= 1"),
+        (train_cfg.max_epochs is None or train_cfg.max_epochs > 0, "max-epochs must be > 0"),
+        (train_cfg.max_time is None or train_cfg.max_time > 0, "max-time must be > 0"),
+        (0 < val_frac < 1, f"val-frac must be in (0, 1), not {val_frac}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise CharrnnError(message)
+
+
+def _corpus_name(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem) or "corpus"
+
+
+def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
+          on_trainer: Callable[[Trainer], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) a run; returns a summary. `overrides` holds the settings the user chose;
+    the rest come from the budget preset and the configs' own defaults. `on_trainer` is called
+    with the trainer before it runs, e.g. to add hooks."""
+    overrides = dict(overrides or {})
+    device = resolve_device(opts.device)
+    precision = resolve_precision(opts.precision, device)
+    corpus_path = resolve_corpus(opts.corpus, quiet=opts.quiet)
+
+    if opts.resume:
+        run_dir = opts.out or _default_run_dir(corpus_path, overrides.get("model", "lstm"))
+        path = ck.resolve_checkpoint(run_dir, prefer=ck.LAST)
+        saved = ck.load_checkpoint(path)
+        tok = ck.checkpoint_tokenizer(saved, path)
+        model = ck.checkpoint_model(saved, path)
+        model_cfg = model.config
+        stops = {k: overrides.pop(k) for k in ("max_steps", "max_epochs", "max_time") if k in overrides}
+        model_over, train_over = _split_overrides(overrides)
+        train_cfg = TrainConfig(**{**saved["train_config"], **stops})
+        for k, v in {**model_over, **train_over}.items():
+            was = getattr(model_cfg, k, None) if k in model_over else saved["train_config"].get(k)
+            if v != was:
+                raise CharrnnError(f"--resume continues the saved run: {k} was {was}, cannot change to {v}")
+        val_frac = saved["run"]["val_frac"]
+        run_dir = path.parent
+        if saved["run"]["corpus_sha256"] != file_sha256(corpus_path):
+            raise CharrnnError(f"{corpus_path} is not the corpus this run was trained on")
+    else:
+        base = budget_preset(overrides.get("max_time"))
+        if not any(k in overrides for k in ("max_steps", "max_epochs", "max_time")):
+            base["max_time"] = DEFAULT_MAX_TIME
+        model_over, train_over = _split_overrides({**base, **overrides})
+        train_cfg = TrainConfig(**train_over)
+        check_settings(ModelConfig(vocab_size=1, **model_over), train_cfg, opts.val_frac)
+        run_dir = opts.out or _default_run_dir(corpus_path, model_over.get("model", "lstm"))
+        if any((run_dir / n).exists() for n in (ck.LAST, ck.BEST)):
+            raise CharrnnError(f"{run_dir} already holds a run: add --resume to continue it, or --out for a new one")
+        if has_bom(corpus_path) and not opts.quiet:
+            _say(f"note: {corpus_path} starts with a UTF-8 byte-order mark; it is dropped")
+        tok = build_tokenizer(corpus_path, byte_fallback=opts.byte_fallback)
+        model_cfg = ModelConfig(vocab_size=tok.vocab_size, **model_over)
+        torch.manual_seed(train_cfg.seed)  # the same seed, the same initial weights
+        model = build_model(model_cfg)
+        val_frac = opts.val_frac
+        saved = None
+
+    check_settings(model_cfg, train_cfg, val_frac)
+    ids = encode_corpus(corpus_path, tok, run_dir / "cache")
+    train_ids, val_ids = split(ids, val_frac)
+    if len(val_ids) < 2:
+        raise CharrnnError(f"validation split too small ({len(val_ids)} characters): raise --val-frac or use more text")
+    batcher = StreamBatcher(train_ids, train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed)
+
+    def validate(m) -> EvalResult:
+        return evaluate(m, val_ids, device, precision, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ)
+
+    trainer = Trainer(model, train_cfg, batcher, device, precision, evaluate=validate, quiet=opts.quiet)
+    if saved is not None:
+        trainer.load_state_dict(saved["trainer"])
+    run_info = {"corpus": str(corpus_path), "corpus_sha256": file_sha256(corpus_path), "val_frac": val_frac,
+                "train_chars": len(train_ids), "val_chars": len(val_ids)}
+    if saved is None:
+        ck.write_tokenizer(run_dir / ck.TOKENIZER, tok)
+    ck.write_json(run_dir / ck.CONFIG, {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "run": run_info,
+                                         "params": model.num_params(), "device": str(device), "precision": precision})
+    _attach_run_hooks(trainer, run_dir, tok, model_cfg, train_cfg, run_info, opts)
+    if on_trainer is not None:
+        on_trainer(trainer)
+
+    if not opts.quiet:
+        _say(f"{run_dir}: {model_cfg.model} {model_cfg.n_layers}x{model_cfg.hidden}, "
+                   f"{model.num_params() / 1e6:.2f}M params, {len(train_ids):,} train / {len(val_ids):,} val chars, "
+                   f"{device} {precision}" + (f", resuming at step {trainer.progress.step}" if saved else ""))
+    reason = trainer.run()
+    p = trainer.progress
+    return {"run_dir": str(run_dir), "reason": reason, "step": p.step, "elapsed": p.elapsed,
+            "best_val": p.best_val if p.best_val < math.inf else None}
+
+
+def _say(message: str) -> None:
+    """A notice on stderr that does not break the progress bar; stdout is left for data."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def _default_run_dir(corpus_path: Path, model: str) -> Path:
+    return Path("checkpoints") / f"{_corpus_name(corpus_path)}-{model}"
+
+
+def _attach_run_hooks(trainer: Trainer, run_dir: Path, tok, model_cfg, train_cfg, run_info, opts: RunOptions) -> None:
+    metrics = run_dir / ck.METRICS
+    saved_at = {"step": -1}
+
+    def append(record: dict) -> None:
+        with open(metrics, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def snapshot(val_loss: float | None) -> dict:
+        model = trainer.model
+        return {"model_config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(), "run": run_info,
+                "tokenizer": tok.to_str(), "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "trainer": trainer.state_dict(), "val_loss": val_loss}
+
+    def on_log(t: Trainer, record: dict) -> None:
+        append({"kind": "train", **record})
+
+    def on_eval(t: Trainer, result: EvalResult, is_best: bool) -> None:
+        append({"kind": "val", "step": t.progress.step, "elapsed": t.progress.elapsed, **result.to_dict()})
+        snap = snapshot(result.loss_nats)
+        ck.save_checkpoint(run_dir / ck.LAST, snap)
+        saved_at["step"] = t.progress.step
+        if is_best:
+            ck.save_checkpoint(run_dir / ck.BEST, snap)
+        if not opts.quiet:
+            line = f"step {t.progress.step}: val loss {result.loss_nats:.4f} nats, {result.bpc:.4f} bpc"
+            _say(line + (" (best)" if is_best else ""))
+            if opts.sample_len > 0:
+                sampler = Sampler(t.model, tok, t.device)
+                text = sampler.sample_many(SampleConfig(length=opts.sample_len, temperature=0.8, seed=0), 1)[0]
+                t.model.train()
+                _say("  | " + text.strip().replace("\n", "\n  | "))
+
+    def on_save(t: Trainer) -> None:
+        if saved_at["step"] != t.progress.step:
+            ck.save_checkpoint(run_dir / ck.LAST, snapshot(None))
+            saved_at["step"] = t.progress.step
+
+    trainer.hooks.on_log.append(on_log)
+    trainer.hooks.on_eval.append(on_eval)
+    trainer.hooks.on_save.append(on_save)
+
+
+def eval_run(run: str | Path, corpus: str, split_name: str = "val", val_frac: float | None = None,
+             device: str = "auto", precision: str = "fp32", unknown: str = "bytes") -> EvalResult:
+    """Loss of a run's checkpoint on a corpus: the validation split (the run's val-frac) or all of it."""
+    model, tok, ckpt, path = ck.load_run(run)
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    corpus_path = resolve_corpus(corpus)
+    frac = ckpt["run"]["val_frac"] if val_frac is None else val_frac
+    if not 0 < frac < 1:
+        raise CharrnnError(f"val-frac must be in (0, 1), not {frac}")
+    if unknown == "bytes" and not tok.byte_fallback:
+        unknown = "error"
+    ids = encode_corpus(corpus_path, tok, path.parent / "cache", unknown=unknown)
+    target = ids if split_name == "all" else split(ids, frac)[1]
+    if len(target) < 2:
+        raise CharrnnError(f"{corpus_path}: too little text to evaluate ({len(target)} characters)")
+    return evaluate(model.to(dev), target, dev, prec, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ)
+
+
+def run_info(run: str | Path) -> dict[str, Any]:
+    """What `charrnn info` shows: configs, parameter count, progress, best validation loss."""
+    path = ck.resolve_checkpoint(run)
+    ckpt = ck.load_checkpoint(path)
+    model = ck.checkpoint_model(ckpt, path)
+    progress = ckpt["trainer"]["progress"]
+    best = progress["best_val"]
+    return {"checkpoint": str(path), "model": ckpt["model_config"], "train": ckpt["train_config"],
+            "run": ckpt["run"], "params": model.num_params(), "step": progress["step"], "epoch": progress["epoch"],
+            "chars_trained": progress["chars"], "elapsed_s": round(progress["elapsed"], 1),
+            "best_val_loss": None if best == math.inf else best}
+

@@ -1,0 +1,184 @@
+"""Sampling text from a trained model: temperature, top-k, top-p, priming, stop strings, streaming.
+
+    from charrnn import Sampler
+    s = Sampler.load("checkpoints/tinyshakespeare-lstm")
+    print(s.sample(prime="ROMEO:", length=300, temperature=0.8, seed=1))
+    for piece in s.stream(prime="ROMEO:", length=300):
+        print(piece, end="", flush=True)
+
+The prime is read with the fused forward pass; each new character then goes through the model's
+per-step path (`model.step`), which is fast one character at a time. Several samples are made
+as one batch. Byte-fallback tokens exist only to read unseen input characters: they are never
+sampled, so the output is always whole characters.
+"""
+
+from __future__ import annotations
+
+import os
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_run
+from .errors import CharrnnError
+from .tokenizer import CharTokenizer
+
+
+@dataclass
+class SampleConfig:
+    length: int = 500  # characters to generate after the prime
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    prime: str = ""
+    seed: int | None = None
+    stop: Sequence[str] = field(default_factory=tuple)  # end at the first of these (not included)
+    unknown: str = "error"  # prime characters outside the vocabulary: 'error' or 'bytes'
+
+    def validate(self) -> None:
+        if self.length < 0:
+            raise CharrnnError(f"length must be >= 0, not {self.length}")
+        if not self.temperature >= 0:
+            raise CharrnnError(f"temperature must be >= 0, not {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise CharrnnError(f"top-k must be >= 1, not {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise CharrnnError(f"top-p must be in (0, 1], not {self.top_p}")
+        if any(s == "" for s in self.stop):
+            raise CharrnnError("a stop string cannot be empty")
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """(B, V) logits -> (B, V) logits with temperature applied and the excluded tokens at -inf."""
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        # drop a token when the tokens ranked above it already reach top_p (the first always stays)
+        drop_sorted = (cum - sorted_logits.softmax(-1)) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+class _StopWatch:
+    """Holds back text that could still turn into a stop string; says when one has appeared."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = list(stops)
+        self.text = ""  # generated text not yet released
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        """Add a piece; return what can be released now."""
+        if self.stopped:
+            return ""
+        self.text += piece
+        if not self.stops:
+            out, self.text = self.text, ""
+            return out
+        hits = [i for i in (self.text.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.stopped = True
+            out, self.text = self.text[: min(hits)], ""
+            return out
+        keep = 0  # longest tail of `text` that is a proper prefix of some stop string
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(s[:n]):
+                    keep = max(keep, n)
+                    break
+        out, self.text = self.text[: len(self.text) - keep], self.text[len(self.text) - keep :]
+        return out
+
+    def flush(self) -> str:
+        out, self.text = ("" if self.stopped else self.text), ""
+        return out
+
+
+class Sampler:
+    def __init__(self, model, tokenizer: CharTokenizer, device: torch.device | str = "cpu"):
+        self.model = model.to(device).eval()
+        self.tok = tokenizer
+        self.device = torch.device(device)
+
+    @classmethod
+    def load(cls, run: str | Path, device: str = "cpu") -> Sampler:
+        """From a run folder (best.pt, else last.pt) or a checkpoint file."""
+        model, tok, _, _ = load_run(run)
+        return cls(model, tok, device)
+
+    def sample(self, prime: str = "", length: int = 500, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, seed: int | None = None, stop: Sequence[str] = (),
+               unknown: str = "error") -> str:
+        """The prime followed by up to `length` generated characters."""
+        cfg = SampleConfig(length, temperature, top_k, top_p, prime, seed, tuple(stop), unknown)
+        return self.sample_many(cfg, 1)[0]
+
+    def stream(self, prime: str = "", length: int = 500, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, seed: int | None = None, stop: Sequence[str] = (),
+               unknown: str = "error") -> Iterator[str]:
+        """Yield the prime, then the generated text piece by piece as it is made."""
+        cfg = SampleConfig(length, temperature, top_k, top_p, prime, seed, tuple(stop), unknown)
+        watch = _StopWatch(cfg.stop)
+        gen = self._generate(cfg, 1)  # validates cfg and encodes the prime before yielding anything
+        yield cfg.prime
+        for ids in gen:
+            piece = watch.feed(self.tok.id_to_char(ids[0]))
+            if piece:
+                yield piece
+            if watch.stopped:
+                return
+        if rest := watch.flush():
+            yield rest
+
+    def sample_many(self, cfg: SampleConfig, n: int) -> list[str]:
+        """n samples generated as one batch; each is the prime followed by its own text."""
+        watches = [_StopWatch(cfg.stop) for _ in range(n)]
+        outs = [[] for _ in range(n)]
+        for ids in self._generate(cfg, n):
+            for i, t in enumerate(ids):
+                outs[i].append(watches[i].feed(self.tok.id_to_char(t)))
+            if all(w.stopped for w in watches):
+                break
+        return [cfg.prime + "".join(o) + w.flush() for o, w in zip(outs, watches)]
+
+    @torch.inference_mode()
+    def _generate(self, cfg: SampleConfig, n: int) -> Iterator[list[int]]:
+        """Yield, for each new position, the n sampled ids (one per stream)."""
+        cfg.validate()
+        if n < 1:
+            raise CharrnnError(f"number of samples must be >= 1, not {n}")
+        prime_ids = self.tok.encode(cfg.prime, unknown=cfg.unknown) if cfg.prime else None
+        return self._loop(cfg, n, prime_ids)
+
+    def _loop(self, cfg: SampleConfig, n: int, prime_ids) -> Iterator[list[int]]:
+        with torch.inference_mode():
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(7), "little"))
+            model = self.model
+            if prime_ids is None:
+                # No prime: start as after a line break (or the first token if the corpus had none).
+                start = self.tok.encode("\n")[0] if "\n" in self.tok.chars else 0
+                prime_ids = [int(start)]
+            prime = torch.as_tensor(prime_ids, dtype=torch.long, device=self.device)
+            prime = prime.unsqueeze(0).expand(n, -1)
+            logits, _, state = model(prime[:, :-1]) if prime.size(1) > 1 else (None, None, None)
+            logits, state = model.step(prime[:, -1], state)
+            n_chars = self.tok.n_chars
+            for i in range(cfg.length):
+                if i:
+                    logits, state = model.step(nxt, state)
+                logits = logits[:, :n_chars].float()  # byte tokens are never sampled
+                if cfg.temperature == 0:
+                    nxt = logits.argmax(-1)
+                else:
+                    probs = filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
+                    nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+                yield nxt.tolist()

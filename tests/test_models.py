@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from charrnn.models import RNN_TYPES, CharRNN, ModelConfig
+
+
+def _model(kind, layers=2, dropout=0.0):
+    torch.manual_seed(0)
+    return CharRNN(ModelConfig(vocab_size=50, model=kind, n_layers=layers, hidden=24, embed=8, dropout=dropout))
+
+
+@pytest.mark.parametrize("kind", RNN_TYPES)
+def test_forward_contract_and_shapes(kind):
+    m = _model(kind)
+    idx = torch.randint(0, 50, (3, 7))
+    logits, loss, state = m(idx, targets=idx)
+    assert logits.shape == (3, 7, 50)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert len(state) == (2 if kind == "lstm" else 1)
+    assert all(s.shape == (2, 3, 24) for s in state)
+    assert m(idx)[1] is None
+
+
+@pytest.mark.parametrize("kind", RNN_TYPES)
+def test_chunked_run_with_carried_state_equals_one_full_run(kind):
+    m = _model(kind, layers=3).eval()
+    idx = torch.randint(0, 50, (2, 30))
+    full, _, full_state = m(idx)
+    state, pieces = None, []
+    for chunk in idx.split([7, 11, 1, 11], dim=1):
+        logits, _, state = m(chunk, state)
+        pieces.append(logits)
+    torch.testing.assert_close(torch.cat(pieces, 1), full, rtol=1e-5, atol=1e-5)
+    for a, b in zip(state, full_state):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", RNN_TYPES)
+def test_step_path_equals_fused_forward(kind):
+    m = _model(kind, dropout=0.3).eval()
+    idx = torch.randint(0, 50, (4, 12))
+    full, _, full_state = m(idx)
+    state, steps = None, []
+    for t in range(idx.size(1)):
+        logits, state = m.step(idx[:, t], state)
+        steps.append(logits)
+    torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-5, atol=1e-5)
+    for a, b in zip(state, full_state):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_step_path_follows_weight_updates():
+    m = _model("lstm").eval()
+    idx = torch.tensor([1, 2])
+    before, _ = m.step(idx)
+    with torch.no_grad():
+        m.head.bias.add_(1.0)
+    after, _ = m.step(idx)
+    torch.testing.assert_close(after, before + 1.0)
+
+
+def test_bf16_autocast_forward_backward_runs_on_cpu():
+    m = _model("lstm")
+    idx = torch.randint(0, 50, (2, 9))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, loss, _ = m(idx, targets=idx)
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_step_equals_forward():
+    m = _model("lstm").cuda().eval()
+    idx = torch.randint(0, 50, (2, 5), device="cuda")
+    full, _, _ = m(idx)
+    state, steps = None, []
+    for t in range(5):
+        logits, state = m.step(idx[:, t], state)
+        steps.append(logits)
+    torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-3, atol=1e-3)

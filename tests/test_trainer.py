@@ -1,0 +1,124 @@
+import json
+from collections import Counter
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from charrnn import checkpoint as ck
+from charrnn.device import cpu_supports_bf16
+from charrnn.pipeline import RunOptions, train
+from charrnn.trainer import TrainConfig, Trainer
+from conftest import TINY
+
+
+def _opts(corpus, out, precision="fp32", **kw):
+    return RunOptions(corpus=str(corpus), out=out, precision=precision, device="cpu", quiet=True, sample_len=0, **kw)
+
+
+def _records(run, kind):
+    lines = (run / ck.METRICS).read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def test_loss_falls_well_below_the_unigram_entropy(corpus, tmp_path):
+    text = corpus.read_text()
+    counts = Counter(text)
+    unigram = -sum(n / len(text) * math.log(n / len(text)) for n in counts.values())  # about 3.2 nats
+    settings = dict(TINY, n_layers=1, hidden=128, batch_size=8, seq_len=32, lr=5e-3, max_steps=150, log_interval=5)
+    summary = train(_opts(corpus, tmp_path / "run"), settings)
+    losses = [r["loss"] for r in _records(tmp_path / "run", "train")]
+    vals = [r["loss_nats"] for r in _records(tmp_path / "run", "val")]
+    assert losses[0] > math.log(50)  # starts near uniform over the vocabulary
+    assert vals[-1] < unigram - 1.0  # it learned more than character frequencies
+    assert summary["best_val"] == min(vals)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_interrupted_and_resumed_run_equals_unbroken_run(corpus, tmp_path, precision):
+    if precision == "bf16" and not cpu_supports_bf16():
+        pytest.skip("CPU has no native bf16")
+    settings = dict(TINY, max_steps=40, dropout=0.2, log_interval=1, eval_interval=10)
+    train(_opts(corpus, tmp_path / "a", precision), settings)
+
+    def stop_at_17(trainer):
+        trainer.hooks.on_step.append(lambda t: t.request_stop() if t.progress.step == 17 else None)
+
+    first = train(_opts(corpus, tmp_path / "b", precision), settings, on_trainer=stop_at_17)
+    assert first["reason"] == "interrupted" and first["step"] == 17
+    assert ck.load_checkpoint(tmp_path / "b" / ck.LAST)["trainer"]["progress"]["step"] == 17
+    second = train(_opts(corpus, tmp_path / "b", precision, resume=True), {})
+    assert second["reason"] == "done" and second["step"] == 40
+
+    unbroken = [(r["step"], r["loss"]) for r in _records(tmp_path / "a", "train")]
+    resumed = [(r["step"], r["loss"]) for r in _records(tmp_path / "b", "train")]
+    assert resumed == unbroken  # every step's loss, bit for bit
+    assert [r["loss_nats"] for r in _records(tmp_path / "b", "val")] == \
+           [r["loss_nats"] for r in _records(tmp_path / "a", "val")]
+    wa = ck.load_checkpoint(tmp_path / "a" / ck.LAST)["model"]
+    wb = ck.load_checkpoint(tmp_path / "b" / ck.LAST)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_across_epoch_boundary_is_exact(corpus, tmp_path):
+    # 20k chars / (4 streams x 16) -> about 280 batches an epoch; a small corpus makes epochs short
+    small = tmp_path / "small.txt"
+    small.write_text(corpus.read_text()[:3000])
+    settings = dict(TINY, batch_size=4, seq_len=16, max_steps=90, log_interval=1, eval_interval=45)
+    train(_opts(small, tmp_path / "a"), settings)
+    train(_opts(small, tmp_path / "b"), settings,
+          on_trainer=lambda t: t.hooks.on_step.append(lambda t: t.request_stop() if t.progress.step == 50 else None))
+    train(_opts(small, tmp_path / "b", resume=True), {})
+    a = _records(tmp_path / "a", "train")
+    assert a[-1]["epoch"] >= 2
+    assert [r["loss"] for r in _records(tmp_path / "b", "train")] == [r["loss"] for r in a]
+
+
+def test_schedule_warms_up_then_decays_fully():
+    class Batcher:
+        def batches_per_epoch(self, epoch):
+            return 10
+
+    model = torch.nn.Linear(2, 2)
+    cfg = TrainConfig(lr=1.0, warmup_steps=4, max_steps=100, min_lr_ratio=0.1)
+    t = Trainer(model, cfg, Batcher(), torch.device("cpu"), "fp32")
+    assert [t.lr_at(s, 0.0) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert t.lr_at(50, 0.5) == pytest.approx(0.55)
+    assert t.lr_at(100, 1.0) == pytest.approx(0.1)
+
+
+def test_time_budget_stops_the_run(corpus, tmp_path):
+    start = time.perf_counter()
+    summary = train(_opts(corpus, tmp_path / "run"), {**{k: v for k, v in TINY.items() if k != "max_steps"},
+                                                       "max_time": 3.0})
+    took = time.perf_counter() - start
+    assert summary["reason"] == "done" and 3.0 <= summary["elapsed"] < 6.0 and took < 30
+    last = _records(tmp_path / "run", "train")[-1]
+    assert last["lr"] < 0.05 * TINY["lr"]  # the schedule followed the clock to its end
+
+
+def test_ctrl_c_saves_last_checkpoint_and_resume_continues(corpus, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "charrnn", "train", str(corpus), "--out", str(out), "--model", "lstm",
+           "--layers", "1", "--hidden", "32", "--embed", "16", "--batch-size", "4", "--seq-len", "16",
+           "--max-steps", "100000", "--precision", "fp32", "--device", "cpu", "--quiet"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    metrics = out / ck.METRICS
+    deadline = time.time() + 60
+    while not (metrics.exists() and metrics.stat().st_size > 0) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted at step" in err
+    step = ck.load_checkpoint(out / ck.LAST)["trainer"]["progress"]["step"]
+    assert step > 0
+    done = subprocess.run(cmd[:-1] + ["--resume", "--max-steps", str(step + 5)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ck.load_checkpoint(out / ck.LAST)["trainer"]["progress"]["step"] == step + 5
