@@ -130,7 +130,10 @@ def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, sto
     from .sampler import SampleConfig, Sampler
 
     sampler = Sampler.load(run if run is not None else newest_run(), device=str(resolve_device(device)))
-    prime = prime.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if prime else prime
+    try:
+        prime.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes on the command line arrive as lone surrogates
+        raise CharrnnError("--prime is not valid UTF-8 text") from None
     cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, prime=prime, seed=seed,
                        stop=tuple(stop), unknown=unknown)
     if stream is None:

@@ -153,14 +153,16 @@ def _vocab_key(tok: CharTokenizer) -> str:
     return hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()[:12]
 
 
-def encode_corpus(path: Path, tok: CharTokenizer, cache_dir: Path, unknown: str = "error") -> np.ndarray:
+def encode_corpus(path: Path, tok: CharTokenizer, cache_dir: Path, unknown: str = "error",
+                  sha256: str | None = None) -> np.ndarray:
     """Ids of the whole corpus as a read-only memmap, cached under `cache_dir`.
 
     The cache file is keyed by the corpus content and the vocabulary, so a changed file or another
     vocabulary never reads stale ids. It is written to a temporary name and renamed when complete.
+    `sha256` is the corpus file's digest when the caller already has it.
     """
     dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32
-    key = f"{file_sha256(path)[:16]}-{_vocab_key(tok)}-{unknown}"
+    key = f"{(sha256 or file_sha256(path))[:16]}-{_vocab_key(tok)}-{unknown}"
     cache = cache_dir / f"{key}.{np.dtype(dtype).name}"
     if not cache.is_file():
         cache_dir.mkdir(parents=True, exist_ok=True)

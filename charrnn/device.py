@@ -45,6 +45,9 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return "fp32"
     if name == "fp16" and device.type == "cpu":
         raise CharrnnError("--precision fp16 needs a GPU; on the CPU use bf16 or fp32")
+    if name == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
+        # oneDNN has no bf16 LSTM without native support, and emulated bf16 matmuls are ~300x slower
+        raise CharrnnError("--precision bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX); use fp32")
     return name
 
 

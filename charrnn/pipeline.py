@@ -116,6 +116,7 @@ def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
     corpus_path = resolve_corpus(opts.corpus, quiet=opts.quiet)
+    corpus_sha = file_sha256(corpus_path)
 
     if opts.resume:
         run_dir = opts.out or _default_run_dir(corpus_path, overrides.get("model", "lstm"))
@@ -133,7 +134,7 @@ def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
                 raise CharrnnError(f"--resume continues the saved run: {k} was {was}, cannot change to {v}")
         val_frac = saved["run"]["val_frac"]
         run_dir = path.parent
-        if saved["run"]["corpus_sha256"] != file_sha256(corpus_path):
+        if saved["run"]["corpus_sha256"] != corpus_sha:
             raise CharrnnError(f"{corpus_path} is not the corpus this run was trained on")
     else:
         base = budget_preset(overrides.get("max_time"))
@@ -155,7 +156,7 @@ def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
         saved = None
 
     check_settings(model_cfg, train_cfg, val_frac)
-    ids = encode_corpus(corpus_path, tok, run_dir / "cache")
+    ids = encode_corpus(corpus_path, tok, run_dir / "cache", sha256=corpus_sha)
     train_ids, val_ids = split(ids, val_frac)
     if len(val_ids) < 2:
         raise CharrnnError(f"validation split too small ({len(val_ids)} characters): raise --val-frac or use more text")
@@ -167,7 +168,7 @@ def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
     trainer = Trainer(model, train_cfg, batcher, device, precision, evaluate=validate, quiet=opts.quiet)
     if saved is not None:
         trainer.load_state_dict(saved["trainer"])
-    run_info = {"corpus": str(corpus_path), "corpus_sha256": file_sha256(corpus_path), "val_frac": val_frac,
+    run_info = {"corpus": str(corpus_path), "corpus_sha256": corpus_sha, "val_frac": val_frac,
                 "train_chars": len(train_ids), "val_chars": len(val_ids)}
     if saved is None:
         ck.write_tokenizer(run_dir / ck.TOKENIZER, tok)

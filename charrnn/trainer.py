@@ -164,7 +164,7 @@ class Trainer:
         c, p = self.config, self.progress
         return (
             (c.max_steps is not None and p.step >= c.max_steps)
-            or (c.max_epochs is not None and p.epoch >= c.max_epochs)
+            or (c.max_epochs is not None and p.epoch + p.batch / self.batcher.batches_per_epoch(p.epoch) >= c.max_epochs)
             or (c.max_time is not None and p.elapsed >= c.max_time)
         )
 

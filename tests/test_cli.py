@@ -200,3 +200,16 @@ def test_existing_run_is_never_overwritten(run_copy, tmp_path):
     other.write_text(make_text(20_000, seed=1))
     assert "not the corpus" in one_line_error(run("train", other, "--out", run_copy, "--resume", "--quiet"))
     assert digest(run_copy) == before
+
+
+def test_precision_the_cpu_cannot_run_is_refused(corpus, tmp_path):
+    from charrnn.device import cpu_supports_bf16
+
+    args = [a for a in TINY_ARGS if a not in ("--precision", "fp32")]
+    assert "needs a GPU" in one_line_error(run("train", corpus, "--out", tmp_path / "a", *args, "--precision", "fp16"))
+    bf16 = run("train", corpus, "--out", tmp_path / "b", *args, "--precision", "bf16")
+    if cpu_supports_bf16():
+        assert bf16.exit_code == 0, bf16.output
+    else:
+        assert "no native bf16" in one_line_error(bf16)
+    assert not (tmp_path / "a").exists()

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from charrnn.device import cpu_supports_bf16
 from charrnn.models import RNN_TYPES, CharRNN, ModelConfig
 
 
@@ -59,6 +60,7 @@ def test_step_path_follows_weight_updates():
     torch.testing.assert_close(after, before + 1.0)
 
 
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="CPU has no native bf16")
 def test_bf16_autocast_forward_backward_runs_on_cpu():
     m = _model("lstm")
     idx = torch.randint(0, 50, (2, 9))

@@ -92,6 +92,13 @@ def test_schedule_warms_up_then_decays_fully():
     assert t.lr_at(100, 1.0) == pytest.approx(0.1)
 
 
+def test_fractional_epoch_budget_stops_mid_epoch(corpus, tmp_path):
+    settings = {**{k: v for k, v in TINY.items() if k != "max_steps"}, "max_epochs": 0.5}
+    summary = train(_opts(corpus, tmp_path / "run"), settings)
+    per_epoch = (int(20_000 * 0.9) - 1) // TINY["batch_size"] // TINY["seq_len"]
+    assert summary["step"] == math.ceil(per_epoch / 2)
+
+
 def test_time_budget_stops_the_run(corpus, tmp_path):
     start = time.perf_counter()
     summary = train(_opts(corpus, tmp_path / "run"), {**{k: v for k, v in TINY.items() if k != "max_steps"},
