@@ -24,6 +24,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown cpu"
+
+
 def run_budget(budget: str, out: Path, extra: list[str]) -> dict:
     run_dir = out / f"tinyshakespeare-{budget}"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -51,11 +61,12 @@ def run_budget(budget: str, out: Path, extra: list[str]) -> dict:
                              / train[-1]["elapsed"]),
         "wall_s": round(wall, 1),
         "peak_rss_mib": round(usage.ru_maxrss / 1024),
+        "preset": config["run"].get("preset"),
         "model": config["model"],
         "train": {k: config["train"][k] for k in ("batch_size", "seq_len", "lr", "warmup_steps", "weight_decay")},
         "params": config["params"],
         "precision": config["precision"],
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {_cpu_name()}",
     }
 
 

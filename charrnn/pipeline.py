@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ck
+from . import presets
 from .data import StreamBatcher, build_tokenizer, encode_corpus, file_sha256, has_bom, resolve_corpus, split
 from .device import resolve_device, resolve_precision
 from .errors import CharrnnError
@@ -29,22 +30,6 @@ from .trainer import TrainConfig, Trainer
 DEFAULT_MAX_TIME = 600.0  # with no stop given, train for ten minutes
 EVAL_STREAMS = 32
 EVAL_SEQ = 256
-
-# Settings by time budget, for the options a user leaves unset; measured on tinyshakespeare with a
-# 2-core CPU (benchmarks/README.md). A short budget wants a model that learns fast; a long one a
-# bigger model with dropout, since tinyshakespeare overfits within minutes.
-PRESETS: list[tuple[float, dict[str, Any]]] = [
-    (120, dict(n_layers=1, hidden=512, embed=128, dropout=0.0, batch_size=16, seq_len=64, lr=8e-3, warmup_steps=30)),
-    (480, dict(n_layers=2, hidden=512, embed=128, dropout=0.25, batch_size=32, seq_len=64, lr=4e-3, warmup_steps=50)),
-    (math.inf, dict(n_layers=2, hidden=512, embed=128, dropout=0.3, batch_size=32, seq_len=128, lr=4e-3,
-                    warmup_steps=100)),
-]
-
-
-def budget_preset(max_time: float | None) -> dict[str, Any]:
-    """Defaults chosen from the time budget (or the ten-minute default when no stop bounds time)."""
-    budget = DEFAULT_MAX_TIME if max_time is None else max_time
-    return next(dict(p) for limit, p in PRESETS if budget <= limit)
 
 
 @dataclass
@@ -133,27 +118,35 @@ def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
             if v != was:
                 raise CharrnnError(f"--resume continues the saved run: {k} was {was}, cannot change to {v}")
         val_frac = saved["run"]["val_frac"]
+        preset = saved["run"].get("preset")
         run_dir = path.parent
         if saved["run"]["corpus_sha256"] != corpus_sha:
             raise CharrnnError(f"{corpus_path} is not the corpus this run was trained on")
     else:
-        base = budget_preset(overrides.get("max_time"))
-        if not any(k in overrides for k in ("max_steps", "max_epochs", "max_time")):
-            base["max_time"] = DEFAULT_MAX_TIME
-        model_over, train_over = _split_overrides({**base, **overrides})
-        train_cfg = TrainConfig(**train_over)
-        check_settings(ModelConfig(vocab_size=1, **model_over), train_cfg, opts.val_frac)
-        run_dir = opts.out or _default_run_dir(corpus_path, model_over.get("model", "lstm"))
+        run_dir = opts.out or _default_run_dir(corpus_path, overrides.get("model", "lstm"))
         if any((run_dir / n).exists() for n in (ck.LAST, ck.BEST)):
             raise CharrnnError(f"{run_dir} already holds a run: add --resume to continue it, or --out for a new one")
         if has_bom(corpus_path) and not opts.quiet:
             _say(f"note: {corpus_path} starts with a UTF-8 byte-order mark; it is dropped")
         tok = build_tokenizer(corpus_path, byte_fallback=opts.byte_fallback)
+        base, choice = {}, None
+        if not presets.PRESET_KEYS <= overrides.keys():  # some settings are left to the budget
+            budget = overrides.get("max_time") or DEFAULT_MAX_TIME
+            choice = presets.choose(budget, overrides, tok.vocab_size, device, precision)
+            base = dict(choice.settings)
+            if not opts.quiet:
+                _say(f"settings from the budget: {choice.describe()}")
+        if not any(k in overrides for k in ("max_steps", "max_epochs", "max_time")):
+            base["max_time"] = DEFAULT_MAX_TIME
+        model_over, train_over = _split_overrides({**base, **overrides})
+        train_cfg = TrainConfig(**train_over)
         model_cfg = ModelConfig(vocab_size=tok.vocab_size, **model_over)
+        check_settings(model_cfg, train_cfg, opts.val_frac)
         torch.manual_seed(train_cfg.seed)  # the same seed, the same initial weights
         model = build_model(model_cfg)
         val_frac = opts.val_frac
         saved = None
+        preset = None if choice is None else choice.to_dict()
 
     check_settings(model_cfg, train_cfg, val_frac)
     ids = encode_corpus(corpus_path, tok, run_dir / "cache", sha256=corpus_sha)
@@ -169,7 +162,7 @@ def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
     if saved is not None:
         trainer.load_state_dict(saved["trainer"])
     run_info = {"corpus": str(corpus_path), "corpus_sha256": corpus_sha, "val_frac": val_frac,
-                "train_chars": len(train_ids), "val_chars": len(val_ids)}
+                "train_chars": len(train_ids), "val_chars": len(val_ids), "preset": preset}
     if saved is None:
         ck.write_tokenizer(run_dir / ck.TOKENIZER, tok)
     ck.write_json(run_dir / ck.CONFIG, {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "run": run_info,

@@ -40,7 +40,8 @@ class TrainConfig:
     max_steps: int | None = None
     max_epochs: float | None = None
     max_time: float | None = None  # seconds of training, evaluation included
-    eval_interval: int = 0  # steps between validation passes; 0 = auto (see `_eval_points`)
+    eval_interval: int = 0  # steps between validation passes; 0 = auto (see `_eval_due`)
+    eval_share: float = 0.05  # auto with a time budget: at most about this share of it spent validating
     log_interval: int = 10  # steps between metric records and progress-bar updates
     seed: int = 1337
 
@@ -57,6 +58,8 @@ class Progress:
     chars: int = 0  # characters trained on
     best_val: float = math.inf
     evals: int = 0  # validation passes done
+    eval_frac: float = 0.0  # run fraction at the last validation
+    eval_s: float = 0.0  # seconds the last validation took
 
 
 @dataclass
@@ -120,16 +123,18 @@ class Trainer:
         return floor + 0.5 * (c.lr - floor) * (1 + math.cos(math.pi * min(frac, 1.0)))
 
     def _eval_due(self, frac: float) -> bool:
-        """Auto: validation at evenly spaced fractions of the run. 10 of them for step/epoch budgets;
-        for a time budget one a minute (2 to 20), since each pass spends the budget."""
+        """Auto: 10 evenly spaced validations for step/epoch budgets. With a time budget, where each pass
+        spends the budget, one a minute (2 to 20 in all), spaced further apart once a pass is seen to cost
+        more than `eval_share` of the run."""
         c, p = self.config, self.progress
         if c.eval_interval > 0:
             return p.step % c.eval_interval == 0
-        if c.max_time is not None:
-            n = max(2, min(20, round(c.max_time / 60)))
-        else:
-            n = 10
-        return frac >= (p.evals + 1) / n
+        if c.max_time is None:
+            return frac >= (p.evals + 1) / 10
+        gap = 1 / max(2, min(20, round(c.max_time / 60)))
+        if p.evals:
+            gap = max(gap, p.eval_s / (c.eval_share * c.max_time))
+        return frac >= p.eval_frac + gap
 
     # --- checkpointable state -----------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -249,11 +254,14 @@ class Trainer:
     def _validate(self, bar) -> None:
         t0 = time.perf_counter()
         result = self.evaluate(self.model)
-        self.progress.evals += 1
-        is_best = result.loss_nats < self.progress.best_val
+        p = self.progress
+        p.evals += 1
+        is_best = result.loss_nats < p.best_val
         if is_best:
-            self.progress.best_val = result.loss_nats
-        self.progress.elapsed += time.perf_counter() - t0
+            p.best_val = result.loss_nats
+        p.eval_s = time.perf_counter() - t0
+        p.elapsed += p.eval_s
+        p.eval_frac = self.fraction_done()
         self.model.train()
         for hook in self.hooks.on_eval:
             hook(self, result, is_best)

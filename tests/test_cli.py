@@ -12,8 +12,10 @@ from tokenizers import Tokenizer
 from charrnn import checkpoint as ck
 from charrnn.cli import cli
 
-TINY_ARGS = ["--model", "gru", "--layers", "1", "--hidden", "32", "--embed", "16", "--batch-size", "4",
-             "--seq-len", "16", "--max-steps", "20", "--precision", "fp32", "--device", "cpu", "--quiet"]
+# Every setting a budget preset would choose is given, so these runs skip the speed measurement.
+TINY_ARGS = ["--model", "gru", "--layers", "1", "--hidden", "32", "--embed", "16", "--dropout", "0", "--batch-size", "4",
+             "--seq-len", "16", "--lr", "0.01", "--warmup", "5", "--max-steps", "20", "--precision", "fp32",
+             "--device", "cpu", "--quiet"]
 
 
 def run(*args):
@@ -93,6 +95,23 @@ def test_info_and_corpus_list(trained_run):
     data = json.loads(run("info", trained_run, "--json").stdout)
     assert data["step"] == 60 and data["params"] > 0 and data["best_val_loss"] is not None
     assert "tinyshakespeare" in run("corpus", "list").stdout
+
+
+def test_unset_settings_come_from_the_budget_preset(corpus, tmp_path):
+    from charrnn import presets
+
+    out = tmp_path / "run"
+    result = run("train", corpus, "--out", out, "--hidden", "32", "--max-steps", "3", "--device", "cpu",
+                 "--precision", "fp32")
+    assert result.exit_code == 0, result.output
+    assert "settings from the budget: preset" in result.stderr
+    config = json.loads((out / "config.json").read_text())
+    chosen = config["run"]["preset"]
+    assert chosen["budget_s"] == 600 and chosen["chars_per_s"] > 0
+    preset = next(p for p in presets.PRESETS if p.name == chosen["preset"])
+    assert chosen["chars"] >= preset.min_chars  # it could afford the preset it picked...
+    assert config["model"]["hidden"] == 32  # ...with what the user set on top
+    assert config["model"]["n_layers"] == preset.settings["n_layers"] and config["train"]["lr"] == preset.settings["lr"]
 
 
 def test_bom_notice(tmp_path):

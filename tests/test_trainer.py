@@ -112,7 +112,8 @@ def test_time_budget_stops_the_run(corpus, tmp_path):
 def test_ctrl_c_saves_last_checkpoint_and_resume_continues(corpus, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "charrnn", "train", str(corpus), "--out", str(out), "--model", "lstm",
-           "--layers", "1", "--hidden", "32", "--embed", "16", "--batch-size", "4", "--seq-len", "16",
+           "--layers", "1", "--hidden", "32", "--embed", "16", "--dropout", "0", "--batch-size", "4", "--seq-len", "16",
+           "--lr", "0.01", "--warmup", "5",
            "--max-steps", "100000", "--precision", "fp32", "--device", "cpu", "--quiet"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     metrics = out / ck.METRICS
@@ -129,3 +130,50 @@ def test_ctrl_c_saves_last_checkpoint_and_resume_continues(corpus, tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert ck.load_checkpoint(out / ck.LAST)["trainer"]["progress"]["step"] == step + 5
+
+
+def test_the_largest_affordable_preset_is_chosen(monkeypatch):
+    from charrnn import presets
+
+    timed = []
+
+    def fake_speed(settings, vocab_size, device, precision):
+        timed.append(settings["hidden"])
+        return 10_000.0  # chars/s, whatever the model
+
+    monkeypatch.setattr(presets, "measure_speed", fake_speed)
+    cpu = torch.device("cpu")
+    by_chars = sorted(presets.PRESETS, key=lambda p: p.min_chars)
+    assert list(presets.PRESETS) == by_chars and by_chars[0].min_chars == 0
+    for p in presets.PRESETS:
+        budget = p.min_chars / 10_000 + 1  # just enough time for this preset, not for the next
+        assert presets.choose(budget, {}, 65, cpu, "fp32").name == p.name
+    assert presets.choose(1.0, {}, 65, cpu, "fp32").name == "small"
+    timed.clear()
+    choice = presets.choose(1.0, {"hidden": 64, "n_layers": 1, "embed": 16, "batch_size": 8, "seq_len": 32}, 65, cpu,
+                            "fp32")
+    assert choice.settings["hidden"] == 64 and len(timed) == 1  # one shape left to time: timed once
+
+
+def test_speed_measurement_leaves_the_rng_alone():
+    from charrnn import presets
+
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    settings = dict(presets.PRESETS[0].settings, hidden=16, embed=8, batch_size=2, seq_len=8)
+    assert presets.measure_speed(settings, 65, torch.device("cpu"), "fp32", seconds=0.01) > 0
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_time_budget_validations_thin_out_when_a_pass_is_costly():
+    class Batcher:
+        def batches_per_epoch(self, epoch):
+            return 10
+
+    t = Trainer(torch.nn.Linear(2, 2), TrainConfig(max_time=600), Batcher(), torch.device("cpu"), "fp32")
+    assert not t._eval_due(0.09) and t._eval_due(0.1)  # one a minute at first
+    t.progress.evals, t.progress.eval_frac, t.progress.eval_s = 1, 0.1, 1.0  # a cheap pass: keep the pace
+    assert t._eval_due(0.2)
+    t.progress.eval_s = 6.0  # 6 s a pass: 5 % of 600 s allows one every 0.2 of the run
+    assert not t._eval_due(0.29) and t._eval_due(0.31)
