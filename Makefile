@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 export CHARRNN_CORPORA ?= $(abspath ../shared/corpora)
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench quality clean
 
 $(BIN)/charrnn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ demo: venv
 
 bench: venv
 	$(BIN)/python benchmarks/quality.py
+
+quality: venv
+	$(BIN)/python benchmarks/quality.py --budget 60s --budget 15m
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
