@@ -119,6 +119,17 @@ def test_ranks_rows_make_up_the_single_process_batch():
             assert torch.equal(torch.cat([p[i] for p in parts]), whole.batch(epoch, k)[i])
 
 
+def test_a_batch_must_split_evenly_over_the_ranks():
+    from charrnn.distributed import World
+    from charrnn.errors import CharrnnError
+
+    assert World(rank=2, world_size=4).rows(16) == range(8, 12)
+    with pytest.raises(CharrnnError, match="batch-size 6 does not split evenly over 4 processes"):
+        World(rank=0, world_size=4).rows(6)
+    with pytest.raises(CharrnnError, match="--grad-accum 3 cannot split evenly: use a multiple of 6"):
+        World(rank=1, world_size=2).rows(8, grad_accum=3)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--batch-size", "6", "--grad-accum", "4"], "--grad-accum 4 cannot split evenly"),
     (["--grad-accum", "0"], "grad-accum"),
@@ -170,11 +181,14 @@ def test_killed_run_resumes_from_its_checkpoint(killed_run, corpus, reference, t
 
 
 @pytest.mark.distributed
-def test_resume_with_another_number_of_processes(killed_run, corpus, reference, tmp_path):
-    # The checkpoint holds the global carried state, so one process can take over both ranks' streams.
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_resume_with_another_number_of_processes(killed_run, corpus, reference, tmp_path, grad_accum):
+    # The checkpoint holds the global carried state, so one process can take over both ranks' streams,
+    # in one batch or (grad_accum 2) in two micro-batches of 2 streams, the split the two ranks had.
     out = tmp_path / "run"
     shutil.copytree(killed_run[0], out)
-    train(RunOptions(corpus=str(corpus), out=out, precision="fp32", device="cpu", quiet=True, sample_len=0, resume=True))
+    train(RunOptions(corpus=str(corpus), out=out, precision="fp32", device="cpu", quiet=True, sample_len=0,
+                     resume=True), {"grad_accum": grad_accum})
     assert_same_run(out, reference, resumed_at=8)
 
 
