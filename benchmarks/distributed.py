@@ -1,12 +1,15 @@
 """Data-parallel throughput: the same training run on 1 process and under torchrun on N processes.
 
-    python benchmarks/distributed.py [--nproc 1 --nproc 2] [--steps 150] [--repeat 1] [-- extra train args]
+    python benchmarks/distributed.py [--config 1 --config 1:1 --config 2] [--steps 150] [--repeat 1] [-- train args]
 
-Each configuration trains tinyshakespeare for --steps optimizer steps at the same global batch
-(default: the 2-minute preset, LSTM 1x512, 16 streams x 64 characters, dropout 0):
+Each configuration NPROC[:THREADS] trains tinyshakespeare for --steps optimizer steps at the same
+global batch (default: the 2-minute preset, LSTM 1x512, 16 streams x 64 characters, dropout 0) with
+OMP_NUM_THREADS=THREADS per process (default: cores / NPROC):
 
-- `1 process`: plain `charrnn train` (the reference; OMP_NUM_THREADS = all cores),
-- `torchrun xN`: `torchrun --standalone --nproc_per_node=N -m charrnn train ...` (cores / N threads each).
+- NPROC 1: plain `charrnn train`, the reference,
+- NPROC > 1: `torchrun --standalone --nproc_per_node=NPROC -m charrnn train ...`.
+
+The defaults compare one process on all cores, one process on one core, and one process per core.
 
 Configurations alternate within each repeat, so a background load slows them alike. Throughput is
 global characters per second of training (evaluation excluded), from the run's metrics; the final
@@ -34,19 +37,21 @@ SETTINGS = ["--model", "lstm", "--layers", "1", "--hidden", "512", "--embed", "1
             "--device", "cpu", "--sample-len", "0", "--quiet"]
 
 
-def run(nproc: int, steps: int, out: Path, extra: list[str]) -> dict:
-    run_dir = out / f"tinyshakespeare-x{nproc}"
+def run(config: str, steps: int, out: Path, extra: list[str]) -> dict:
+    nproc, _, threads = config.partition(":")
+    nproc = int(nproc)
+    threads = int(threads) if threads else max(1, (os.cpu_count() or 1) // nproc)
+    run_dir = out / f"tinyshakespeare-x{nproc}-t{threads}"
     shutil.rmtree(run_dir, ignore_errors=True)
     train = ["train", "tinyshakespeare", "--max-steps", str(steps), "--eval-interval", str(steps + 1),
              "--out", str(run_dir), *SETTINGS, *extra]
-    cores = os.cpu_count() or 1
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // nproc)), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     if nproc == 1:
-        cmd, label = [sys.executable, "-m", "charrnn", *train], "1 process"
+        cmd, label = [sys.executable, "-m", "charrnn", *train], f"1 process, {threads} thread(s)"
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "charrnn", *train]
-        label = f"torchrun x{nproc}"
+        label = f"torchrun x{nproc}, {threads} thread(s) each"
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
     wall = time.perf_counter() - t0
@@ -56,10 +61,10 @@ def run(nproc: int, steps: int, out: Path, extra: list[str]) -> dict:
     chars = last["step"] * config["train"]["batch_size"] * config["train"]["seq_len"]
     return {
         "config": label,
-        "command": " ".join(["charrnn"] if nproc == 1 else ["torchrun", "--standalone", f"--nproc_per_node={nproc}",
-                                                               "-m", "charrnn"]) + " " + " ".join(train),
+        "command": " ".join([f"OMP_NUM_THREADS={threads}"] + (["charrnn"] if nproc == 1 else [
+            "torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "charrnn"]) + train),
         "processes": nproc,
-        "omp_threads_each": int(env["OMP_NUM_THREADS"]),
+        "omp_threads_each": threads,
         "steps": last["step"],
         "global_batch": config["train"]["batch_size"],
         "chars_per_s": round(chars / last["elapsed"]),
@@ -72,15 +77,15 @@ def run(nproc: int, steps: int, out: Path, extra: list[str]) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--nproc", type=int, action="append", help="process counts to compare (repeatable) [1, 2]")
+    p.add_argument("--config", action="append", help="NPROC[:THREADS] to compare (repeatable) [1, 1:1, 2]")
     p.add_argument("--steps", type=int, default=150, help="optimizer steps per run")
     p.add_argument("--repeat", type=int, default=1, help="rounds over all configurations")
     p.add_argument("--out", type=Path, default=HERE / "runs", help="where the run folders go")
     p.add_argument("extra", nargs="*", help="extra `charrnn train` arguments, after --")
     args = p.parse_args()
     for _ in range(args.repeat):
-        for nproc in args.nproc or [1, 2]:
-            row = run(nproc, args.steps, args.out, args.extra)
+        for config in args.config or ["1", "1:1", "2"]:
+            row = run(config, args.steps, args.out, args.extra)
             print(json.dumps(row), flush=True)
             with open(HERE / "distributed.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")

@@ -204,7 +204,7 @@ def test_elastic_restart_resumes_from_the_last_checkpoint(corpus, reference, tmp
 @pytest.mark.distributed
 def test_hung_rank_times_out_instead_of_hanging(corpus, tmp_path):
     t0 = time.perf_counter()
-    proc = torchrun("train", corpus, "--out", tmp_path / "run", *ARGS, "--dist-timeout", "5s", fault="stall:1:5")
+    proc = torchrun("train", corpus, "--out", tmp_path / "run", *ARGS, "--dist-timeout", "8s", fault="stall:1:5")
     assert proc.returncode != 0
     assert time.perf_counter() - t0 < 100  # the stalled rank sleeps 120 s
     assert "lost contact with another rank" in proc.stderr
