@@ -58,6 +58,25 @@ def write_tokenizer(path: Path, tok: CharTokenizer) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def trim_metrics(path: Path, step: int) -> None:
+    """Drop the metric records after `step`: on resume they belong to a run that died after its last
+    checkpoint, and the resumed run writes those steps again. Rewritten atomically, if at all."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line).get("step", 0) > step:
+                continue
+        except (ValueError, AttributeError):  # a torn last line from a killed writer
+            continue
+        keep.append(line)
+    if keep != lines:
+        atomic_write(path, lambda f: f.write("".join(keep).encode("utf-8")))
+
+
 def resolve_checkpoint(run: str | Path, prefer: str = BEST) -> Path:
     """A run folder (-> best.pt, falling back to last.pt; `prefer=LAST` for resume) or a checkpoint file."""
     run = Path(run)

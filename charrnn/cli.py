@@ -33,7 +33,7 @@ class CharrnnGroup(click.Group):
             rv = super().main(*args, standalone_mode=False, **kwargs)
         except CharrnnError as e:
             click.echo(f"Error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(e.exit_code)
         except click.ClickException as e:
             click.echo(f"Error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
@@ -66,6 +66,7 @@ def cli():
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout between layers and before the output.")
 @click.option("--batch-size", type=POSITIVE_INT, help="Parallel text streams per batch.")
 @click.option("--seq-len", type=POSITIVE_INT, help="Characters per truncated-BPTT chunk.")
+@click.option("--grad-accum", type=POSITIVE_INT, help="Split each batch into this many micro-batches, gradients accumulated: the same step in less memory.  [default: 1]")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (AdamW).")
 @click.option("--warmup", "warmup_steps", type=click.IntRange(min=0), help="Linear warmup steps.")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay on weight matrices.")
@@ -82,20 +83,27 @@ def cli():
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its last.pt.")
 @click.option("--byte-fallback/--no-byte-fallback", default=True, show_default=True, help="Add byte tokens so any text, even unseen characters, can be read.")
 @click.option("--sample-len", type=click.IntRange(min=0), default=200, show_default=True, help="Characters of sample shown at each validation.")
+@click.option("--dist-timeout", type=DurationType(), default="10m", show_default=True, help="Under torchrun: how long a process waits for the others before the job fails.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, samples or notices.")
-def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sample_len, quiet, **settings):
+def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sample_len, dist_timeout, quiet, **settings):
     """Train a model on CORPUS: a UTF-8 text file or a catalog name (see `charrnn corpus list`).
 
     Settings left unset are chosen from the time budget (see README): `charrnn train tinyshakespeare
     --max-time 60s` picks a model that learns fast, `--max-time 15m` a larger, regularised one.
+
+    Launched by torchrun (`torchrun --nproc_per_node=N -m charrnn train ...`) it trains data-parallel:
+    --batch-size is the global batch, split evenly over the processes.
     """
     from .pipeline import RunOptions
     from .pipeline import train as train_pipeline
 
     overrides = {k: v for k, v in settings.items() if v is not None}
     opts = RunOptions(corpus=corpus, out=out, val_frac=val_frac, byte_fallback=byte_fallback, device=device,
-                      precision=precision, resume=resume, quiet=quiet, sample_len=sample_len)
+                      precision=precision, resume=resume, quiet=quiet, sample_len=sample_len,
+                      dist_timeout=dist_timeout)
     summary = train_pipeline(opts, overrides)
+    if not summary["main"]:  # under torchrun rank 0 speaks for the job
+        return 130 if summary["reason"] == "interrupted" else 0
     if summary["reason"] == "interrupted":
         click.echo(f"interrupted at step {summary['step']}: saved {summary['run_dir']}/last.pt "
                    f"(continue with --resume)", err=True)

@@ -196,14 +196,21 @@ class StreamBatcher:
     chunk boundaries move between epochs. The hidden state is reset to zero at each epoch start
     (the trainer's job), since a new epoch's streams do not continue the old ones' text.
     Everything is a pure function of (epoch, k): that is what makes resume exact.
+
+    `rows` picks which streams of that global layout `batch` returns (None: all of them). Under
+    data-parallel training each rank passes its own contiguous range, so the ranks together read
+    exactly the single-process batch, and a run can resume with any number of ranks.
     """
 
     ids: np.ndarray
     batch_size: int
     seq_len: int
     seed: int = 0
+    rows: range | None = None  # the rows of the global batch this batcher yields
 
     def __post_init__(self) -> None:
+        if self.rows is not None and (len(self.rows) < 1 or min(self.rows) < 0 or max(self.rows) >= self.batch_size):
+            raise ValueError(f"rows {self.rows} are not within a batch of {self.batch_size}")
         if self.batches_per_epoch(0) < 1:
             raise CharrnnError(
                 f"corpus too small: {len(self.ids):,} training characters cannot fill one batch of "
@@ -223,9 +230,10 @@ class StreamBatcher:
         return max(self._stream_len(epoch), 0) // self.seq_len
 
     def batch(self, epoch: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """x, y: (B, T) int64, y shifted one character ahead of x."""
+        """x, y: (B, T) int64, y shifted one character ahead of x; B = len(rows) when rows are given."""
         length = self._stream_len(epoch)
-        starts = self._offset(epoch) + np.arange(self.batch_size) * length + k * self.seq_len
+        streams = np.arange(self.batch_size) if self.rows is None else np.asarray(self.rows)
+        starts = self._offset(epoch) + streams * length + k * self.seq_len
         window = np.asarray(self.ids[starts[:, None] + np.arange(self.seq_len + 1)], dtype=np.int64)
         chunk = torch.from_numpy(window)
         return chunk[:, :-1], chunk[:, 1:]

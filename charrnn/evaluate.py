@@ -6,6 +6,10 @@ The few characters left over after B*L belong right after the last stream, so th
 by continuing that stream's state. Each stream starts from a zero state, which costs a little
 at its first characters; 16 streams over tinyshakespeare's 111k validation characters is
 enough parallelism for speed and a negligible cold-start cost.
+
+Under data-parallel training each rank scores a share of the streams (`shard`) and the ranks add
+up their sums: the same streams, the same characters, the same figure as one process (up to the
+order of float additions).
 """
 
 from __future__ import annotations
@@ -43,10 +47,12 @@ def _ids(ids: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tenso
 
 @torch.no_grad()
 def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp32",
-             n_streams: int = 16, seq_len: int = 256) -> EvalResult:
-    """Mean loss of `model` over `ids` (a 1-D array of token ids), on `device`."""
-    was_training = model.training
-    model.eval()
+             n_streams: int = 16, seq_len: int = 256, shard: tuple[int, int] = (0, 1)) -> EvalResult:
+    """Mean loss of `model` over `ids` (a 1-D array of token ids), on `device`.
+
+    `shard=(i, n)` scores only the i-th of n near-equal contiguous groups of the streams (the last
+    group also takes the leftover tail); the n results' loss_nats * chars add up to the whole sum.
+    """
     n = len(ids)
     if n < 2:
         raise ValueError("need at least two characters to evaluate")
@@ -55,7 +61,12 @@ def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp3
     total = 0.0
     count = 0
     state = None
-    starts = np.arange(n_streams) * L
+    mine = np.array_split(np.arange(n_streams), shard[1])[shard[0]]
+    starts = mine * L
+    if len(mine) == 0:  # more shards than streams: nothing for this one
+        return EvalResult(0.0, 0)
+    was_training = model.training
+    model.eval()
     try:
         for t0 in range(0, L, seq_len):
             t1 = min(t0 + seq_len, L)
@@ -66,7 +77,7 @@ def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp3
                                      reduction="sum").item()
             count += window[:, 1:].numel()
         rest = n - 1 - n_streams * L
-        if rest > 0:  # continue the last stream over the tail
+        if rest > 0 and mine[-1] == n_streams - 1:  # continue the last stream over the tail
             last = None if state is None else tuple(s[:, -1:].contiguous() for s in state)
             pos = np.arange(n_streams * L, n)[None, :]
             window = _ids(ids, pos, device)

@@ -10,7 +10,7 @@ import math
 import sys
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ck
-from . import presets
+from . import distributed, presets
 from .data import StreamBatcher, build_tokenizer, encode_corpus, file_sha256, has_bom, resolve_corpus, split
 from .device import resolve_device, resolve_precision
 from .errors import CharrnnError
@@ -45,6 +45,7 @@ class RunOptions:
     resume: bool = False
     quiet: bool = False
     sample_len: int = 200  # characters of sample printed at each validation (0: none)
+    dist_timeout: float = 600.0  # seconds a rank waits for the others before the job fails (torchrun)
 
 
 def parse_duration(text: str) -> float:
@@ -77,6 +78,7 @@ def check_settings(model_cfg: ModelConfig, train_cfg: TrainConfig, val_frac: flo
         (0 <= model_cfg.dropout < 1, f"dropout must be in [0, 1), not {model_cfg.dropout}"),
         (train_cfg.batch_size >= 1, f"batch-size must be >= 1, not {train_cfg.batch_size}"),
         (train_cfg.seq_len >= 1, f"seq-len must be >= 1, not {train_cfg.seq_len}"),
+        (train_cfg.grad_accum >= 1, f"grad-accum must be >= 1, not {train_cfg.grad_accum}"),
         (train_cfg.lr > 0, f"lr must be > 0, not {train_cfg.lr}"),
         (train_cfg.max_steps is None or train_cfg.max_steps >= 1, "max-steps must be >= 1"),
         (train_cfg.max_epochs is None or train_cfg.max_epochs > 0, "max-epochs must be > 0"),
@@ -92,16 +94,34 @@ def _corpus_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem) or "corpus"
 
 
+# What --resume may change: the stops, and how each step is cut into micro-batches.
+RESUME_CHANGEABLE = ("max_steps", "max_epochs", "max_time", "grad_accum")
+
+
 def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
           on_trainer: Callable[[Trainer], None] | None = None) -> dict[str, Any]:
     """Train (or resume) a run; returns a summary. `overrides` holds the settings the user chose;
     the rest come from the budget preset and the configs' own defaults. `on_trainer` is called
-    with the trainer before it runs, e.g. to add hooks."""
-    overrides = dict(overrides or {})
-    device = resolve_device(opts.device)
+    with the trainer before it runs, e.g. to add hooks.
+
+    Under torchrun this process is one rank of a data-parallel job (distributed.py): it joins the
+    process group here and leaves it however the run ends."""
+    world, device = distributed.init(resolve_device(opts.device), opts.dist_timeout)
+    try:
+        with world.guard():
+            return _train(opts, dict(overrides or {}), on_trainer, world, device)
+    finally:
+        world.close()
+
+
+def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distributed.World,
+           device: torch.device) -> dict[str, Any]:
+    if not world.is_main:  # rank 0 speaks for the job
+        opts = replace(opts, quiet=True)
     precision = resolve_precision(opts.precision, device)
     corpus_path = resolve_corpus(opts.corpus, quiet=opts.quiet)
     corpus_sha = file_sha256(corpus_path)
+    opts = _resume_after_restart(opts, world, corpus_path, overrides)
 
     if opts.resume:
         run_dir = opts.out or _default_run_dir(corpus_path, overrides.get("model", "lstm"))
@@ -110,7 +130,7 @@ def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
         tok = ck.checkpoint_tokenizer(saved, path)
         model = ck.checkpoint_model(saved, path)
         model_cfg = model.config
-        stops = {k: overrides.pop(k) for k in ("max_steps", "max_epochs", "max_time") if k in overrides}
+        stops = {k: overrides.pop(k) for k in RESUME_CHANGEABLE if k in overrides}
         model_over, train_over = _split_overrides(overrides)
         train_cfg = TrainConfig(**{**saved["train_config"], **stops})
         for k, v in {**model_over, **train_over}.items():
@@ -132,7 +152,9 @@ def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
         base, choice = {}, None
         if not presets.PRESET_KEYS <= overrides.keys():  # some settings are left to the budget
             budget = overrides.get("max_time") or DEFAULT_MAX_TIME
-            choice = presets.choose(budget, overrides, tok.vocab_size, device, precision)
+            # Rank 0 times the presets as if alone, and every rank trains what it chose.
+            choice = world.from_main(presets.choose(budget, overrides, tok.vocab_size, device, precision)
+                                     if world.is_main else None)
             base = dict(choice.settings)
             if not opts.quiet:
                 _say(f"settings from the budget: {choice.describe()}")
@@ -149,36 +171,70 @@ def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
         preset = None if choice is None else choice.to_dict()
 
     check_settings(model_cfg, train_cfg, val_frac)
-    ids = encode_corpus(corpus_path, tok, run_dir / "cache", sha256=corpus_sha)
+    rows = world.rows(train_cfg.batch_size, train_cfg.grad_accum)  # this rank's streams
+    with world.main_first():  # one process per node encodes the corpus; the others read its cache
+        ids = encode_corpus(corpus_path, tok, run_dir / "cache", sha256=corpus_sha)
     train_ids, val_ids = split(ids, val_frac)
     if len(val_ids) < 2:
         raise CharrnnError(f"validation split too small ({len(val_ids)} characters): raise --val-frac or use more text")
-    batcher = StreamBatcher(train_ids, train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed)
+    batcher = StreamBatcher(train_ids, train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed,
+                            rows=None if world.world_size == 1 else rows)
 
     def validate(m) -> EvalResult:
-        return evaluate(m, val_ids, device, precision, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ)
+        # Each rank scores its share of the validation streams; the sums make the global figure.
+        part = evaluate(m, val_ids, device, precision, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ,
+                        shard=(world.rank, world.world_size))
+        if world.world_size == 1:
+            return part
+        total, chars = world.all_sum([part.loss_nats * part.chars, part.chars])
+        return EvalResult(total / chars, int(chars))
 
-    trainer = Trainer(model, train_cfg, batcher, device, precision, evaluate=validate, quiet=opts.quiet)
+    trainer = Trainer(model, train_cfg, batcher, device, precision, evaluate=validate, quiet=opts.quiet,
+                      world=world)
     if saved is not None:
         trainer.load_state_dict(saved["trainer"])
     run_info = {"corpus": str(corpus_path), "corpus_sha256": corpus_sha, "val_frac": val_frac,
                 "train_chars": len(train_ids), "val_chars": len(val_ids), "preset": preset}
-    if saved is None:
-        ck.write_tokenizer(run_dir / ck.TOKENIZER, tok)
-    ck.write_json(run_dir / ck.CONFIG, {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "run": run_info,
-                                         "params": model.num_params(), "device": str(device), "precision": precision})
+    if world.is_main:  # one writer for the run folder
+        if saved is None:
+            ck.write_tokenizer(run_dir / ck.TOKENIZER, tok)
+        ck.trim_metrics(run_dir / ck.METRICS, trainer.progress.step)
+        ck.write_json(run_dir / ck.CONFIG, {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
+                                             "run": run_info, "params": model.num_params(), "device": str(device),
+                                             "precision": precision, "world_size": world.world_size})
     _attach_run_hooks(trainer, run_dir, tok, model_cfg, train_cfg, run_info, opts)
     if on_trainer is not None:
         on_trainer(trainer)
 
     if not opts.quiet:
+        where = f"{device} {precision}" if world.world_size == 1 else \
+            f"{world.world_size} processes ({device.type} {precision}, {len(rows)} streams each)"
         _say(f"{run_dir}: {model_cfg.model} {model_cfg.n_layers}x{model_cfg.hidden}, "
                    f"{model.num_params() / 1e6:.2f}M params, {len(train_ids):,} train / {len(val_ids):,} val chars, "
-                   f"{device} {precision}" + (f", resuming at step {trainer.progress.step}" if saved else ""))
+                   f"{where}" + (f", resuming at step {trainer.progress.step}" if saved else ""))
     reason = trainer.run()
     p = trainer.progress
     return {"run_dir": str(run_dir), "reason": reason, "step": p.step, "elapsed": p.elapsed,
-            "best_val": p.best_val if p.best_val < math.inf else None}
+            "best_val": p.best_val if p.best_val < math.inf else None, "main": world.is_main}
+
+
+def _resume_after_restart(opts: RunOptions, world: distributed.World, corpus_path: Path,
+                          overrides: dict[str, Any]) -> RunOptions:
+    """torchrun --max-restarts restarts every worker with the same command after a failure: a restarted
+    worker (TORCHELASTIC_RESTART_COUNT > 0) resumes from last.pt when the run folder has one."""
+    if opts.resume or world.restart_count == 0:
+        return opts
+    run_dir = opts.out or _default_run_dir(corpus_path, overrides.get("model", "lstm"))
+    found = (run_dir / ck.LAST).is_file()
+    seen = world.all_sum([float(found)])[0]
+    if 0 < seen < world.world_size:  # each rank reads the folder: on several nodes it must be shared
+        raise CharrnnError(f"only {seen:.0f} of {world.world_size} ranks see {run_dir / ck.LAST}: "
+                           f"the run folder must be on a filesystem every node shares")
+    if not found:
+        return opts
+    if not opts.quiet:
+        _say(f"torchrun restart {world.restart_count}: resuming from {run_dir / ck.LAST}")
+    return replace(opts, resume=True)
 
 
 def _say(message: str) -> None:
@@ -198,20 +254,29 @@ def _attach_run_hooks(trainer: Trainer, run_dir: Path, tok, model_cfg, train_cfg
         with open(metrics, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
-    def snapshot(val_loss: float | None) -> dict:
+    main = trainer.world.is_main
+
+    def snapshot(val_loss: float | None) -> dict | None:
+        """The checkpoint, on rank 0 (None elsewhere). Every rank must call it: the trainer's state gathers."""
+        state = trainer.state_dict()
+        if not main:
+            return None
         model = trainer.model
         return {"model_config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(), "run": run_info,
                 "tokenizer": tok.to_str(), "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "trainer": trainer.state_dict(), "val_loss": val_loss}
+                "trainer": state, "val_loss": val_loss}
 
     def on_log(t: Trainer, record: dict) -> None:
-        append({"kind": "train", **record})
+        if main:
+            append({"kind": "train", **record})
 
     def on_eval(t: Trainer, result: EvalResult, is_best: bool) -> None:
-        append({"kind": "val", "step": t.progress.step, "elapsed": t.progress.elapsed, **result.to_dict()})
         snap = snapshot(result.loss_nats)
-        ck.save_checkpoint(run_dir / ck.LAST, snap)
         saved_at["step"] = t.progress.step
+        if not main:
+            return
+        append({"kind": "val", "step": t.progress.step, "elapsed": t.progress.elapsed, **result.to_dict()})
+        ck.save_checkpoint(run_dir / ck.LAST, snap)
         if is_best:
             ck.save_checkpoint(run_dir / ck.BEST, snap)
         if not opts.quiet:
@@ -225,7 +290,9 @@ def _attach_run_hooks(trainer: Trainer, run_dir: Path, tok, model_cfg, train_cfg
 
     def on_save(t: Trainer) -> None:
         if saved_at["step"] != t.progress.step:
-            ck.save_checkpoint(run_dir / ck.LAST, snapshot(None))
+            snap = snapshot(None)
+            if main:
+                ck.save_checkpoint(run_dir / ck.LAST, snap)
             saved_at["step"] = t.progress.step
 
     trainer.hooks.on_log.append(on_log)

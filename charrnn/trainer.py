@@ -8,10 +8,17 @@ AdamW, gradient-norm clipping, linear warmup then cosine decay over the run's pr
 measured in steps, epochs or elapsed time, whichever stop comes first, so a `max_time` run ends
 with the rate fully decayed. Mixed precision through autocast (bf16 on CPU/CUDA, fp16 with a
 GradScaler on CUDA). Everything needed to continue exactly is in `state_dict()`.
+
+Data parallel (`world`, see distributed.py): the model trains wrapped in DDP, the batcher yields
+this rank's rows of the global batch, and the ranks agree on the clock and on stopping after every
+step. `grad_accum` splits a rank's rows into that many micro-batches of consecutive rows, each
+carrying its own streams' state. The carried state holds the streams on dim 1, as (layers, B,
+hidden) in nn.LSTM; a model laid out otherwise says so with a `state_batch_dim` attribute.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import signal
@@ -24,12 +31,14 @@ import torch
 from tqdm.auto import tqdm
 
 from .device import autocast, grad_scaler
+from .distributed import World
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 32
+    batch_size: int = 32  # streams in the global batch, over all ranks and micro-batches
     seq_len: int = 128
+    grad_accum: int = 1  # micro-batches per optimizer step (gradients accumulated)
     lr: float = 3e-3
     min_lr_ratio: float = 0.0  # the rate decays to lr * min_lr_ratio at the end of the run
     warmup_steps: int = 50
@@ -55,7 +64,7 @@ class Progress:
     epoch: int = 0  # position of the next batch: epoch and batch index within it
     batch: int = 0
     elapsed: float = 0.0  # seconds of training so far, across resumes
-    chars: int = 0  # characters trained on
+    chars: int = 0  # characters trained on, all ranks together
     best_val: float = math.inf
     evals: int = 0  # validation passes done
     eval_frac: float = 0.0  # run fraction at the last validation
@@ -74,10 +83,12 @@ class Hooks:
 
 class Trainer:
     def __init__(self, model, config: TrainConfig, batcher, device: torch.device, precision: str,
-                 evaluate: Callable | None = None, quiet: bool = False):
+                 evaluate: Callable | None = None, quiet: bool = False, world: World | None = None):
         if config.max_steps is None and config.max_epochs is None and config.max_time is None:
             raise ValueError("set at least one of max_steps, max_epochs, max_time")
+        self.world = world or World()
         self.model = model.to(device)
+        self.net = self.world.wrap(self.model, device)  # what trains: the model, or DDP around it
         self.config = config
         self.batcher = batcher
         self.device = device
@@ -90,8 +101,9 @@ class Trainer:
         self.loss = None  # last step's loss (a tensor: reading it syncs the device)
         self.optimizer = self._make_optimizer()
         self.scaler = grad_scaler(device, precision)
-        self._stop_requested = False
-        torch.manual_seed(config.seed)
+        self._stop_requested = False  # asked for on this rank (Ctrl-C, request_stop)
+        self._stop_agreed = False  # decided by all ranks together; what the loop obeys
+        torch.manual_seed(config.seed + self.world.rank)  # each rank draws its own dropout masks
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
@@ -137,27 +149,48 @@ class Trainer:
         return frac >= p.eval_frac + gap
 
     # --- checkpointable state -----------------------------------------------------------------
+    @property
+    def _state_dim(self) -> int:
+        return getattr(self.model, "state_batch_dim", 1)
+
     def state_dict(self) -> dict:
+        """Everything an exact resume needs. Under DDP every rank must call it, since it gathers: the
+        carried state is the global one (all ranks' streams in batch order), and `rank_rng` holds
+        each rank's RNG state."""
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {
+        carry = None if self.state is None else self.world.gather_rows(self.state, self._state_dim)
+        sd = {
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "progress": asdict(self.progress),
             "rng": rng,
-            "carry": None if self.state is None else [s.detach().cpu() for s in self.state],
+            "carry": None if carry is None else [s.detach().cpu() for s in carry],
+            "world_size": self.world.world_size,
         }
+        if self.world.launched:
+            sd["rank_rng"] = self.world.gather(rng)
+        return sd
 
     def load_state_dict(self, sd: dict) -> None:
         self.optimizer.load_state_dict(sd["optimizer"])
         if sd["scaler"]:
             self.scaler.load_state_dict(sd["scaler"])
         self.progress = Progress(**sd["progress"])
-        torch.set_rng_state(sd["rng"]["torch"])
-        if "cuda" in sd["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(sd["rng"]["cuda"])
+        if sd.get("world_size", 1) == self.world.world_size:
+            rng = sd["rank_rng"][self.world.rank] if "rank_rng" in sd else sd["rng"]
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+        else:
+            # Another number of ranks: the data layout carries over exactly, dropout streams cannot.
+            # Seed new ones from (seed, step, rank), so the resumed run is still reproducible.
+            torch.manual_seed((self.config.seed * 1_000_003 + self.progress.step) * 4_099 + self.world.rank)
         carry = sd["carry"]
+        if carry is not None:  # this rank's rows of the global state
+            rows = self.world.rows(self.config.batch_size)
+            carry = tuple(s.narrow(self._state_dim, rows.start, len(rows)).contiguous() for s in carry)
         self.state = None if carry is None else tuple(s.to(self.device) for s in carry)
 
     # --- the loop -----------------------------------------------------------------------------
@@ -174,12 +207,24 @@ class Trainer:
         )
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
+        """One optimizer step over this rank's rows, in `grad_accum` micro-batches of consecutive rows.
+
+        Each micro-batch's loss is divided by their number, so the summed gradients are those of one
+        pass over all the rows; DDP then averages them over the ranks, all-reducing only after the
+        last micro-batch. B streams give the same gradients however they are split.
+        """
         model, opt = self.model, self.optimizer
         for group in opt.param_groups:
             group["lr"] = lr
-        with autocast(self.device, self.precision):
-            _, loss, state = model(x, self.state, y)
-        self.scaler.scale(loss).backward()
+        n = self.config.grad_accum
+        states, carried, total = self._split_state(n), [], 0.0
+        for i, (xi, yi) in enumerate(zip(x.chunk(n), y.chunk(n))):
+            with self.world.no_sync(self.net) if i < n - 1 else contextlib.nullcontext():
+                with autocast(self.device, self.precision):
+                    _, loss, state = self.net(xi, states[i], yi)
+                self.scaler.scale(loss / n).backward()
+            carried.append(state)
+            total = total + loss.detach()
         if self.config.grad_clip > 0:
             self.scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
@@ -187,15 +232,28 @@ class Trainer:
         self.scaler.update()
         opt.zero_grad(set_to_none=True)
         # carry the state into the next chunk, cut from this chunk's graph
-        self.state = None if state is None else tuple(s.detach() for s in state)
-        self.loss = loss.detach()
+        self.state = self._join_state(carried)
+        self.loss = total / n
+
+    def _split_state(self, n: int) -> list:
+        """The carried state of this rank's rows -> one state per micro-batch."""
+        if self.state is None or n == 1:
+            return [self.state] * n
+        return list(zip(*(tuple(p.contiguous() for p in s.chunk(n, self._state_dim)) for s in self.state)))
+
+    def _join_state(self, states: list):
+        if states[0] is None:
+            return None
+        if len(states) == 1:
+            return tuple(s.detach() for s in states[0])
+        return tuple(torch.cat(parts, self._state_dim).detach() for parts in zip(*states))
 
     def run(self) -> str:
         """Train until a stop; returns why it stopped: 'done' or 'interrupted'."""
         c, p = self.config, self.progress
         self.model.train()
         pin = self.device.type == "cuda"
-        bar = tqdm(total=1000, disable=self.quiet, dynamic_ncols=True, leave=True,
+        bar = tqdm(total=1000, disable=self.quiet or not self.world.is_main, dynamic_ncols=True, leave=True,
                    bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
         loss_sum, loss_n = torch.zeros((), device=self.device), 0
         window_t0, window_chars = time.perf_counter(), 0
@@ -204,7 +262,7 @@ class Trainer:
         try:
             t_last = time.perf_counter()
             while not self._done():
-                if self._stop_requested:
+                if self._stop_agreed:
                     reason = "interrupted"
                     break
                 if p.batch == 0:
@@ -215,8 +273,8 @@ class Trainer:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 self.train_step(x, y, self.lr_at(p.step, self.fraction_done()))
                 p.step += 1
-                p.chars += x.numel()
-                window_chars += x.numel()
+                p.chars += x.numel() * self.world.world_size  # every rank trains on as many
+                window_chars += x.numel() * self.world.world_size
                 p.batch += 1
                 if p.batch >= self.batcher.batches_per_epoch(p.epoch):
                     p.epoch, p.batch = p.epoch + 1, 0
@@ -227,9 +285,10 @@ class Trainer:
                 loss_n += 1
                 for hook in self.hooks.on_step:
                     hook(self)
+                self._agree()
                 frac = self.fraction_done()
                 if p.step % c.log_interval == 0 or self._done():
-                    loss = (loss_sum / loss_n).item()  # the only host sync, at logging points
+                    loss = self.world.mean((loss_sum / loss_n).item())  # the only host sync, at logging points
                     rate = window_chars / max(now - window_t0, 1e-9)
                     record = {"step": p.step, "epoch": p.epoch, "loss": loss, "bpc": loss / math.log(2),
                               "lr": self.lr_at(p.step - 1, frac), "chars_per_s": rate, "elapsed": p.elapsed}
@@ -252,21 +311,29 @@ class Trainer:
         return reason
 
     def _validate(self, bar) -> None:
-        t0 = time.perf_counter()
-        result = self.evaluate(self.model)
         p = self.progress
+        t0, elapsed_before = time.perf_counter(), p.elapsed
+        result = self.evaluate(self.model)
         p.evals += 1
         is_best = result.loss_nats < p.best_val
         if is_best:
             p.best_val = result.loss_nats
-        p.eval_s = time.perf_counter() - t0
-        p.elapsed += p.eval_s
+        p.elapsed += time.perf_counter() - t0
+        self._agree()
+        # from the agreed clock, so that every rank spaces its validations alike
+        p.eval_s = p.elapsed - elapsed_before
         p.eval_frac = self.fraction_done()
         self.model.train()
         for hook in self.hooks.on_eval:
             hook(self, result, is_best)
 
-    # Ctrl-C: the first one finishes the step and saves; a second one stops at once.
+    def _agree(self) -> None:
+        """All ranks take the same clock and the same stop decision (the identity on one process)."""
+        p = self.progress
+        p.elapsed, self._stop_agreed = self.world.agree(p.elapsed, self._stop_requested)
+
+    # Ctrl-C: the first one finishes the step and saves; a second one stops at once. Under torchrun
+    # SIGTERM (what torchrun forwards when it is stopped, and what schedulers send) does the same.
     def _install_sigint(self):
         if threading.current_thread() is not threading.main_thread():
             return None
@@ -275,10 +342,13 @@ class Trainer:
             if self._stop_requested:
                 raise KeyboardInterrupt
             self._stop_requested = True
-            tqdm.write("interrupted: finishing this step and saving last.pt (Ctrl-C again to abort)", file=sys.stderr)
+            if self.world.is_main:
+                tqdm.write("interrupted: finishing this step and saving last.pt (Ctrl-C again to abort)",
+                           file=sys.stderr)
 
-        return signal.signal(signal.SIGINT, handler)
+        signals = (signal.SIGINT, signal.SIGTERM) if self.world.launched else (signal.SIGINT,)
+        return {s: signal.signal(s, handler) for s in signals}
 
     def _restore_sigint(self, previous) -> None:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for s, handler in (previous or {}).items():
+            signal.signal(s, handler)

@@ -1,0 +1,32 @@
+"""`charrnn` for the distributed tests, with one fault injected: run by torchrun in place of `-m charrnn`.
+
+CHARRNN_TEST_FAULT="kill:RANK:STEP" SIGKILLs that rank as it is about to train step STEP+1;
+"stall:RANK:STEP" makes it sleep there instead, as a hung process would. Only the first attempt
+misbehaves: a worker that torchrun restarted (TORCHELASTIC_RESTART_COUNT > 0) runs normally.
+"""
+
+import os
+import signal
+import time
+
+from charrnn.cli import main
+from charrnn.trainer import Trainer
+
+kind, rank, step = os.environ["CHARRNN_TEST_FAULT"].split(":")
+train_step = Trainer.train_step
+
+
+def faulty_train_step(self, x, y, lr):
+    if (self.world.rank == int(rank) and self.progress.step == int(step)
+            and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"):
+        if kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        # Hung for good: not even the trainer's graceful SIGTERM handler answers, so torchrun's
+        # SIGTERM ends it at once instead of after its 30 s grace period.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        time.sleep(120)
+    return train_step(self, x, y, lr)
+
+
+Trainer.train_step = faulty_train_step
+main()
