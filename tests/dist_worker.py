@@ -3,12 +3,14 @@
 CHARRNN_TEST_FAULT="kill:RANK:STEP" SIGKILLs that rank as it is about to train step STEP+1;
 "stall:RANK:STEP" makes it sleep there instead, as a hung process would. Only the first attempt
 misbehaves: a worker that torchrun restarted (TORCHELASTIC_RESTART_COUNT > 0) runs normally.
+"untimed:RANK:0" makes that rank fail if it times the budget presets itself (rank 0 must choose).
 """
 
 import os
 import signal
 import time
 
+from charrnn import presets
 from charrnn.cli import main
 from charrnn.trainer import Trainer
 
@@ -28,5 +30,13 @@ def faulty_train_step(self, x, y, lr):
     return train_step(self, x, y, lr)
 
 
-Trainer.train_step = faulty_train_step
+def untimed(*args, **kwargs):
+    raise AssertionError(f"rank {rank} timed the presets itself")
+
+
+if kind == "untimed":
+    if os.environ["RANK"] == rank:
+        presets.measure_speed = untimed
+else:
+    Trainer.train_step = faulty_train_step
 main()

@@ -161,6 +161,17 @@ def test_two_processes_follow_the_single_process_run(corpus, reference, tmp_path
 
 
 @pytest.mark.distributed
+def test_ranks_train_the_preset_rank_0_chose(corpus, tmp_path):
+    out = tmp_path / "run"
+    proc = torchrun("train", corpus, "--out", out, "--layers", "1", "--hidden", "32", "--embed", "16", "--batch-size",
+                    "4", "--seq-len", "16", "--max-steps", "4", "--precision", "fp32", "--device", "cpu",
+                    "--sample-len", "0", fault="untimed:1:0")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("settings from the budget") == 1
+    assert json.loads((out / ck.CONFIG).read_text())["run"]["preset"]["chars_per_s"] > 0
+
+
+@pytest.mark.distributed
 def test_killed_rank_ends_the_job_with_a_clear_message(killed_run):
     out, proc, took = killed_run
     assert proc.returncode != 0
