@@ -18,11 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ck
-from .data import StreamBatcher, build_tokenizer, encode_corpus, file_sha256, has_bom, resolve_corpus, split
+from .data import StreamBatcher, WindowBatcher, build_tokenizer, encode_corpus, file_sha256, has_bom, resolve_corpus, split
 from .device import resolve_device, resolve_precision
 from .errors import CharrnnError
-from .evaluate import EvalResult, evaluate
-from .models import ModelConfig, build_model
+from .evaluate import EvalResult, evaluate_model
+from .models import RNN_ONLY, TRANSFORMER_ONLY, ModelConfig, build_model
 from .sampler import SampleConfig, Sampler
 from .trainer import TrainConfig, Trainer
 
@@ -41,10 +41,24 @@ PRESETS: list[tuple[float, dict[str, Any]]] = [
 ]
 
 
-def budget_preset(max_time: float | None) -> dict[str, Any]:
+# The Transformer's own settings by budget (its training windows are `context` long, so no seq_len).
+# nanoGPT's CPU recipe (4 layers x 128, context 64) learns fastest per second in short budgets; longer
+# ones afford a wider model and a longer context. benchmarks/README.md, "Transformer baseline".
+TRANSFORMER_PRESETS: list[tuple[float, dict[str, Any]]] = [
+    (120, dict(n_layers=4, hidden=128, heads=4, context=64, dropout=0.0, batch_size=16, lr=2e-3, warmup_steps=50,
+               min_lr_ratio=0.1)),
+    (480, dict(n_layers=4, hidden=192, heads=4, context=128, dropout=0.0, batch_size=16, lr=1.5e-3,
+               warmup_steps=100, min_lr_ratio=0.1)),
+    (math.inf, dict(n_layers=6, hidden=256, heads=8, context=128, dropout=0.1, batch_size=32, lr=1e-3,
+                    warmup_steps=100, min_lr_ratio=0.1)),
+]
+
+
+def budget_preset(max_time: float | None, model: str = "lstm") -> dict[str, Any]:
     """Defaults chosen from the time budget (or the ten-minute default when no stop bounds time)."""
     budget = DEFAULT_MAX_TIME if max_time is None else max_time
-    return next(dict(p) for limit, p in PRESETS if budget <= limit)
+    table = TRANSFORMER_PRESETS if model == "transformer" else PRESETS
+    return next(dict(p) for limit, p in table if budget <= limit)
 
 
 @dataclass
@@ -98,6 +112,16 @@ def check_settings(model_cfg: ModelConfig, train_cfg: TrainConfig, val_frac: flo
         (train_cfg.max_time is None or train_cfg.max_time > 0, "max-time must be > 0"),
         (0 < val_frac < 1, f"val-frac must be in (0, 1), not {val_frac}"),
     ]
+    if model_cfg.model == "transformer":
+        checks += [
+            (model_cfg.heads >= 1, f"heads must be >= 1, not {model_cfg.heads}"),
+            (model_cfg.context >= 1, f"context must be >= 1, not {model_cfg.context}"),
+            (model_cfg.hidden % model_cfg.heads == 0,
+             f"heads ({model_cfg.heads}) must divide hidden ({model_cfg.hidden}), the Transformer's width"),
+            (train_cfg.seq_len == model_cfg.context,
+             f"the Transformer trains on windows of --context characters; seq-len {train_cfg.seq_len} "
+             f"!= context {model_cfg.context}"),
+        ]
     for ok, message in checks:
         if not ok:
             raise CharrnnError(message)
@@ -137,7 +161,11 @@ def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
         if saved["run"]["corpus_sha256"] != corpus_sha:
             raise CharrnnError(f"{corpus_path} is not the corpus this run was trained on")
     else:
-        base = budget_preset(overrides.get("max_time"))
+        kind = overrides.get("model", "lstm")
+        _check_family_options(kind, overrides)
+        base = budget_preset(overrides.get("max_time"), kind)
+        if kind == "transformer":  # its batches are windows of `context` characters
+            base["seq_len"] = overrides.get("context", base["context"])
         if not any(k in overrides for k in ("max_steps", "max_epochs", "max_time")):
             base["max_time"] = DEFAULT_MAX_TIME
         model_over, train_over = _split_overrides({**base, **overrides})
@@ -160,10 +188,12 @@ def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
     train_ids, val_ids = split(ids, val_frac)
     if len(val_ids) < 2:
         raise CharrnnError(f"validation split too small ({len(val_ids)} characters): raise --val-frac or use more text")
-    batcher = StreamBatcher(train_ids, train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed)
+    # a stateful RNN reads carried streams; the Transformer reads independent random windows
+    batcher_cls = StreamBatcher if model.stateful else WindowBatcher
+    batcher = batcher_cls(train_ids, train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed)
 
     def validate(m) -> EvalResult:
-        return evaluate(m, val_ids, device, precision, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ)
+        return evaluate_model(m, val_ids, device, precision, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ)
 
     trainer = Trainer(model, train_cfg, batcher, device, precision, evaluate=validate, quiet=opts.quiet)
     if saved is not None:
@@ -179,13 +209,27 @@ def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
         on_trainer(trainer)
 
     if not opts.quiet:
-        _say(f"{run_dir}: {model_cfg.model} {model_cfg.n_layers}x{model_cfg.hidden}, "
+        shape = f", {model_cfg.heads} heads, context {model_cfg.context}" if not model.stateful else ""
+        _say(f"{run_dir}: {model_cfg.model} {model_cfg.n_layers}x{model_cfg.hidden}{shape}, "
                    f"{model.num_params() / 1e6:.2f}M params, {len(train_ids):,} train / {len(val_ids):,} val chars, "
                    f"{device} {precision}" + (f", resuming at step {trainer.progress.step}" if saved else ""))
     reason = trainer.run()
     p = trainer.progress
     return {"run_dir": str(run_dir), "reason": reason, "step": p.step, "elapsed": p.elapsed,
             "best_val": p.best_val if p.best_val < math.inf else None}
+
+
+def _check_family_options(kind: str, overrides: dict[str, Any]) -> None:
+    """An option the chosen kind of model would silently ignore is a mistake worth naming."""
+    if kind == "transformer":
+        wrong = [k for k in (*RNN_ONLY, "seq_len") if k in overrides]
+        why = "the Transformer's width is --hidden and its training windows are --context characters"
+    else:
+        wrong = [k for k in TRANSFORMER_ONLY if k in overrides]
+        why = "they set the Transformer's attention"
+    if wrong:
+        names = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        raise CharrnnError(f"{names} cannot be used with --model {kind}: {why}")
 
 
 def _say(message: str) -> None:
@@ -241,8 +285,10 @@ def _attach_run_hooks(trainer: Trainer, run_dir: Path, tok, model_cfg, train_cfg
 
 
 def eval_run(run: str | Path, corpus: str, split_name: str = "val", val_frac: float | None = None,
-             device: str = "auto", precision: str = "fp32", unknown: str = "bytes") -> EvalResult:
-    """Loss of a run's checkpoint on a corpus: the validation split (the run's val-frac) or all of it."""
+             device: str = "auto", precision: str = "fp32", unknown: str = "bytes",
+             stride: int | None = None) -> EvalResult:
+    """Loss of a run's checkpoint on a corpus: the validation split (the run's val-frac) or all of it.
+    `stride` (Transformer only) is how far its evaluation windows move; default context // 2."""
     model, tok, ckpt, path = ck.load_run(run)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
@@ -256,7 +302,10 @@ def eval_run(run: str | Path, corpus: str, split_name: str = "val", val_frac: fl
     target = ids if split_name == "all" else split(ids, frac)[1]
     if len(target) < 2:
         raise CharrnnError(f"{corpus_path}: too little text to evaluate ({len(target)} characters)")
-    return evaluate(model.to(dev), target, dev, prec, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ)
+    if stride is not None and (model.stateful or not 1 <= stride <= model.config.context):
+        raise CharrnnError("--stride applies to a Transformer only, between 1 and its context"
+                           + ("" if model.stateful else f" ({model.config.context})"))
+    return evaluate_model(model.to(dev), target, dev, prec, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ, stride=stride)
 
 
 def run_info(run: str | Path) -> dict[str, Any]:
