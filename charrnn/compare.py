@@ -164,6 +164,14 @@ def sampling_speed(sampler: Sampler, streams: int, length: int) -> float:
     return streams * length / (time.perf_counter() - t0)
 
 
+def state_bytes(model) -> int:
+    """Memory one sampling stream carries from character to character: an RNN's hidden state (fixed),
+    or a Transformer's key/value cache (grows with its context)."""
+    state = model.init_state(1)
+    tensors = state if isinstance(state, tuple) else [v for v in vars(state).values() if torch.is_tensor(v)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def _val_curve(run_dir: Path) -> list[tuple[float, float]]:
     records = [json.loads(line) for line in (run_dir / ck.METRICS).read_text().splitlines()]
     return [(r["elapsed"], r["bpc"]) for r in records if r["kind"] == "val"]
@@ -203,6 +211,7 @@ def measure(name: str, run_dir: Path, summary: dict[str, Any], val_ids: np.ndarr
         "val_bpc": result.bpc,
         "sample_1_chars_per_s": one,
         "sample_batched_chars_per_s": many,
+        "state_bytes": state_bytes(model),
         "peak_rss_mib": summary.get("peak_rss_mib"),
         "peak_gpu_mib": summary.get("peak_gpu_mib"),
         "sample": text,

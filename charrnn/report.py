@@ -18,7 +18,8 @@ LN2 = math.log(2)
 TABLE_COLUMNS = (
     ("model", "model"), ("shape", "shape"), ("params", "parameters"), ("train_chars_per_s", "train chars/s"),
     ("val_loss", "val loss (nats)"), ("val_bpc", "val bits/char"), ("sample_1_chars_per_s", "sample chars/s, 1 stream"),
-    ("sample_batched_chars_per_s", "sample chars/s, batched"), ("peak_rss_mib", "peak memory"),
+    ("sample_batched_chars_per_s", "sample chars/s, batched"), ("state_bytes", "state per stream"),
+    ("peak_rss_mib", "peak memory"),
 )
 
 METHOD = """\
@@ -30,7 +31,9 @@ character after the first predicted once; the RNNs carry their state through {st
 Transformer reads strided windows (each prediction sees between half its context and its full
 context), so the numbers compare. *sample chars/s* times `Sampler` generating {speed} characters for
 one stream, and {batch_len} characters for each of {batch} streams at once (all streams counted);
-the Transformer samples with a key/value cache. *peak memory* is the peak resident memory of the
+the Transformer samples with a key/value cache. *state per stream* is what one sampling stream
+carries from character to character: an RNN's hidden state, the same size however long the text, or
+the Transformer's key/value cache, which grows with its context. *peak memory* is the peak resident memory of the
 training process (the Python interpreter and torch included){gpu}."""
 
 CONTEXT_TEXT = """\
@@ -66,6 +69,8 @@ def _fmt(key: str, value: Any) -> str:
         return f"{value:.4f}"
     if key == "peak_rss_mib":
         return f"{value:,.0f} MiB"
+    if key == "state_bytes":
+        return f"{value / 2**20:.1f} MiB" if value >= 2**20 else f"{value / 2**10:.1f} KiB"
     if key.endswith("chars_per_s"):
         return f"{value:,.0f}"
     return str(value)
