@@ -47,9 +47,9 @@ PRESETS: list[tuple[float, dict[str, Any]]] = [
 TRANSFORMER_PRESETS: list[tuple[float, dict[str, Any]]] = [
     (120, dict(n_layers=4, hidden=128, heads=4, context=64, dropout=0.0, batch_size=16, lr=2e-3, warmup_steps=50,
                min_lr_ratio=0.1)),
-    (480, dict(n_layers=4, hidden=192, heads=4, context=128, dropout=0.0, batch_size=16, lr=1.5e-3,
+    (480, dict(n_layers=4, hidden=128, heads=4, context=128, dropout=0.0, batch_size=12, lr=2e-3,
                warmup_steps=100, min_lr_ratio=0.1)),
-    (math.inf, dict(n_layers=6, hidden=256, heads=8, context=128, dropout=0.1, batch_size=32, lr=1e-3,
+    (math.inf, dict(n_layers=6, hidden=192, heads=6, context=128, dropout=0.1, batch_size=12, lr=1.5e-3,
                     warmup_steps=100, min_lr_ratio=0.1)),
 ]
 
