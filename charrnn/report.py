@@ -19,8 +19,9 @@ TABLE_COLUMNS = (
     ("model", "model"), ("shape", "shape"), ("params", "parameters"), ("train_chars_per_s", "train chars/s"),
     ("val_loss", "val loss (nats)"), ("val_bpc", "val bits/char"), ("sample_1_chars_per_s", "sample chars/s, 1 stream"),
     ("sample_batched_chars_per_s", "sample chars/s, batched"), ("state_bytes", "state per stream"),
-    ("peak_rss_mib", "peak memory"),
+    ("peak_rss_mib", "peak memory"), ("sample", "sample (seed 1)"),
 )
+SAMPLE_CELL = 40  # characters of the seeded sample shown in the table; the full one is further down
 
 METHOD = """\
 **How to read it.** Every model trained on the same training split for the same wall-clock budget
@@ -73,6 +74,8 @@ def _fmt(key: str, value: Any) -> str:
         return f"{value / 2**20:.1f} MiB" if value >= 2**20 else f"{value / 2**10:.1f} KiB"
     if key.endswith("chars_per_s"):
         return f"{value:,.0f}"
+    if key == "sample":
+        return value.strip()[:SAMPLE_CELL].rstrip().replace("\r", "").replace("\n", " \u23ce ")
     return str(value)
 
 
