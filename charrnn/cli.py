@@ -54,18 +54,20 @@ POSITIVE_INT = click.IntRange(min=1)
 @click.group(cls=CharrnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="charrnn")
 def cli():
-    """Character-level language models: train a stacked LSTM/GRU/RNN on any text and sample from it."""
+    """Character-level language models: train a stacked LSTM/GRU/RNN or a Transformer on any text and sample from it."""
 
 
 @cli.command()
 @click.argument("corpus")
-@click.option("--model", type=click.Choice(["lstm", "gru", "rnn"]), help="Recurrent cell type.  [default: lstm]")
-@click.option("--layers", "n_layers", type=POSITIVE_INT, help="Number of stacked recurrent layers.")
-@click.option("--hidden", type=POSITIVE_INT, help="Hidden units per layer.")
-@click.option("--embed", type=POSITIVE_INT, help="Character embedding size.")
+@click.option("--model", type=click.Choice(["lstm", "gru", "rnn", "transformer"]), help="Recurrent cell type, or a decoder-only Transformer.  [default: lstm]")
+@click.option("--layers", "n_layers", type=POSITIVE_INT, help="Number of stacked recurrent layers (Transformer: blocks).")
+@click.option("--hidden", type=POSITIVE_INT, help="Hidden units per layer (Transformer: its width).")
+@click.option("--embed", type=POSITIVE_INT, help="Character embedding size (RNNs).")
+@click.option("--heads", type=POSITIVE_INT, help="Attention heads; must divide --hidden (Transformer).")
+@click.option("--context", type=POSITIVE_INT, help="Characters the Transformer attends to; its training windows are this long.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout between layers and before the output.")
 @click.option("--batch-size", type=POSITIVE_INT, help="Parallel text streams per batch.")
-@click.option("--seq-len", type=POSITIVE_INT, help="Characters per truncated-BPTT chunk.")
+@click.option("--seq-len", type=POSITIVE_INT, help="Characters per truncated-BPTT chunk (RNNs).")
 @click.option("--grad-accum", type=POSITIVE_INT, help="Split each batch into this many micro-batches, gradients accumulated: the same step in less memory.  [default: 1]")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (AdamW).")
 @click.option("--warmup", "warmup_steps", type=click.IntRange(min=0), help="Linear warmup steps.")
@@ -166,11 +168,13 @@ def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, sto
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: loss_nats, bpc, perplexity, chars.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="Where to evaluate.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="Arithmetic precision.")
-def eval_cmd(run, corpus, split_name, val_frac, as_json, device, precision):
+@click.option("--stride", type=POSITIVE_INT, help="Transformer only: characters each evaluation window moves on; smaller gives predictions more context, slower.  [default: context/2]")
+def eval_cmd(run, corpus, split_name, val_frac, as_json, device, precision, stride):
     """Score RUN on CORPUS: loss per character in nats and bits, and perplexity."""
     from .pipeline import eval_run
 
-    result = eval_run(run, corpus, split_name=split_name, val_frac=val_frac, device=device, precision=precision)
+    result = eval_run(run, corpus, split_name=split_name, val_frac=val_frac, device=device, precision=precision,
+                      stride=stride)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:
@@ -197,6 +201,32 @@ def info(run, as_json):
     click.echo(f"parameters    {data['params']:,}")
     click.echo(f"steps         {data['step']:,} ({data['chars_trained']:,} chars, epoch {data['epoch']}, {data['elapsed_s']}s)")
     click.echo(f"best val loss {'-' if best is None else f'{best:.4f} nats/char'}")
+
+
+@cli.command(name="compare")
+@click.argument("corpus")
+@click.option("--models", default="rnn,gru,lstm,transformer", show_default=True, help="Comma-separated models to train, one after another.")
+@click.option("--max-time", type=DurationType(), default="5m", show_default=True, help="Training time for each model, validation included, e.g. 90s, 5m.")
+@click.option("--params", help="Size every model to about this many parameters, e.g. 800k or 3M.  [default: each model's budget preset]")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Report folder; the runs go in its runs/.  [default: reports/<corpus>]")
+@click.option("--seed", type=int, default=1337, show_default=True, help="Random seed for every model.")
+@click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="Fraction of the text, at its end, held out for validation.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="Training precision (measurements after training run in fp32).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="Where to train and measure.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or notices; only the table.")
+def compare_cmd(corpus, models, max_time, params, out, seed, val_frac, precision, device, quiet):
+    """Train MODELS on CORPUS under the same time budget and compare them: a table (printed, and saved
+    with charts, probes and samples as report.md and report.html in --out)."""
+    from .compare import CompareConfig, compare, parse_count
+    from .report import terminal_table
+
+    cfg = CompareConfig(corpus=corpus, models=tuple(m.strip() for m in models.split(",") if m.strip()),
+                        max_time=max_time, params=parse_count(params) if params else None, out=out, seed=seed,
+                        val_frac=val_frac, precision=precision, device=device, quiet=quiet)
+    report = compare(cfg)
+    click.echo(terminal_table(report))
+    if not quiet:
+        click.echo(f"report: {report['out']}/report.md and report.html", err=True)
 
 
 @cli.group()

@@ -1,5 +1,5 @@
 """Corpora: find them, read and check them, encode them once into a memmapped id cache, split them,
-and cut them into the parallel streams that truncated BPTT trains on.
+and cut them into batches: parallel streams for truncated BPTT (RNNs), random windows (Transformer).
 
 A corpus is read in chunks and its ids live in a `numpy.memmap`, so a corpus larger than RAM trains.
 """
@@ -234,6 +234,46 @@ class StreamBatcher:
         length = self._stream_len(epoch)
         streams = np.arange(self.batch_size) if self.rows is None else np.asarray(self.rows)
         starts = self._offset(epoch) + streams * length + k * self.seq_len
+        window = np.asarray(self.ids[starts[:, None] + np.arange(self.seq_len + 1)], dtype=np.int64)
+        chunk = torch.from_numpy(window)
+        return chunk[:, :-1], chunk[:, 1:]
+
+
+# --- batching for the Transformer ------------------------------------------------------------------
+@dataclass
+class WindowBatcher:
+    """Random windows of `seq_len` characters: the Transformer's batches (it carries no state).
+
+    Batch k of epoch e draws `batch_size` start offsets uniformly from [0, N - seq_len - 1] with a
+    generator seeded by (seed, e, k), so a batch is a pure function of (seed, epoch, k) and resume
+    stays exact. An "epoch" is as many windows as it takes to cover the text's characters once.
+    `rows` picks which windows of that global batch `batch` returns, as for `StreamBatcher`.
+    """
+
+    ids: np.ndarray
+    batch_size: int
+    seq_len: int
+    seed: int = 0
+    rows: range | None = None  # the rows of the global batch this batcher yields
+
+    def __post_init__(self) -> None:
+        if self.rows is not None and (len(self.rows) < 1 or min(self.rows) < 0 or max(self.rows) >= self.batch_size):
+            raise ValueError(f"rows {self.rows} are not within a batch of {self.batch_size}")
+        if len(self.ids) < self.seq_len + 1:
+            raise CharrnnError(
+                f"corpus too small: {len(self.ids):,} training characters cannot fill one window of "
+                f"{self.seq_len} characters (lower --context)"
+            )
+
+    def batches_per_epoch(self, epoch: int) -> int:
+        return max(1, (len(self.ids) - 1) // (self.batch_size * self.seq_len))
+
+    def batch(self, epoch: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """x, y: (B, T) int64, y shifted one character ahead of x."""
+        g = np.random.default_rng([self.seed, epoch, k])
+        starts = g.integers(0, len(self.ids) - self.seq_len, size=self.batch_size)
+        if self.rows is not None:
+            starts = starts[np.asarray(self.rows)]
         window = np.asarray(self.ids[starts[:, None] + np.arange(self.seq_len + 1)], dtype=np.int64)
         chunk = torch.from_numpy(window)
         return chunk[:, :-1], chunk[:, 1:]

@@ -1,21 +1,23 @@
 """Validation loss over a whole split: every character after the first predicted exactly once.
 
-The split is cut into `n_streams` contiguous streams read in chunks with the hidden state carried,
+`evaluate_model` picks the method the model can use: carried streams for a stateful RNN
+(`evaluate`), strided windows for the Transformer (`evaluate_windows`).
+
+RNNs: the split is cut into `n_streams` contiguous streams read in chunks with the hidden state carried,
 as in training. Stream b covers positions [b*L, (b+1)*L] and predicts positions b*L+1..(b+1)*L.
 The few characters left over after B*L belong right after the last stream, so they are predicted
 by continuing that stream's state. Each stream starts from a zero state, which costs a little
 at its first characters; 16 streams over tinyshakespeare's 111k validation characters is
 enough parallelism for speed and a negligible cold-start cost.
 
-Under data-parallel training each rank scores a share of the streams (`shard`) and the ranks add
-up their sums: the same streams, the same characters, the same figure as one process (up to the
-order of float additions).
+Under data-parallel training each rank scores a shard (`shard=(i, n)`: the i-th of n near-equal
+contiguous groups of the streams or windows) and the ranks add up their sums.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,6 +30,8 @@ from .device import autocast
 class EvalResult:
     loss_nats: float  # mean negative log-likelihood per character, natural log
     chars: int  # characters predicted
+    # with per_char=True: the loss of each predicted character (entry i predicts character i + 1)
+    losses: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def bpc(self) -> float:
@@ -45,9 +49,26 @@ def _ids(ids: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tenso
     return torch.from_numpy(np.asarray(ids[rows], dtype=np.int64)).to(device)
 
 
+def evaluate_model(model, ids: np.ndarray, device: torch.device, precision: str = "fp32", n_streams: int = 16,
+                   seq_len: int = 256, stride: int | None = None, per_char: bool = False,
+                   shard: tuple[int, int] = (0, 1)) -> EvalResult:
+    """Mean loss over `ids` by the method that suits the model: streams (RNN) or windows (Transformer)."""
+    if getattr(model, "stateful", True):
+        return evaluate(model, ids, device, precision, n_streams=n_streams, seq_len=seq_len, per_char=per_char,
+                        shard=shard)
+    return evaluate_windows(model, ids, device, precision, stride=stride, per_char=per_char, shard=shard)
+
+
+def _ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B, T, V), (B, T) -> (B, T) losses in fp32."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                           reduction="none").view(targets.shape)
+
+
 @torch.no_grad()
 def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp32",
-             n_streams: int = 16, seq_len: int = 256, shard: tuple[int, int] = (0, 1)) -> EvalResult:
+             n_streams: int = 16, seq_len: int = 256, per_char: bool = False,
+             shard: tuple[int, int] = (0, 1)) -> EvalResult:
     """Mean loss of `model` over `ids` (a 1-D array of token ids), on `device`.
 
     `shard=(i, n)` scores only the i-th of n near-equal contiguous groups of the streams (the last
@@ -62,20 +83,24 @@ def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp3
     count = 0
     state = None
     mine = np.array_split(np.arange(n_streams), shard[1])[shard[0]]
-    starts = mine * L
     if len(mine) == 0:  # more shards than streams: nothing for this one
         return EvalResult(0.0, 0)
+    starts = mine * L
+    losses = np.zeros(n - 1) if per_char else None
     was_training = model.training
     model.eval()
     try:
         for t0 in range(0, L, seq_len):
             t1 = min(t0 + seq_len, L)
-            window = _ids(ids, starts[:, None] + np.arange(t0, t1 + 1), device)  # (B, t1-t0+1)
+            rows = starts[:, None] + np.arange(t0, t1 + 1)
+            window = _ids(ids, rows, device)  # (B, t1-t0+1)
             with autocast(device, precision):
                 logits, _, state = model(window[:, :-1], state)
-            total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), window[:, 1:].reshape(-1),
-                                     reduction="sum").item()
-            count += window[:, 1:].numel()
+            ce = _ce(logits, window[:, 1:])
+            total += ce.sum().item()
+            count += ce.numel()
+            if per_char:
+                losses[rows[:, :-1]] = ce.cpu().numpy()
         rest = n - 1 - n_streams * L
         if rest > 0 and mine[-1] == n_streams - 1:  # continue the last stream over the tail
             last = None if state is None else tuple(s[:, -1:].contiguous() for s in state)
@@ -83,9 +108,71 @@ def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp3
             window = _ids(ids, pos, device)
             with autocast(device, precision):
                 logits, _, _ = model(window[:, :-1], last)
-            total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), window[:, 1:].reshape(-1),
-                                     reduction="sum").item()
+            ce = _ce(logits, window[:, 1:])
+            total += ce.sum().item()
             count += rest
+            if per_char:
+                losses[pos[:, :-1]] = ce.cpu().numpy()
     finally:
         model.train(was_training)
-    return EvalResult(total / count, count)
+    return EvalResult(total / count, count, losses)
+
+
+@torch.no_grad()
+def evaluate_windows(model, ids: np.ndarray, device: torch.device, precision: str = "fp32",
+                     stride: int | None = None, batch_size: int = 32, per_char: bool = False,
+                     shard: tuple[int, int] = (0, 1)) -> EvalResult:
+    """Mean loss of a Transformer over `ids`: every character after the first predicted exactly once.
+
+    Windows of `context` characters start every `stride` characters (default context // 2).
+    Window 0 scores all its predictions; each later window scores only its last `stride`, whose
+    predictions see between context - stride + 1 and context characters. So character t is
+    predicted from characters window_start(t)..t-1 (`models.window_start`), exactly the window
+    the sampler uses, and the result equals scoring each character with its own forward pass over
+    that window (tests/test_transformer.py checks it). The last window may be shorter.
+    `shard=(i, n)` scores the i-th of n contiguous groups of the windows (the last takes the short one).
+    """
+    from .models import window_start
+
+    n, C = len(ids), model.config.context
+    if n < 2:
+        raise ValueError("need at least two characters to evaluate")
+    S = max(1, C // 2) if stride is None else stride
+    if not 1 <= S <= C:
+        raise ValueError(f"stride must be in [1, context], not {S}")
+    n_windows = 1 + window_start(n - 1, C, S) // S  # the last window holds the prediction of character n-1
+    full = [w for w in range(n_windows) if w * S + C <= n - 1]  # windows of exactly C inputs
+    mine = np.array_split(np.arange(len(full)), shard[1])[shard[0]]
+    last_shard = shard[0] == shard[1] - 1
+    total, count = 0.0, 0
+    losses = np.zeros(n - 1) if per_char else None
+
+    def score(ws: list[int], length: int) -> None:
+        nonlocal total, count
+        rows = np.asarray(ws)[:, None] * S + np.arange(length + 1)  # inputs and the target after the last
+        window = _ids(ids, rows, device)
+        with autocast(device, precision):
+            logits, _, _ = model(window[:, :-1])
+        ce = _ce(logits, window[:, 1:])
+        keep = np.zeros((len(ws), length), dtype=bool)
+        keep[:, C - S:] = True  # a later window scores its last S predictions ...
+        keep[np.asarray(ws) == 0] = True  # ... the first one all of them
+        keep_t = torch.from_numpy(keep).to(device)
+        total += ce[keep_t].sum().item()
+        count += int(keep.sum())
+        if per_char:
+            losses[rows[:, :-1][keep]] = ce.cpu().numpy()[keep]
+
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(mine), batch_size):
+            score([full[j] for j in mine[i:i + batch_size]], C)
+        if len(full) < n_windows and last_shard:  # the shorter last window
+            w = n_windows - 1
+            score([w], n - 1 - w * S)
+    finally:
+        model.train(was_training)
+    if shard[1] == 1:
+        assert count == n - 1, (count, n)
+    return EvalResult(total / count if count else 0.0, count, losses)

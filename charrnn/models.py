@@ -1,18 +1,25 @@
-"""Character-level recurrent language models: stacked LSTM, GRU or vanilla RNN.
+"""Character-level language models: stacked LSTM, GRU or vanilla RNN, and a decoder-only Transformer.
 
 Every model honours one contract, so the trainer, sampler and evaluator serve them all:
 
     forward(idx, state=None, targets=None) -> (logits, loss, state)
+    prefill(idx) -> (logits, state)                 # read a prime; logits predict what follows it
     step(idx, state=None) -> (logits, state)        # one character per stream, for sampling
+    stateful                                        # True: state carries across chunks (RNNs)
 
-`state` is a tuple of tensors, each (n_layers, B, hidden): (h, c) for an LSTM, (h,) otherwise.
-Training runs the fused `nn.LSTM/GRU/RNN` (cuDNN on CUDA, oneDNN on CPU); `step` runs the same
-weights through a per-layer cell computation, which is several times faster one character at a
-time than calling the fused module with a sequence of length one.
+For the RNNs `state` is a tuple of tensors, each (n_layers, B, hidden): (h, c) for an LSTM, (h,)
+otherwise. Training runs the fused `nn.LSTM/GRU/RNN` (cuDNN on CUDA, oneDNN on CPU); `step` runs
+the same weights through a per-layer cell computation, which is several times faster one character
+at a time than calling the fused module with a sequence of length one.
+
+The Transformer (`GPT`) is stateless in training: `forward` reads whole windows of at most
+`context` characters and returns no state. For sampling its state is a key/value cache (`KVCache`),
+so a step costs O(context), not O(context^2); see `window_start` for how the window slides.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -20,24 +27,31 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 RNN_TYPES = ("lstm", "gru", "rnn")
+MODEL_TYPES = RNN_TYPES + ("transformer",)
+TRANSFORMER_ONLY = ("heads", "context")  # ModelConfig fields only the Transformer reads
+RNN_ONLY = ("embed",)  # the Transformer's embedding width is `hidden`
 State = tuple[torch.Tensor, ...]
 
 
 @dataclass
 class ModelConfig:
     vocab_size: int
-    model: str = "lstm"  # lstm | gru | rnn
-    n_layers: int = 2
-    hidden: int = 512
-    embed: int = 64
+    model: str = "lstm"  # lstm | gru | rnn | transformer
+    n_layers: int = 2  # recurrent layers, or Transformer blocks
+    hidden: int = 512  # hidden units per layer, or the Transformer's width
+    embed: int = 64  # character embedding size (RNNs)
     dropout: float = 0.0
+    heads: int = 4  # attention heads (Transformer); must divide hidden
+    context: int = 128  # the most characters the Transformer attends to (its block size)
 
     def __post_init__(self) -> None:
-        if self.model not in RNN_TYPES:
-            raise ValueError(f"model must be one of {RNN_TYPES}, not {self.model!r}")
+        if self.model not in MODEL_TYPES:
+            raise ValueError(f"model must be one of {MODEL_TYPES}, not {self.model!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields this kind of model reads (an RNN's config has no heads or context)."""
+        skip = RNN_ONLY if self.model == "transformer" else TRANSFORMER_ONLY
+        return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
 class CharRNN(nn.Module):
@@ -52,6 +66,8 @@ class CharRNN(nn.Module):
                            dropout=c.dropout if c.n_layers > 1 else 0.0)
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden, c.vocab_size)
+
+    stateful = True  # the hidden state carries from one chunk of a stream to the next
 
     @property
     def n_state(self) -> int:
@@ -81,6 +97,13 @@ class CharRNN(nn.Module):
         return state if self.config.model == "lstm" else state[0]
 
     # --- one character at a time --------------------------------------------------------------
+    @torch.no_grad()
+    def prefill(self, idx: torch.Tensor) -> tuple[torch.Tensor, State]:
+        """idx: (B, T >= 1) -> logits (B, vocab) for the character after it, and the state to step on.
+        The fused pass reads all but the last character; the last goes through `step`."""
+        state = self(idx[:, :-1])[2] if idx.size(1) > 1 else None
+        return self.step(idx[:, -1], state)
+
     @torch.no_grad()
     def step(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """idx: (B,) -> logits (B, vocab), new state. Same maths as `forward` with T = 1, in eval mode."""
@@ -156,5 +179,185 @@ class CellStepper:
         return logits, new
 
 
-def build_model(config: ModelConfig) -> CharRNN:
-    return CharRNN(config)
+# --- the Transformer ------------------------------------------------------------------------------
+def window_start(t: int, context: int, stride: int | None = None) -> int:
+    """Where the window ends that the Transformer reads to predict character t from characters 0..t-1.
+
+    Up to `context` characters it sees everything. Beyond that the window jumps forward by `stride`
+    (default context // 2) whenever it is full, rather than by one character: learned absolute
+    positions change every key when the window moves, so each move costs a fresh pass over the
+    window, and jumping by half a window keeps that at O(context) per character amortised. Every
+    prediction therefore sees between context - stride + 1 and context characters. Sampling
+    (`GPT.step`) and evaluation (`evaluate_windows`) follow this same rule, so the loss `charrnn
+    eval` reports is the loss of the distribution the sampler draws from.
+    """
+    stride = max(1, context // 2) if stride is None else stride
+    if t <= context:
+        return 0
+    return stride * -(-(t - context) // stride)  # stride * ceil((t - context) / stride)
+
+
+@dataclass
+class KVCache:
+    """A Transformer's sampling state: the keys and values of the characters in its window.
+
+    `step` writes into these buffers in place and returns the same object.
+    """
+
+    k: torch.Tensor  # (n_layers, B, heads, context, head_dim)
+    v: torch.Tensor  # (n_layers, B, heads, context, head_dim)
+    tokens: torch.Tensor  # (B, context): the ids in the window, to rebuild it when it slides
+    length: int = 0  # positions filled
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.heads, self.dropout = c.heads, c.dropout
+        self.qkv = nn.Linear(c.hidden, 3 * c.hidden, bias=False)
+        self.proj = nn.Linear(c.hidden, c.hidden, bias=False)
+        self.resid_drop = nn.Dropout(c.dropout)
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # x: (B, T, d) -> q, k, v: (B, heads, T, d / heads)
+        B, T, d = x.shape
+        return tuple(t.view(B, T, self.heads, d // self.heads).transpose(1, 2) for t in self.qkv(x).split(d, 2))
+
+    def _merge(self, y: torch.Tensor) -> torch.Tensor:
+        # y: (B, heads, T, head_dim) -> (B, T, d)
+        B, _, T, _ = y.shape
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, -1)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (B, T, d) -> (B, T, d), and this window's keys and values (for a cache)."""
+        q, k, v = self._split(x)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=True)
+        return self._merge(y), k, v
+
+    def step(self, x: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, pos: int) -> torch.Tensor:
+        """x: (B, 1, d) at position `pos`; its key and value are written into the buffers at `pos`."""
+        q, k, v = self._split(x)
+        k_buf[:, :, pos] = k[:, :, 0]
+        v_buf[:, :, pos] = v[:, :, 0]
+        # one query sees every cached position, so no mask is needed
+        y = F.scaled_dot_product_attention(q, k_buf[:, :, : pos + 1], v_buf[:, :, : pos + 1])
+        return self._merge(y)
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(c.hidden, bias=False)
+        self.attn = CausalSelfAttention(c)
+        self.ln2 = nn.LayerNorm(c.hidden, bias=False)
+        self.mlp = nn.Sequential(nn.Linear(c.hidden, 4 * c.hidden, bias=False), nn.GELU(),
+                                 nn.Linear(4 * c.hidden, c.hidden, bias=False), nn.Dropout(c.dropout))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        a, k, v = self.attn(self.ln1(x))
+        x = x + a
+        return x + self.mlp(self.ln2(x)), k, v
+
+    def step(self, x: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, pos: int) -> torch.Tensor:
+        x = x + self.attn.step(self.ln1(x), k_buf, v_buf, pos)
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """Decoder-only Transformer: token + learned position embeddings, `n_layers` pre-norm blocks of
+    causal self-attention (`F.scaled_dot_product_attention`) and a 4x GELU MLP, a final LayerNorm,
+    and an output layer tied to the token embedding. No biases, as in nanoGPT's recipe."""
+
+    stateful = False  # each training window stands alone: no state is carried between batches
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = c = config
+        if c.hidden % c.heads:
+            raise ValueError(f"heads ({c.heads}) must divide hidden ({c.hidden})")
+        self.wte = nn.Embedding(c.vocab_size, c.hidden)
+        self.wpe = nn.Embedding(c.context, c.hidden)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        self.ln_f = nn.LayerNorm(c.hidden, bias=False)
+        self.head = nn.Linear(c.hidden, c.vocab_size, bias=False)
+        self.head.weight = self.wte.weight  # weight tying: fewer parameters, learns faster
+        # GPT-2 initialisation: N(0, 0.02), residual projections scaled down by depth
+        for name, p in self.named_parameters():
+            if p.dim() >= 2:
+                std = 0.02 / math.sqrt(2 * c.n_layers) if name.endswith(("proj.weight", "mlp.2.weight")) else 0.02
+                nn.init.normal_(p, 0.0, std)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # the tied matrix counts once
+
+    def _embed(self, idx: torch.Tensor, pos0: int = 0) -> torch.Tensor:
+        T = idx.size(1)
+        if pos0 + T > self.config.context:
+            raise ValueError(f"a window of {pos0 + T} characters is longer than the context ({self.config.context})")
+        pos = torch.arange(pos0, pos0 + T, device=idx.device)
+        return self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, d)
+
+    def forward(self, idx: torch.Tensor, state: None = None, targets: torch.Tensor | None = None):
+        # idx: (B, T <= context) -> logits: (B, T, vocab). No state: every window starts afresh.
+        if state is not None:
+            raise ValueError("the Transformer carries no state through forward; sample with prefill/step")
+        x = self._embed(idx)
+        for block in self.blocks:
+            x, _, _ = block(x)
+        logits = self.head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
+        return logits, loss, None
+
+    # --- sampling with a key/value cache --------------------------------------------------------
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> KVCache:
+        c = self.config
+        shape = (c.n_layers, batch_size, c.heads, c.context, c.hidden // c.heads)
+        dtype = self.wte.weight.dtype
+        return KVCache(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype),
+                       torch.zeros(batch_size, c.context, dtype=torch.long, device=device))
+
+    @torch.no_grad()
+    def prefill(self, idx: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        """idx: (B, T >= 1) -> logits (B, vocab) for the character after it, and the cache of the
+        window `window_start` gives (the last T - window_start(T) characters)."""
+        idx = idx[:, window_start(idx.size(1), self.config.context):]
+        cache = self.init_state(idx.size(0), idx.device) if cache is None else cache
+        n = idx.size(1)
+        x = self._embed(idx)
+        for i, block in enumerate(self.blocks):
+            x, k, v = block(x)
+            cache.k[i, :, :, :n] = k
+            cache.v[i, :, :, :n] = v
+        cache.tokens[:, :n] = idx
+        cache.length = n
+        return self.head(self.ln_f(x[:, -1])), cache
+
+    @torch.no_grad()
+    def step(self, idx: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        """idx: (B,) -> logits (B, vocab), and the cache with idx appended (updated in place).
+
+        Equal to `forward` over the window `window_start` gives, in eval mode. A full window slides
+        forward by `context // 2` and is rebuilt with one pass over what remains (see `window_start`).
+        """
+        cache = self.init_state(idx.size(0), idx.device) if state is None else state
+        C, pos = self.config.context, cache.length
+        if pos == C:  # full: drop the oldest context // 2 characters and rebuild the rest
+            keep = cache.tokens[:, window_start(C + 1, C):]
+            return self.prefill(torch.cat([keep, idx[:, None]], 1), cache)
+        x = self._embed(idx[:, None], pos)  # (B, 1, d)
+        for i, block in enumerate(self.blocks):
+            x = block.step(x, cache.k[i], cache.v[i], pos)
+        cache.tokens[:, pos] = idx
+        cache.length = pos + 1
+        return self.head(self.ln_f(x[:, 0])), cache
+
+
+def build_model(config: ModelConfig) -> CharRNN | GPT:
+    """The model `config.model` names."""
+    return GPT(config) if config.model == "transformer" else CharRNN(config)

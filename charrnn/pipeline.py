@@ -19,11 +19,11 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ck
 from . import distributed, presets
-from .data import StreamBatcher, build_tokenizer, encode_corpus, file_sha256, has_bom, resolve_corpus, split
+from .data import StreamBatcher, WindowBatcher, build_tokenizer, encode_corpus, file_sha256, has_bom, resolve_corpus, split
 from .device import resolve_device, resolve_precision
 from .errors import CharrnnError
-from .evaluate import EvalResult, evaluate
-from .models import ModelConfig, build_model
+from .evaluate import EvalResult, evaluate_model
+from .models import RNN_ONLY, TRANSFORMER_ONLY, ModelConfig, build_model
 from .sampler import SampleConfig, Sampler
 from .trainer import TrainConfig, Trainer
 
@@ -85,9 +85,30 @@ def check_settings(model_cfg: ModelConfig, train_cfg: TrainConfig, val_frac: flo
         (train_cfg.max_time is None or train_cfg.max_time > 0, "max-time must be > 0"),
         (0 < val_frac < 1, f"val-frac must be in (0, 1), not {val_frac}"),
     ]
+    if model_cfg.model == "transformer":
+        checks += [
+            (model_cfg.heads >= 1, f"heads must be >= 1, not {model_cfg.heads}"),
+            (model_cfg.context >= 1, f"context must be >= 1, not {model_cfg.context}"),
+            (model_cfg.hidden % model_cfg.heads == 0,
+             f"heads ({model_cfg.heads}) must divide hidden ({model_cfg.hidden}), the Transformer's width"),
+            (train_cfg.seq_len == model_cfg.context,
+             f"the Transformer trains on windows of --context characters; seq-len {train_cfg.seq_len} "
+             f"!= context {model_cfg.context}"),
+        ]
     for ok, message in checks:
         if not ok:
             raise CharrnnError(message)
+
+
+def _configs(kind: str, settings: dict[str, Any], vocab_size: int, val_frac: float) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configs these settings make, checked."""
+    settings = dict(settings)
+    if kind == "transformer":  # its batches are windows of `context` characters
+        settings["seq_len"] = settings.get("context", ModelConfig.context)
+    model_over, train_over = _split_overrides(settings)
+    model_cfg, train_cfg = ModelConfig(vocab_size=vocab_size, **model_over), TrainConfig(**train_over)
+    check_settings(model_cfg, train_cfg, val_frac)
+    return model_cfg, train_cfg
 
 
 def _corpus_name(path: Path) -> str:
@@ -143,14 +164,18 @@ def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distr
         if saved["run"]["corpus_sha256"] != corpus_sha:
             raise CharrnnError(f"{corpus_path} is not the corpus this run was trained on")
     else:
-        run_dir = opts.out or _default_run_dir(corpus_path, overrides.get("model", "lstm"))
+        kind = overrides.get("model", "lstm")
+        _check_family_options(kind, overrides)
+        run_dir = opts.out or _default_run_dir(corpus_path, kind)
         if any((run_dir / n).exists() for n in (ck.LAST, ck.BEST)):
             raise CharrnnError(f"{run_dir} already holds a run: add --resume to continue it, or --out for a new one")
         if has_bom(corpus_path) and not opts.quiet:
             _say(f"note: {corpus_path} starts with a UTF-8 byte-order mark; it is dropped")
         tok = build_tokenizer(corpus_path, byte_fallback=opts.byte_fallback)
+        # the user's own values are checked before any time is spent timing presets with them
+        _configs(kind, {**presets.presets_for(kind)[0].settings, **overrides}, tok.vocab_size, opts.val_frac)
         base, choice = {}, None
-        if not presets.PRESET_KEYS <= overrides.keys():  # some settings are left to the budget
+        if presets.needs_choice(overrides):  # some settings are left to the budget
             budget = overrides.get("max_time") or DEFAULT_MAX_TIME
             # Rank 0 times the presets as if alone, and every rank trains what it chose.
             choice = world.from_main(presets.choose(budget, overrides, tok.vocab_size, device, precision)
@@ -160,10 +185,7 @@ def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distr
                 _say(f"settings from the budget: {choice.describe()}")
         if not any(k in overrides for k in ("max_steps", "max_epochs", "max_time")):
             base["max_time"] = DEFAULT_MAX_TIME
-        model_over, train_over = _split_overrides({**base, **overrides})
-        train_cfg = TrainConfig(**train_over)
-        model_cfg = ModelConfig(vocab_size=tok.vocab_size, **model_over)
-        check_settings(model_cfg, train_cfg, opts.val_frac)
+        model_cfg, train_cfg = _configs(kind, {**base, **overrides}, tok.vocab_size, opts.val_frac)
         torch.manual_seed(train_cfg.seed)  # the same seed, the same initial weights
         model = build_model(model_cfg)
         val_frac = opts.val_frac
@@ -177,13 +199,15 @@ def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distr
     train_ids, val_ids = split(ids, val_frac)
     if len(val_ids) < 2:
         raise CharrnnError(f"validation split too small ({len(val_ids)} characters): raise --val-frac or use more text")
-    batcher = StreamBatcher(train_ids, train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed,
-                            rows=None if world.world_size == 1 else rows)
+    # a stateful RNN reads carried streams; the Transformer reads independent random windows
+    batcher_cls = StreamBatcher if model.stateful else WindowBatcher
+    batcher = batcher_cls(train_ids, train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed,
+                          rows=None if world.world_size == 1 else rows)
 
     def validate(m) -> EvalResult:
-        # Each rank scores its share of the validation streams; the sums make the global figure.
-        part = evaluate(m, val_ids, device, precision, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ,
-                        shard=(world.rank, world.world_size))
+        # Each rank scores its share of the validation streams or windows; the sums make the global figure.
+        part = evaluate_model(m, val_ids, device, precision, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ,
+                              shard=(world.rank, world.world_size))
         if world.world_size == 1:
             return part
         total, chars = world.all_sum([part.loss_nats * part.chars, part.chars])
@@ -209,7 +233,8 @@ def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distr
     if not opts.quiet:
         where = f"{device} {precision}" if world.world_size == 1 else \
             f"{world.world_size} processes ({device.type} {precision}, {len(rows)} streams each)"
-        _say(f"{run_dir}: {model_cfg.model} {model_cfg.n_layers}x{model_cfg.hidden}, "
+        shape = f", {model_cfg.heads} heads, context {model_cfg.context}" if not model.stateful else ""
+        _say(f"{run_dir}: {model_cfg.model} {model_cfg.n_layers}x{model_cfg.hidden}{shape}, "
                    f"{model.num_params() / 1e6:.2f}M params, {len(train_ids):,} train / {len(val_ids):,} val chars, "
                    f"{where}" + (f", resuming at step {trainer.progress.step}" if saved else ""))
     reason = trainer.run()
@@ -235,6 +260,19 @@ def _resume_after_restart(opts: RunOptions, world: distributed.World, corpus_pat
     if not opts.quiet:
         _say(f"torchrun restart {world.restart_count}: resuming from {run_dir / ck.LAST}")
     return replace(opts, resume=True)
+
+
+def _check_family_options(kind: str, overrides: dict[str, Any]) -> None:
+    """An option the chosen kind of model would silently ignore is a mistake worth naming."""
+    if kind == "transformer":
+        wrong = [k for k in (*RNN_ONLY, "seq_len") if k in overrides]
+        why = "the Transformer's width is --hidden and its training windows are --context characters"
+    else:
+        wrong = [k for k in TRANSFORMER_ONLY if k in overrides]
+        why = "they set the Transformer's attention"
+    if wrong:
+        names = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        raise CharrnnError(f"{names} cannot be used with --model {kind}: {why}")
 
 
 def _say(message: str) -> None:
@@ -301,8 +339,10 @@ def _attach_run_hooks(trainer: Trainer, run_dir: Path, tok, model_cfg, train_cfg
 
 
 def eval_run(run: str | Path, corpus: str, split_name: str = "val", val_frac: float | None = None,
-             device: str = "auto", precision: str = "fp32", unknown: str = "bytes") -> EvalResult:
-    """Loss of a run's checkpoint on a corpus: the validation split (the run's val-frac) or all of it."""
+             device: str = "auto", precision: str = "fp32", unknown: str = "bytes",
+             stride: int | None = None) -> EvalResult:
+    """Loss of a run's checkpoint on a corpus: the validation split (the run's val-frac) or all of it.
+    `stride` (Transformer only) is how far its evaluation windows move; default context // 2."""
     model, tok, ckpt, path = ck.load_run(run)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
@@ -316,7 +356,10 @@ def eval_run(run: str | Path, corpus: str, split_name: str = "val", val_frac: fl
     target = ids if split_name == "all" else split(ids, frac)[1]
     if len(target) < 2:
         raise CharrnnError(f"{corpus_path}: too little text to evaluate ({len(target)} characters)")
-    return evaluate(model.to(dev), target, dev, prec, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ)
+    if stride is not None and (model.stateful or not 1 <= stride <= model.config.context):
+        raise CharrnnError("--stride applies to a Transformer only, between 1 and its context"
+                           + ("" if model.stateful else f" ({model.config.context})"))
+    return evaluate_model(model.to(dev), target, dev, prec, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ, stride=stride)
 
 
 def run_info(run: str | Path) -> dict[str, Any]:

@@ -19,8 +19,6 @@ import torch
 
 from .device import autocast
 
-MODEL_KEYS = ("model", "n_layers", "hidden", "embed")
-
 
 @dataclass(frozen=True)
 class Preset:
@@ -31,7 +29,7 @@ class Preset:
 
 # Smallest first. A small model learns fastest per character at first; a bigger one, regularised,
 # wins once it can see the text several times over.
-PRESETS: tuple[Preset, ...] = (
+RNN_PRESETS: tuple[Preset, ...] = (
     Preset("small", 0, dict(model="lstm", n_layers=1, hidden=256, embed=64, dropout=0.0, batch_size=16, seq_len=64,
                             lr=2e-2, warmup_steps=30)),
     Preset("medium", 2.5e6, dict(model="lstm", n_layers=1, hidden=384, embed=64, dropout=0.0, batch_size=16,
@@ -41,7 +39,35 @@ PRESETS: tuple[Preset, ...] = (
     Preset("xlarge", 25e6, dict(model="lstm", n_layers=2, hidden=512, embed=128, dropout=0.3, batch_size=32,
                                 seq_len=128, lr=4e-3, warmup_steps=100)),
 )
-PRESET_KEYS = frozenset(k for p in PRESETS for k in p.settings)
+
+# The Transformer baseline's (batches are windows of `context` characters, so no seq_len). nanoGPT's
+# CPU recipe (4 layers x 128, context 64) learns fastest at first; more characters afford a longer
+# context, then a wider, deeper model. Sized from training speed on the 2-core EPYC, not from a
+# quality sweep as the RNN presets were (benchmarks/README.md).
+TRANSFORMER_PRESETS: tuple[Preset, ...] = (
+    Preset("small", 0, dict(model="transformer", n_layers=4, hidden=128, heads=4, context=64, dropout=0.0,
+                            batch_size=16, lr=2e-3, warmup_steps=50, min_lr_ratio=0.1)),
+    Preset("medium", 1e6, dict(model="transformer", n_layers=4, hidden=128, heads=4, context=128, dropout=0.0,
+                               batch_size=12, lr=2e-3, warmup_steps=100, min_lr_ratio=0.1)),
+    Preset("large", 4e6, dict(model="transformer", n_layers=6, hidden=192, heads=6, context=128, dropout=0.1,
+                              batch_size=12, lr=1.5e-3, warmup_steps=100, min_lr_ratio=0.1)),
+)
+
+
+# What the speed of a step depends on.
+SHAPE_KEYS = ("model", "n_layers", "hidden", "embed", "heads", "context", "batch_size", "seq_len")
+
+
+def presets_for(kind: str) -> tuple[Preset, ...]:
+    """The presets of a kind of model (the RNN ones serve lstm, gru and rnn alike)."""
+    return TRANSFORMER_PRESETS if kind == "transformer" else RNN_PRESETS
+
+
+def needs_choice(given: dict[str, Any]) -> bool:
+    """Whether some setting a preset would fill is left unset."""
+    kind = given.get("model", "lstm")
+    keys = {k for p in presets_for(kind) for k in p.settings} - {"model"}
+    return not keys <= given.keys()
 
 
 @dataclass
@@ -59,8 +85,10 @@ class Choice:
 
     def describe(self) -> str:
         s = self.settings
-        return (f"preset {self.name} for {self.budget_s:g}s: {s['model']} {s['n_layers']}x{s['hidden']}, "
-                f"dropout {s['dropout']}, batch {s['batch_size']}x{s['seq_len']}, lr {s['lr']:g} "
+        shape = f", {s['heads']} heads" if s["model"] == "transformer" else ""
+        length = s["context"] if s["model"] == "transformer" else s["seq_len"]
+        return (f"preset {self.name} for {self.budget_s:g}s: {s['model']} {s['n_layers']}x{s['hidden']}{shape}, "
+                f"dropout {s['dropout']}, batch {s['batch_size']}x{length}, lr {s['lr']:g} "
                 f"(measured {self.chars_per_s / 1000:.1f}k chars/s here, ~{self.chars / 1e6:.1f}M chars in the budget)")
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,17 +100,21 @@ def measure_speed(settings: dict[str, Any], vocab_size: int, device: torch.devic
                   seconds: float = 0.3) -> float:
     """Training chars/s of a model and batch size here: one warm-up step, then `seconds` of steps.
 
-    Random weights and data: the speed of a step does not depend on what it learns. Chunks are cut to
-    32 characters, which costs the same per character and keeps a big model's timing short. The
+    Random weights and data: the speed of a step does not depend on what it learns. An RNN's chunks
+    are cut to 32 characters, which costs the same per character and keeps a big model's timing
+    short (a Transformer's cost per character grows with its window, so it keeps its own). The
     global RNG is left as it was, so the run's own seeding is unaffected.
     """
     from .models import ModelConfig, build_model
 
+    fields = ModelConfig.__dataclass_fields__.keys() - {"vocab_size"}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
-        model = build_model(ModelConfig(vocab_size=vocab_size, **{k: settings[k] for k in MODEL_KEYS})).to(device)
+        config = ModelConfig(vocab_size=vocab_size, **{k: v for k, v in settings.items() if k in fields})
+        model = build_model(config).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        x = torch.randint(0, vocab_size, (settings["batch_size"], min(settings["seq_len"], 32) + 1), device=device)
+        length = settings["seq_len"] if not model.stateful else min(settings["seq_len"], 32)
+        x = torch.randint(0, vocab_size, (settings["batch_size"], length + 1), device=device)
         state, steps, t0 = None, 0, 0.0
         while True:
             if steps == 1:  # the first step pays for allocation and kernel selection
@@ -110,11 +142,13 @@ def _sync(device: torch.device) -> None:
 def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torch.device, precision: str) -> Choice:
     """The largest preset that can train on its `min_chars` in the budget, with the user's settings on top."""
     speeds: dict[tuple, float] = {}  # presets the user's settings make identical in shape are timed once
-    for preset in reversed(PRESETS):
-        settings = {**preset.settings, **{k: v for k, v in given.items() if k in PRESET_KEYS}}
-        shape = tuple(settings[k] for k in (*MODEL_KEYS, "batch_size", "seq_len"))
+    for preset in reversed(presets_for(given.get("model", "lstm"))):
+        settings = {**preset.settings, **given}
+        if settings["model"] == "transformer":  # its batches are windows of `context` characters
+            settings["seq_len"] = settings["context"]
+        shape = tuple(settings.get(k) for k in SHAPE_KEYS)
         if shape not in speeds:
             speeds[shape] = measure_speed(settings, vocab_size, device, precision)
         if speeds[shape] * budget_s >= preset.min_chars:
-            return Choice(preset.name, settings, budget_s, speeds[shape])
+            return Choice(preset.name, {k: settings[k] for k in preset.settings}, budget_s, speeds[shape])
     raise AssertionError("the smallest preset has min_chars 0")

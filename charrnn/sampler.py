@@ -6,8 +6,9 @@
     for piece in s.stream(prime="ROMEO:", length=300):
         print(piece, end="", flush=True)
 
-The prime is read with the fused forward pass; each new character then goes through the model's
-per-step path (`model.step`), which is fast one character at a time. Several samples are made
+The prime is read in one pass (`model.prefill`: the fused forward pass of an RNN, or a Transformer
+filling its key/value cache); each new character then goes through the model's per-step path
+(`model.step`), which is fast one character at a time. Several samples are made
 as one batch. Byte-fallback tokens exist only to read unseen input characters: they are never
 sampled, so the output is always whole characters.
 """
@@ -169,8 +170,7 @@ class Sampler:
                 prime_ids = [int(start)]
             prime = torch.as_tensor(prime_ids, dtype=torch.long, device=self.device)
             prime = prime.unsqueeze(0).expand(n, -1)
-            logits, _, state = model(prime[:, :-1]) if prime.size(1) > 1 else (None, None, None)
-            logits, state = model.step(prime[:, -1], state)
+            logits, state = model.prefill(prime)  # an RNN's fused pass, or a Transformer's key/value cache
             n_chars = self.tok.n_chars
             for i in range(cfg.length):
                 if i:

@@ -104,17 +104,19 @@ def test_grad_accum_gives_the_same_steps_as_one_batch(corpus, reference, tmp_pat
     assert_same_run(tmp_path / "run", reference)
 
 
-def test_ranks_rows_make_up_the_single_process_batch():
+@pytest.mark.parametrize("batcher", ["streams", "windows"])
+def test_ranks_rows_make_up_the_single_process_batch(batcher):
     import numpy as np
 
-    from charrnn.data import StreamBatcher
+    from charrnn.data import StreamBatcher, WindowBatcher
     from charrnn.distributed import World
 
+    cls = StreamBatcher if batcher == "streams" else WindowBatcher
     ids = np.arange(5000)
-    whole = StreamBatcher(ids, batch_size=8, seq_len=16, seed=3)
+    whole = cls(ids, batch_size=8, seq_len=16, seed=3)
     for epoch, k in [(0, 0), (0, 5), (2, 3)]:
-        parts = [StreamBatcher(ids, 8, 16, seed=3, rows=World(rank=r, world_size=4).rows(8)).batch(epoch, k)
-                 for r in range(4)]
+        parts = [cls(ids, 8, 16, seed=3, rows=World(rank=r, world_size=4).rows(8)).batch(epoch, k) for r in range(4)]
+        assert all(p[0].shape == (2, 16) for p in parts)
         for i in (0, 1):
             assert torch.equal(torch.cat([p[i] for p in parts]), whole.batch(epoch, k)[i])
 
@@ -158,6 +160,25 @@ def test_two_processes_follow_the_single_process_run(corpus, reference, tmp_path
     assert saved["trainer"]["progress"]["chars"] == 24 * 4 * 16  # counted over both ranks
     config = json.loads((out / ck.CONFIG).read_text())
     assert config["world_size"] == 2 and config["train"]["grad_accum"] == grad_accum
+
+
+@pytest.mark.distributed
+def test_two_processes_train_a_transformer_as_one_does(corpus, tmp_path):
+    gpt = ["--model", "transformer", "--layers", "1", "--hidden", "32", "--heads", "4", "--context", "16",
+           "--dropout", "0", "--batch-size", "4", "--max-steps", "12", "--lr", "1e-2", "--warmup", "2", "--seed", "7",
+           "--eval-interval", "6", "--precision", "fp32", "--device", "cpu", "--sample-len", "0"]
+    one = CliRunner().invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "one"), "--quiet", *gpt])
+    assert one.exit_code == 0, one.output
+    proc = torchrun("train", corpus, "--out", tmp_path / "two", *gpt)
+    assert proc.returncode == 0, proc.stderr
+    got, want = records(tmp_path / "two", "train"), records(tmp_path / "one", "train")
+    assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in want], rel=1e-5)
+    assert [r["loss_nats"] for r in records(tmp_path / "two", "val")] == \
+           pytest.approx([r["loss_nats"] for r in records(tmp_path / "one", "val")], rel=1e-5)
+    a, b = ck.load_checkpoint(tmp_path / "two" / ck.LAST), ck.load_checkpoint(tmp_path / "one" / ck.LAST)
+    assert a["trainer"]["progress"]["chars"] == b["trainer"]["progress"]["chars"] == 12 * 4 * 16
+    for k in b["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.distributed

@@ -143,12 +143,16 @@ def test_the_largest_affordable_preset_is_chosen(monkeypatch):
 
     monkeypatch.setattr(presets, "measure_speed", fake_speed)
     cpu = torch.device("cpu")
-    by_chars = sorted(presets.PRESETS, key=lambda p: p.min_chars)
-    assert list(presets.PRESETS) == by_chars and by_chars[0].min_chars == 0
-    for p in presets.PRESETS:
-        budget = p.min_chars / 10_000 + 1  # just enough time for this preset, not for the next
-        assert presets.choose(budget, {}, 65, cpu, "fp32").name == p.name
-    assert presets.choose(1.0, {}, 65, cpu, "fp32").name == "small"
+    for kind in ("lstm", "transformer"):
+        family = presets.presets_for(kind)
+        by_chars = sorted(family, key=lambda p: p.min_chars)
+        assert list(family) == by_chars and by_chars[0].min_chars == 0
+        for p in family:
+            budget = p.min_chars / 10_000 + 1  # just enough time for this preset, not for the next
+            choice = presets.choose(budget, {"model": kind}, 65, cpu, "fp32")
+            assert choice.name == p.name and choice.settings["model"] == kind
+        assert presets.choose(1.0, {"model": kind}, 65, cpu, "fp32").name == "small"
+    assert presets.choose(1.0, {"model": "gru"}, 65, cpu, "fp32").settings["model"] == "gru"
     timed.clear()
     choice = presets.choose(1.0, {"hidden": 64, "n_layers": 1, "embed": 16, "batch_size": 8, "seq_len": 32}, 65, cpu,
                             "fp32")
@@ -161,7 +165,7 @@ def test_speed_measurement_leaves_the_rng_alone():
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    settings = dict(presets.PRESETS[0].settings, hidden=16, embed=8, batch_size=2, seq_len=8)
+    settings = dict(presets.RNN_PRESETS[0].settings, hidden=16, embed=8, batch_size=2, seq_len=8)
     assert presets.measure_speed(settings, 65, torch.device("cpu"), "fp32", seconds=0.01) > 0
     assert torch.equal(torch.rand(3), expected)
 

@@ -1,0 +1,285 @@
+"""The `charrnn compare` report: a table, the probes and samples as Markdown, the same as a self-contained
+HTML page whose charts are inline SVG (it opens offline in any browser), and the raw numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import atomic_write
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+LN2 = math.log(2)
+
+TABLE_COLUMNS = (
+    ("model", "model"), ("shape", "shape"), ("params", "parameters"), ("train_chars_per_s", "train chars/s"),
+    ("val_loss", "val loss (nats)"), ("val_bpc", "val bits/char"), ("sample_1_chars_per_s", "sample chars/s, 1 stream"),
+    ("sample_batched_chars_per_s", "sample chars/s, batched"), ("state_bytes", "state per stream"),
+    ("peak_rss_mib", "peak memory"), ("sample", "sample (seed 1)"),
+)
+SAMPLE_CELL = 40  # characters of the seeded sample shown in the table; the full one is further down
+
+METHOD = """\
+**How to read it.** Every model trained on the same training split for the same wall-clock budget
+(validation passes included), one after another on the same machine, each with the settings
+`charrnn train` picks for that budget{params}. *train chars/s* is the median of the logged training
+rates (validation excluded). *val loss* is `charrnn eval` on the validation split in fp32: every
+character after the first predicted once; the RNNs carry their state through {streams} streams, the
+Transformer reads strided windows (each prediction sees between half its context and its full
+context), so the numbers compare. *sample chars/s* times `Sampler` generating {speed} characters for
+one stream, and {batch_len} characters for each of {batch} streams at once (all streams counted);
+the Transformer samples with a key/value cache. *state per stream* is what one sampling stream
+carries from character to character: an RNN's hidden state, the same size however long the text, or
+the Transformer's key/value cache, which grows with its context. *peak memory* is the peak resident memory of the
+training process (the Python interpreter and torch included){gpu}."""
+
+CONTEXT_TEXT = """\
+**Where memory runs out: loss against the context a model may read.** For {positions} fixed characters
+of the validation text, each model predicts the character from only the last *k* characters before it,
+starting from a fresh state. The curve falls while more context still helps and flattens where the
+model stops using it. A Transformer reads at most its context, so its row is flat beyond that by
+construction; an RNN reads whatever its state has kept. The last column scores the same characters
+with all the text before them (from the start of the validation split), as `charrnn eval` does; the
+gap between it and the longest k is what a model gets from text further back."""
+
+BRACKET_TEXT = """\
+**Brackets and quotes (Karpathy, Johnson and Fei-Fei 2015).** For each closing bracket or quote in the
+first {chars:,} validation characters whose opener is there too ({pairs} pairs), the loss on the closing
+character, by its distance to the opener. A model that remembers the open bracket predicts the closer
+cheaply at any distance; its loss rises where its memory gives out. The RNNs read the text as one
+stream from its start; the Transformer through its windows, so an opener further back than its window
+is invisible to it."""
+
+NO_BRACKETS = """\
+**Brackets and quotes.** The first {chars:,} validation characters hold {pairs} matched brackets or quotes
+(fewer than 10), so the bracket-distance probe of Karpathy, Johnson and Fei-Fei (2015) has nothing to
+measure here; run `charrnn compare` on text that has them (source code, Wikipedia, novels) to see it.
+The context probe above measures the same thing on any text."""
+
+
+def _fmt(key: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if key == "params":
+        return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.0f}k"
+    if key in ("val_loss", "val_bpc"):
+        return f"{value:.4f}"
+    if key == "peak_rss_mib":
+        return f"{value:,.0f} MiB"
+    if key == "state_bytes":
+        return f"{value / 2**20:.1f} MiB" if value >= 2**20 else f"{value / 2**10:.1f} KiB"
+    if key.endswith("chars_per_s"):
+        return f"{value:,.0f}"
+    if key == "sample":
+        return value.strip()[:SAMPLE_CELL].rstrip().replace("\r", "").replace("\n", " \u23ce ")
+    return str(value)
+
+
+def _memory(row: dict[str, Any]) -> str:
+    text = _fmt("peak_rss_mib", row.get("peak_rss_mib"))
+    if row.get("peak_gpu_mib") is not None:
+        text += f" (GPU {row['peak_gpu_mib']:,.0f} MiB)"
+    return text
+
+
+def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = [label for _, label in TABLE_COLUMNS]
+    body = []
+    for row in report["rows"]:
+        body.append([_memory(row) if key == "peak_rss_mib" else _fmt(key, row.get(key)) for key, _ in TABLE_COLUMNS])
+    return head, body
+
+
+def terminal_table(report: dict[str, Any]) -> str:
+    """The comparison table as the terminal shows it (Markdown, which reads as plain text too)."""
+    return markdown_table(*table_rows(report))
+
+
+def markdown_table(head: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _method(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    text = METHOD.format(
+        params=f", sized to about {s['params']:,} parameters" if s.get("params") else "",
+        streams=32, speed=s["speed_chars"], batch=s["batch_streams"], batch_len=max(s["speed_chars"] // 4, 1),
+        gpu="; on a GPU, the peak memory torch allocated there too" if report["device"].startswith("cuda") else "",
+    )
+    return text
+
+
+def _probe_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(explanation, head, body) for each probe that has something to show."""
+    out = []
+    cp = report["context_probe"]
+    if cp["lengths"] and cp["loss"]:
+        head = ["model"] + [f"k={k}" for k in cp["lengths"]] + ["all before it"]
+        body = [[name] + [f"{v / LN2:.3f}" for v in losses] for name, losses in cp["loss"].items()]
+        out.append((CONTEXT_TEXT.format(positions=cp["positions"]) + " Bits per character:", head, body))
+    br = report["brackets"]
+    if "labels" in br:
+        head = ["distance"] + br["labels"]
+        body = [["closers"] + [str(c) for c in br["counts"]]]
+        body += [[name] + ["-" if v is None else f"{v / LN2:.3f}" for v in losses] for name, losses in br["loss"].items()]
+        out.append((BRACKET_TEXT.format(chars=report["probe_chars"], pairs=br["pairs"])
+                    + " Bits on the closing character:", head, body))
+    else:
+        out.append((NO_BRACKETS.format(chars=report["probe_chars"], pairs=br["pairs"]), [], []))
+    return out
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    head, body = table_rows(report)
+    parts = [
+        f"# charrnn compare: {Path(report['corpus']).name}",
+        f"`{report['command']}`  \n{report['machine']}, device {report['device']}; "
+        f"{report['corpus_chars']:,} characters, the last {report['val_chars']:,} held out for validation.",
+        markdown_table(head, body),
+        _method(report),
+    ]
+    for text, h, b in _probe_tables(report):
+        parts.append(text)
+        if h:
+            parts.append(markdown_table(h, b))
+    parts.append("## Samples\n\nEach model, seed 1, temperature 0.8, from a line break:")
+    for row in report["rows"]:
+        parts.append(f"**{row['model']}** ({row['shape']})\n\n```\n{row['sample'].strip()}\n```")
+    parts.append("## Settings\n")
+    parts.append(markdown_table(["model", "model config", "train config", "steps", "chars trained"], [
+        [r["model"], json.dumps(r["model_config"]), json.dumps(r["train_config"]), f"{r['steps']:,}",
+         f"{r['chars_trained']:,}"] for r in report["rows"]]))
+    return "\n\n".join(parts) + "\n"
+
+
+# --- SVG -------------------------------------------------------------------------------------------
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if hi <= lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def line_chart(series: dict[str, list[tuple[float, float]]], x_label: str, y_label: str, log2_x: bool = False,
+               x_names: list[str] | None = None, width: int = 680, height: int = 380) -> str:
+    """An inline SVG line chart: one line with markers per series, axes, ticks and a legend.
+    `x_names`: the x values are 0..n-1 and these are their tick labels (categories)."""
+    pts = [p for s in series.values() for p in s if p[1] is not None and math.isfinite(p[1])]
+    if not pts:
+        return ""
+    left, right, top, bottom = 64, 150, 16, 48
+    tx = (lambda v: math.log2(v)) if log2_x else (lambda v: v)
+    xs, ys = [tx(p[0]) for p in pts], [p[1] for p in pts]
+    x0, x1 = (min(xs), max(xs)) if max(xs) > min(xs) else (min(xs) - 1, max(xs) + 1)
+    pad = (max(ys) - min(ys)) * 0.05 or 0.1
+    y0, y1 = min(ys) - pad, max(ys) + pad
+    pw, ph = width - left - right, height - top - bottom
+
+    def X(v: float) -> float:
+        return left + (tx(v) - x0) / (x1 - x0) * pw
+
+    def Y(v: float) -> float:
+        return top + (y1 - v) / (y1 - y0) * ph
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
+    for v in _nice_ticks(y0, y1):
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#eee"/>'
+                   f'<text x="{left - 6}" y="{Y(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
+    if x_names:
+        xticks = [(i, name) for i, name in enumerate(x_names)]
+    elif log2_x:
+        xticks = [(v, f"{v:g}") for v in sorted({p[0] for p in pts})]
+    else:
+        xticks = [(v, f"{v:g}") for v in _nice_ticks(x0, x1) if x0 <= v <= x1]
+    for v, name in xticks:
+        out.append(f'<line x1="{X(v):.1f}" x2="{X(v):.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#999"/>'
+                   f'<text x="{X(v):.1f}" y="{top + ph + 18}" text-anchor="middle">{html.escape(name)}</text>')
+    out.append(f'<text x="{left + pw / 2}" y="{height - 8}" text-anchor="middle">{html.escape(x_label)}</text>')
+    out.append(f'<text x="14" y="{top + ph / 2}" text-anchor="middle" transform="rotate(-90 14 {top + ph / 2})">'
+               f'{html.escape(y_label)}</text>')
+    for i, (name, s) in enumerate(series.items()):
+        color = COLORS[i % len(COLORS)]
+        s = [p for p in s if p[1] is not None and math.isfinite(p[1])]
+        path = " ".join(f"{X(x):.1f},{Y(y):.1f}" for x, y in s)
+        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        out += [f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3" fill="{color}"><title>{html.escape(name)}: '
+                f'{x:g}, {y:.4f}</title></circle>' for x, y in s]
+        ly = top + 14 + 18 * i
+        out.append(f'<line x1="{left + pw + 12}" x2="{left + pw + 32}" y1="{ly - 4}" y2="{ly - 4}" stroke="{color}" '
+                   f'stroke-width="2"/><text x="{left + pw + 38}" y="{ly}">{html.escape(name)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _html_table(head: list[str], body: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+def _md_inline(text: str) -> str:
+    """The little Markdown the explanations use (**bold**, *italic*, `code`) as HTML."""
+    import re
+
+    t = html.escape(text)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t, flags=re.S)
+    t = re.sub(r"\*(.+?)\*", r"<i>\1</i>", t, flags=re.S)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+
+def render_html(report: dict[str, Any]) -> str:
+    head, body = table_rows(report)
+    curves = {r["model"]: [(t, b) for t, b in r["curve"]] for r in report["rows"]}
+    parts = [
+        f"<h1>charrnn compare: {html.escape(Path(report['corpus']).name)}</h1>",
+        f"<p><code>{html.escape(report['command'])}</code><br>{html.escape(report['machine'])}, device "
+        f"{html.escape(report['device'])}; {report['corpus_chars']:,} characters, the last "
+        f"{report['val_chars']:,} held out for validation.</p>",
+        _html_table(head, body),
+        f"<p>{_md_inline(_method(report))}</p>",
+        "<h2>Validation bits per character against training time</h2>",
+        line_chart(curves, "seconds of training (validation included)", "validation bits/char"),
+    ]
+    cp = report["context_probe"]
+    for text, h, b in _probe_tables(report):
+        parts.append(f"<p>{_md_inline(text)}</p>")
+        if h:
+            parts.append(_html_table(h, b))
+        if text.startswith("**Where memory") and cp["loss"]:
+            series = {name: [(k, v / LN2) for k, v in zip(cp["lengths"], losses)] for name, losses in cp["loss"].items()}
+            # zip stops at the last k: the "all before it" value has no x position of its own
+            parts.append(line_chart(series, "characters of context k (log scale)", "bits/char", log2_x=True))
+        if text.startswith("**Brackets and quotes (") and h:
+            br = report["brackets"]
+            series = {name: [(i, None if v is None else v / LN2) for i, v in enumerate(losses)]
+                      for name, losses in br["loss"].items()}
+            parts.append(line_chart(series, "characters from the opener to the closer", "bits on the closer",
+                                    x_names=br["labels"]))
+    parts.append("<h2>Samples</h2><p>Each model, seed 1, temperature 0.8, from a line break.</p>")
+    for row in report["rows"]:
+        parts.append(f"<h3>{html.escape(row['model'])} <small>({html.escape(row['shape'])})</small></h3>"
+                     f"<pre>{html.escape(row['sample'].strip())}</pre>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}pre{background:#f6f6f6;padding:8px;white-space:pre-wrap}")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>charrnn compare</title>'
+            f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+
+
+def write_reports(out: Path, report: dict[str, Any]) -> None:
+    """report.md, report.html and report.json in `out`, each written atomically."""
+    out = Path(out)
+    atomic_write(out / "report.md", lambda f: f.write(render_markdown(report).encode("utf-8")))
+    atomic_write(out / "report.html", lambda f: f.write(render_html(report).encode("utf-8")))
+    atomic_write(out / "report.json", lambda f: f.write((json.dumps(report, indent=1) + "\n").encode("utf-8")))

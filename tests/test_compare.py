@@ -1,0 +1,162 @@
+"""`charrnn compare`, its report and probes, and the Transformer through the CLI."""
+
+import json
+import random
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn.cli import cli
+from charrnn.compare import count_params, parse_count, size_for_params
+from charrnn.errors import CharrnnError
+from charrnn.presets import presets_for
+from charrnn.probe import bracket_probe, find_pairs
+from charrnn.report import line_chart
+from conftest import make_text
+
+GPT_ARGS = ["--model", "transformer", "--layers", "1", "--hidden", "32", "--heads", "4", "--context", "16",
+            "--batch-size", "4", "--max-steps", "20", "--precision", "fp32", "--device", "cpu", "--quiet"]
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_line_error(result):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+def bracketed_text(n_chars: int, seed: int = 0) -> str:
+    """Play-like text with parenthetical asides of many lengths: something for the bracket probe."""
+    rng = random.Random(seed)
+    words = make_text(n_chars, seed).split(" ")
+    out, i = [], 0
+    while i < len(words):
+        if rng.random() < 0.08:
+            span = rng.choice([1, 2, 4, 8, 16])
+            out.append("(" + " ".join(words[i:i + span]) + ")")
+            i += span
+        else:
+            out.append(words[i])
+            i += 1
+    return " ".join(out)[:n_chars]
+
+
+# --- the Transformer through the CLI --------------------------------------------------------------
+def test_train_sample_and_eval_a_transformer(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert run("train", corpus, "--out", out, *GPT_ARGS).exit_code == 0
+    a = run("sample", out, "--prime", "KING:", "--length", "60", "--seed", "2")
+    assert a.exit_code == 0 and a.stdout.startswith("KING:") and a.stdout == run(
+        "sample", out, "--prime", "KING:", "--length", "60", "--seed", "2").stdout
+    data = json.loads(run("eval", out, corpus, "--json").stdout)
+    assert data["chars"] == 20_000 - int(20_000 * 0.9) - 1  # the same characters as an RNN's eval
+    fine = json.loads(run("eval", out, corpus, "--json", "--stride", "1").stdout)
+    assert fine["chars"] == data["chars"] and fine["loss_nats"] != data["loss_nats"]
+    assert "heads" in run("info", out).stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--heads", "3"], "must divide hidden"),
+    (["--embed", "16"], "--embed cannot be used with --model transformer"),
+    (["--seq-len", "32"], "--seq-len cannot be used"),
+    (["--context", "0"], "--context"),
+])
+def test_bad_transformer_options(corpus, tmp_path, args, message):
+    assert message in one_line_error(run("train", corpus, "--out", tmp_path / "run", *GPT_ARGS, *args))
+    assert not (tmp_path / "run").exists()
+
+
+def test_transformer_options_on_an_rnn_and_stride_on_an_rnn(corpus, tmp_path, trained_run):
+    assert "--heads cannot be used with --model lstm" in one_line_error(
+        run("train", corpus, "--out", tmp_path / "r", "--heads", "4", "--max-steps", "5"))
+    assert "--stride applies to a Transformer only" in one_line_error(
+        run("eval", trained_run, trained_run.parent.parent / "play.txt", "--stride", "4"))
+
+
+# --- sizing ---------------------------------------------------------------------------------------
+def test_parse_count():
+    assert [parse_count(t) for t in ("3M", "800k", "1.5m", "250000")] == [3_000_000, 800_000, 1_500_000, 250_000]
+    with pytest.raises(CharrnnError, match="not a parameter count"):
+        parse_count("lots")
+
+
+@pytest.mark.parametrize("target", [1_000_000, 3_000_000])
+def test_models_are_sized_to_about_the_same_parameter_count(target):
+    for model in ("rnn", "gru", "lstm", "transformer"):
+        for preset in presets_for(model):
+            settings = size_for_params(model, target, 321, preset.settings)
+            got = count_params({**preset.settings, **settings}, 321)
+            assert abs(got - target) / target < 0.06, (model, preset.name, settings, got)
+            if model == "transformer":
+                assert settings["hidden"] % preset.settings["heads"] == 0
+
+
+# --- the probe and the charts ---------------------------------------------------------------------
+def test_find_pairs_matches_each_kind_on_its_own_stack():
+    text = 'a(b[c]d)e "q" ) ((x)'
+    assert find_pairs(text) == [(3, 5), (1, 7), (10, 12), (17, 19)]  # the stray ")" and the open "(" are skipped
+
+
+def test_bracket_probe_buckets_by_distance():
+    pairs = [(0, 2), (10, 13), (20, 26), (100, 400)]  # distances 2, 3, 6, 300
+    losses = np.arange(500, dtype=float)  # entry i is the loss of character i + 1
+    probe = bracket_probe({"m": losses}, pairs)
+    assert probe.labels[:3] == ["1-4", "5-8", "9-16"] and probe.labels[-1] == "513+"
+    assert probe.counts[0] == 2 and probe.counts[1] == 1 and probe.counts[7] == 1 and sum(probe.counts) == 4
+    assert probe.loss["m"][0] == pytest.approx((1 + 12) / 2) and probe.loss["m"][1] == 25
+    assert probe.loss["m"][2] is None
+
+
+def test_line_chart_is_plain_svg():
+    svg = line_chart({"a": [(1, 2.0), (2, 1.5)], "b<&>": [(1, 2.5), (2, 2.2)]}, "x", "y")
+    assert svg.startswith("<svg") and svg.endswith("</svg>") and "b&lt;&amp;&gt;" in svg
+    assert svg.count("<polyline") == 2
+
+
+# --- compare end to end ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_tiny_compare_through_the_cli_writes_both_reports(tmp_path):
+    corpus = tmp_path / "asides.txt"
+    corpus.write_text(bracketed_text(30_000), encoding="utf-8")
+    out = tmp_path / "report"
+    result = run("compare", corpus, "--models", "lstm,transformer", "--max-time", "2s", "--params", "20k",
+                 "--out", out, "--device", "cpu", "--precision", "fp32", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^\| lstm \|", result.stdout, re.M) and re.search(r"^\| transformer \|", result.stdout, re.M)
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert [r["model"] for r in report["rows"]] == ["lstm", "transformer"]
+    for row in report["rows"]:
+        assert 15_000 < row["params"] < 25_000  # sized to about 20k
+        assert row["val_loss"] > 0 and row["val_bpc"] == pytest.approx(row["val_loss"] / np.log(2))
+        assert row["sample_1_chars_per_s"] > 0 and row["sample_batched_chars_per_s"] > 0 and row["peak_rss_mib"] > 50
+        assert row["curve"] and (out / "runs" / row["model"] / "best.pt").is_file()
+        assert row["sample"] in md
+    assert "val bits/char" in md and "sample chars/s, 1 stream" in md and "peak memory" in md
+    assert report["brackets"]["pairs"] >= 10 and "Bits on the closing character" in md
+    assert report["context_probe"]["lengths"][0] == 1 and set(report["context_probe"]["loss"]) == {"lstm", "transformer"}
+    # the HTML stands alone: inline SVG charts, nothing fetched from the network
+    assert page.count("<svg") >= 3 and not re.search(r"""(src|href)\s*=\s*["']?https?:""", page)
+    assert "<table>" in page
+    # and a second comparison into the same folder is refused, leaving the first intact
+    again = run("compare", corpus, "--models", "lstm", "--max-time", "1s", "--out", out, "--quiet")
+    assert "already holds a comparison" in one_line_error(again)
+    assert (out / "report.md").read_text() == md
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--models", "lstm,cnn"], "unknown model(s) cnn"),
+    (["--models", "lstm,lstm"], "names a model twice"),
+    (["--params", "many"], "not a parameter count"),
+    (["--max-time", "soon"], "not a duration"),
+])
+def test_bad_compare_options(corpus, tmp_path, args, message):
+    assert message in one_line_error(run("compare", corpus, "--out", tmp_path / "r", *args))
+    assert not (tmp_path / "r").exists()
