@@ -82,8 +82,9 @@ def cli():
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its last.pt.")
 @click.option("--byte-fallback/--no-byte-fallback", default=True, show_default=True, help="Add byte tokens so any text, even unseen characters, can be read.")
 @click.option("--sample-len", type=click.IntRange(min=0), default=200, show_default=True, help="Characters of sample shown at each validation.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model for training (needs a C++ compiler on CPU; compile time counts).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, samples or notices.")
-def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sample_len, quiet, **settings):
+def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sample_len, compile_, quiet, **settings):
     """Train a model on CORPUS: a UTF-8 text file or a catalog name (see `charrnn corpus list`).
 
     Settings left unset are chosen from the time budget (see README): `charrnn train tinyshakespeare
@@ -94,7 +95,7 @@ def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sampl
 
     overrides = {k: v for k, v in settings.items() if v is not None}
     opts = RunOptions(corpus=corpus, out=out, val_frac=val_frac, byte_fallback=byte_fallback, device=device,
-                      precision=precision, resume=resume, quiet=quiet, sample_len=sample_len)
+                      precision=precision, resume=resume, quiet=quiet, sample_len=sample_len, compile=compile_)
     summary = train_pipeline(opts, overrides)
     if summary["reason"] == "interrupted":
         click.echo(f"interrupted at step {summary['step']}: saved {summary['run_dir']}/last.pt "
@@ -120,7 +121,8 @@ def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sampl
 @click.option("--stream/--no-stream", default=None, help="Print characters as they are made.  [default: on a terminal]")
 @click.option("--unknown", type=click.Choice(["error", "bytes"]), default="error", show_default=True, help="Prime characters outside the vocabulary: fail naming them, or read them as UTF-8 bytes.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default="cpu", show_default=True, help="Where to sample.")
-def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, stop, stream, unknown, device):
+@click.option("--weights", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True, help="int8: step on int8 copies of the weights (CPU, RNNs): faster, slightly approximate.")
+def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, stop, stream, unknown, device, weights):
     """Generate text from RUN: a run folder (best.pt, else last.pt) or a checkpoint file.
 
     Without RUN, the newest run under ./checkpoints is used.
@@ -129,7 +131,7 @@ def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, sto
     from .device import resolve_device
     from .sampler import SampleConfig, Sampler
 
-    sampler = Sampler.load(run if run is not None else newest_run(), device=str(resolve_device(device)))
+    sampler = Sampler.load(run if run is not None else newest_run(), device=str(resolve_device(device)), weights=weights)
     try:
         prime.encode("utf-8")
     except UnicodeEncodeError:  # undecodable bytes on the command line arrive as lone surrogates

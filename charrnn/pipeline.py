@@ -60,6 +60,7 @@ class RunOptions:
     resume: bool = False
     quiet: bool = False
     sample_len: int = 200  # characters of sample printed at each validation (0: none)
+    compile: bool = False  # torch.compile the training step's model (checkpoints stay plain)
 
 
 def parse_duration(text: str) -> float:
@@ -165,7 +166,8 @@ def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
     def validate(m) -> EvalResult:
         return evaluate(m, val_ids, device, precision, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ)
 
-    trainer = Trainer(model, train_cfg, batcher, device, precision, evaluate=validate, quiet=opts.quiet)
+    trainer = Trainer(model, train_cfg, batcher, device, precision, evaluate=validate, quiet=opts.quiet,
+                      compile=opts.compile)
     if saved is not None:
         trainer.load_state_dict(saved["trainer"])
     run_info = {"corpus": str(corpus_path), "corpus_sha256": corpus_sha, "val_frac": val_frac,

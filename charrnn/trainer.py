@@ -71,10 +71,13 @@ class Hooks:
 
 class Trainer:
     def __init__(self, model, config: TrainConfig, batcher, device: torch.device, precision: str,
-                 evaluate: Callable | None = None, quiet: bool = False):
+                 evaluate: Callable | None = None, quiet: bool = False, compile: bool = False):
         if config.max_steps is None and config.max_epochs is None and config.max_time is None:
             raise ValueError("set at least one of max_steps, max_epochs, max_time")
         self.model = model.to(device)
+        # What the training step calls. torch.compile wraps the model but shares its parameters, so
+        # `self.model` (saved, evaluated, sampled) stays the plain module with plain state_dict keys.
+        self.net = torch.compile(self.model) if compile else self.model
         self.config = config
         self.batcher = batcher
         self.device = device
@@ -173,7 +176,7 @@ class Trainer:
         for group in opt.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.precision):
-            _, loss, state = model(x, self.state, y)
+            _, loss, state = self.net(x, self.state, y)
         self.scaler.scale(loss).backward()
         if self.config.grad_clip > 0:
             self.scaler.unscale_(opt)
