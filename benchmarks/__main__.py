@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", type=Path, help="a trained run to measure int8 sampling fidelity on "
                                             "(default: train an LSTM 2x512 for a minute)")
     p.add_argument("--models", default="lstm,gru,rnn", help="models for the training section (comma-separated)")
+    p.add_argument("--device", default="cpu", help="where training and sampling throughput run: cpu or cuda")
     p.add_argument("--threads", type=int, help="torch intra-op threads for everything (default: torch's own choice)")
     p.add_argument("--corpus", help="the corpus for the fidelity run (default: the run's own, or tinyshakespeare "
                                     "when $CHARRNN_CORPORA holds it, else generated text)")
@@ -82,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         if name == "ceiling":
             sec, ceilings = ceiling.measure(args.quick)
         elif name == "training":
-            sec = training.measure(ceilings, args.quick, kinds=tuple(args.models.split(",")))
+            sec = training.measure(ceilings, args.quick, kinds=tuple(args.models.split(",")),
+                                   device=args.device)
         elif name == "sampling":
-            sec = sampling.measure(ceilings, args.quick, run=args.run, corpus=corpus)
+            sec = sampling.measure(ceilings, args.quick, run=args.run, corpus=corpus, device=args.device)
         elif name == "encoding":
             sec = encoding.measure(args.quick)
         else:

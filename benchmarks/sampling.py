@@ -46,20 +46,21 @@ def step_flops_per_char(model: CharRNN) -> int:
                    and not n.startswith("embed") and n != "rnn.weight_ih_l0")
 
 
-def throughput(ceilings: dict, quick: bool, sec: Section) -> None:
+def throughput(ceilings: dict, quick: bool, sec: Section, device: str = "cpu") -> None:
     tok = _tokenizer()
     hidden = 64 if quick else 512
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=tok.vocab_size, model="lstm", n_layers=2, hidden=hidden, embed=128)).eval()
     fpc = step_flops_per_char(model)
-    weights = ["fp32"] + (["int8"] if int8_supported() else [])
+    on_cpu = device == "cpu"
+    weights = ["fp32"] + (["int8"] if int8_supported() and on_cpu else [])
     threads_before = torch.get_num_threads()
     results = {}
     try:
-        for threads in sorted({1, min(2, os.cpu_count() or 1), threads_before}):
+        for threads in sorted({1, min(2, os.cpu_count() or 1), threads_before}) if on_cpu else [threads_before]:
             torch.set_num_threads(threads)
             for w in weights:
-                sampler = Sampler(model, tok, "cpu", weights=w)
+                sampler = Sampler(model, tok, device, weights=w)
                 for streams, length in ((1, 50 if quick else 1500), (64, 10 if quick else 100)):
                     cfg = SampleConfig(length=length, temperature=1.0, seed=0)
                     t = best_time(lambda: sampler.sample_many(cfg, streams), repeat=2 if quick else 5)
@@ -69,17 +70,21 @@ def throughput(ceilings: dict, quick: bool, sec: Section) -> None:
                     note = f"{gflops:.1f} GFLOP/s"
                     if streams > 1 and ceilings.get("fp32"):
                         note += f" = {gflops / ceilings['fp32']:.0%} of the fp32 matmul ceiling"
+                    where = f"{threads} thread{'s' if threads > 1 else ''}" if on_cpu else device
+                    if not on_cpu:
+                        note = ""  # the ceiling is the CPU's
                     sec.row(f"LSTM 2x{hidden} sample, {streams} stream{'s' if streams > 1 else ''}, {w} weights, "
-                            f"{threads} thread{'s' if threads > 1 else ''}", round(rate), "chars/s", note,
+                            f"{where}", round(rate), "chars/s", note,
                             {"seconds": t, "chars": streams * length, "gflops": round(gflops, 2)})
     finally:
         torch.set_num_threads(threads_before)
-    if not int8_supported():
+    if not int8_supported() and on_cpu:
         sec.row("int8 step weights", None, "", "this torch build has no fbgemm dynamic quantisation")
     for streams, target, bar in ((1, 6000, ">= 6000 chars/s"), (64, 25000, ">= 25000 chars/s")):
         for w in weights:
             best = max(v for (th, ww, s), v in results.items() if ww == w and s == streams)
-            sec.bar(f"LSTM 2x{hidden} sampling, {streams} stream{'s' if streams > 1 else ''}, {w} weights (best threads)",
+            sec.bar(f"LSTM 2x{hidden} sampling, {streams} stream{'s' if streams > 1 else ''}, {w} weights, "
+                    + ("best threads" if on_cpu else device),
                     bar, round(best), lambda v, t=target: v >= t)
 
 
@@ -179,9 +184,12 @@ def fidelity(run: Path | None, corpus: str | None, quick: bool, sec: Section, tm
             f"{(int8 - fp32) / fp32:+.2%} of the fp32 loss", {"relative": (int8 - fp32) / fp32})
 
 
-def measure(ceilings: dict, quick: bool = False, run: Path | None = None, corpus: str | None = None) -> Section:
+def measure(ceilings: dict, quick: bool = False, run: Path | None = None, corpus: str | None = None,
+            device: str = "cpu") -> Section:
     sec = Section("sampling")
-    throughput(ceilings, quick, sec)
+    throughput(ceilings, quick, sec, device)
+    if device != "cpu":
+        return sec  # time to first character and int8 fidelity are CPU matters
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as tmp:
         first_character(quick, sec, Path(tmp))
         fidelity(run, corpus, quick, sec, Path(tmp))

@@ -4,10 +4,12 @@ For each model (LSTM, GRU, RNN, 2x512, batch 64 x seq 128) and precision, three 
 initial weights on the same batches: charrnn's `Trainer.run()` (batches read from the memory-mapped
 corpus, progress bar drawn to /dev/null, metric records written, stop and validation checks made),
 the same with `compile=True` (torch.compile; fp32 only), and the bare reference. They take turns, a
-few steps at a time, so that noise from other processes falls on all of them alike. A loop's time per
-step is the median interval between consecutive steps; the first step of each turn is not timed (for
-the trainer it follows `run()`'s set-up; the validation pass at the end of each `run()` is outside
-the timed steps too).
+few steps at a time, so that noise from other processes falls on all of them alike. The first step
+of each turn is not timed (for the trainer it follows `run()`'s set-up, and the validation pass at
+the end of each `run()` is outside the timed steps too); a turn's time per step is the mean over its
+other steps (the clock read after the device has caught up), and a loop's is the median over turns.
+
+`--device cuda` runs the same comparison on a GPU, in fp32, bf16 (where supported) and fp16.
 
 Achieved GFLOP/s counts 6 flops per weight per character for every weight matrix (forward 2, backward
 4; the embedding is a lookup and is not counted), and is given as a fraction of the matmul ceiling
@@ -41,19 +43,30 @@ def flops_per_char(model: torch.nn.Module) -> int:
     return 6 * sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("embed"))
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class _TimedTrainer:
-    """A charrnn Trainer driven a few steps at a time, recording when each step ends."""
+    """A charrnn Trainer driven a few steps at a time; times the steps after the first of each turn."""
 
-    def __init__(self, model, cfg: TrainConfig, batcher, val_ids, precision: str, metrics: Path, compile: bool):
-        device = torch.device("cpu")
-
+    def __init__(self, model, cfg: TrainConfig, batcher, val_ids, device: torch.device, precision: str,
+                 metrics: Path, compile: bool):
         def validate(m):
             return evaluate(m, val_ids, device, precision, n_streams=8, seq_len=128)
 
+        self.device = device
         self.trainer = Trainer(model, cfg, batcher, device, precision, evaluate=validate, quiet=False,
                                compile=compile)
         self.stamps: list[float] = []
-        self.trainer.hooks.on_step.append(lambda t: self.stamps.append(time.perf_counter()))
+
+        def on_step(t):  # the clock is read (after the device catches up) at the turn's first and last step
+            if t.progress.step in (self.first, t.config.max_steps):
+                _sync(device)
+                self.stamps.append(time.perf_counter())
+
+        self.trainer.hooks.on_step.append(on_step)
 
         def on_log(t, record):  # what the pipeline's hook does: one JSON line per log interval
             with open(metrics, "a", encoding="utf-8") as f:
@@ -61,10 +74,12 @@ class _TimedTrainer:
 
         self.trainer.hooks.on_log.append(on_log)
         self.first_step_s: float | None = None
+        self.first = 0
 
-    def turn(self, steps: int) -> list[float]:
-        """Run steps + 1 steps; return the `steps` intervals between consecutive steps."""
+    def turn(self, steps: int) -> float | None:
+        """Run steps + 1 steps; return the mean seconds per step of the last `steps`."""
         t = self.trainer
+        self.first = t.progress.step + 1
         t.config.max_steps = t.progress.step + steps + 1
         self.stamps = []
         t0 = time.perf_counter()
@@ -72,25 +87,37 @@ class _TimedTrainer:
             t.run()
         if self.first_step_s is None:
             self.first_step_s = self.stamps[0] - t0  # includes torch.compile's compile time
-        return list(np.diff(self.stamps))
+        return (self.stamps[-1] - self.stamps[0]) / steps if steps else None
 
 
 class _TimedBare:
-    def __init__(self, model, batches, precision: str):
-        self.steps = bare_steps(model, iter(batches), precision=precision)
+    def __init__(self, model, batches, device: torch.device, precision: str):
+        self.device = device
+        self.steps = bare_steps(model, iter(batches), precision=precision, device=str(device))
 
-    def turn(self, steps: int) -> list[float]:
-        stamps = []
-        for _ in range(steps + 1):
+    def turn(self, steps: int) -> float | None:
+        next(self.steps)
+        _sync(self.device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
             next(self.steps)
-            stamps.append(time.perf_counter())
-        return list(np.diff(stamps))
+        _sync(self.device)
+        return (time.perf_counter() - t0) / steps if steps else None
 
 
-def measure(ceilings: dict, quick: bool = False, kinds=("lstm", "gru", "rnn")) -> Section:
+def _precisions(device: torch.device) -> tuple[str, ...]:
+    if device.type == "cuda":
+        return ("fp32", "bf16", "fp16") if torch.cuda.is_bf16_supported() else ("fp32", "fp16")
+    return ("fp32", "bf16")
+
+
+def measure(ceilings: dict, quick: bool = False, kinds=("lstm", "gru", "rnn"), device: str = "cpu") -> Section:
     sec = Section("training")
+    device = torch.device(device)
     if quick:
         layers, hidden, embed, B, T, rounds, steps = 2, 32, 16, 4, 16, 2, 2
+    elif device.type == "cuda":  # steps take milliseconds: time more of them
+        layers, hidden, embed, B, T, rounds, steps = 2, 512, 128, 64, 128, 3, 30
     else:
         layers, hidden, embed, B, T, rounds, steps = 2, 512, 128, 64, 128, 3, 2
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as tmp:
@@ -100,11 +127,11 @@ def measure(ceilings: dict, quick: bool = False, kinds=("lstm", "gru", "rnn")) -
         ids = encode_corpus(corpus, tok, tmp / "cache")
         train_ids, val_ids = split(ids, 0.1)
         val_ids = val_ids[: 4096 if quick else 16384]
-        n_batches = (rounds + 1) * (steps + 1)
+        n_batches = 2 + rounds * (steps + 1)
         for kind in kinds:
-            for precision in ("fp32", "bf16"):
-                label = f"{kind.upper()} {layers}x{hidden} B{B}xT{T} {precision}"
-                if precision == "bf16" and not cpu_supports_bf16():
+            for precision in _precisions(device):
+                label = f"{kind.upper()} {layers}x{hidden} B{B}xT{T} {precision}" + (" cuda" if device.type == "cuda" else "")
+                if precision == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
                     sec.row(f"{label} trainer", None, "chars/s", NOT_SUPPORTED_BF16)
                     sec.row(f"{label} bare loop", None, "chars/s", NOT_SUPPORTED_BF16)
                     sec.bar(f"{label}: trainer / bare", ">= 0.95", None, lambda r: r >= 0.95, NOT_SUPPORTED_BF16)
@@ -123,24 +150,26 @@ def measure(ceilings: dict, quick: bool = False, kinds=("lstm", "gru", "rnn")) -
                     model.load_state_dict(init)
                     tc = TrainConfig(batch_size=B, seq_len=T, max_steps=1, eval_interval=10**9, warmup_steps=10)
                     loops["trainer --compile" if compile_ else "trainer"] = _TimedTrainer(
-                        model, tc, batcher, val_ids, precision, tmp / f"{kind}-{precision}-{compile_}.jsonl", compile_)
-                bare = BareRNN(tok.vocab_size, kind, layers, hidden, embed)
+                        model, tc, batcher, val_ids, device, precision, tmp / f"{kind}-{precision}-{compile_}.jsonl",
+                        compile_)
+                bare = BareRNN(tok.vocab_size, kind, layers, hidden, embed).to(device)
                 bare.load_state_dict(init)
-                loops["bare loop"] = _TimedBare(bare, batches, precision)
+                loops["bare loop"] = _TimedBare(bare, [(x.to(device), y.to(device)) for x, y in batches], device,
+                                                precision)
                 intervals: dict[str, list[float]] = {name: [] for name in loops}
-                for name, loop in loops.items():  # warm-up turn: oneDNN primitives, compilation
+                for name, loop in loops.items():  # warm-up turn: oneDNN/cuDNN set-up, compilation
                     loop.turn(1 if not quick else 0)
                 for _ in range(rounds):  # alternate, so that noise falls on every loop alike
                     for name, loop in loops.items():
-                        intervals[name] += loop.turn(steps)
+                        intervals[name].append(loop.turn(steps))
                 fpc = flops_per_char(bare)
-                ceiling = ceilings.get(precision)
+                ceiling = ceilings.get(precision) if device.type == "cpu" else None  # a CPU ceiling
                 rate = {}
                 for name, ts in intervals.items():
                     per_step = median(ts)
                     rate[name] = B * T / per_step
                     gflops = rate[name] * fpc / 1e9
-                    extra = {"step_s_median": per_step, "intervals_s": [round(x, 4) for x in ts],
+                    extra = {"step_s_median": per_step, "turn_step_s": [round(x, 5) for x in ts],
                              "gflops": round(gflops, 2), "flops_per_char": fpc}
                     note = ""
                     if ceiling:
