@@ -55,7 +55,7 @@ class SampleConfig:
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
     """(B, V) logits -> (B, V) logits with temperature applied and the excluded tokens at -inf."""
-    logits = logits / temperature
+    logits = logits / temperature if temperature != 1.0 else logits
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -67,6 +67,21 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, t
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+def resolve_step_weights(weights: str, model, device: torch.device) -> str:
+    """'auto' -> 'int8' for a model whose step takes int8 weights, on a CPU with fbgemm; else 'fp32'."""
+    from .stepper import STEP_WEIGHTS, int8_supported
+
+    takes_weights = "weights" in inspect.signature(model.step).parameters
+    int8_ok = takes_weights and device.type == "cpu" and int8_supported()
+    if weights == "auto":
+        return "int8" if int8_ok else "fp32"
+    if weights not in STEP_WEIGHTS or (weights != "fp32" and not takes_weights):
+        raise CharrnnError(f"this model cannot sample with {weights} weights; use fp32")
+    if weights == "int8" and not int8_ok:
+        raise CharrnnError("int8 weights need a CPU with fbgemm (x86); use fp32")
+    return weights
 
 
 class _StopWatch:
@@ -105,25 +120,19 @@ class _StopWatch:
 
 
 class Sampler:
-    """`weights="int8"` steps on int8 copies of an RNN's weights (CPU): about twice the characters per
-    second for one stream, at a small cost in loss (benchmarks/README.md); "fp32" is exact."""
+    """`weights` is how an RNN's step path holds its weights: "fp32" is exact (the fused forward's numbers);
+    "int8" (CPU, fbgemm) is about twice the characters per second for one stream and changes the loss
+    by about 0.01 % (benchmarks/README.md); "auto" picks int8 where it can run, else fp32."""
 
-    def __init__(self, model, tokenizer: CharTokenizer, device: torch.device | str = "cpu", weights: str = "fp32"):
+    def __init__(self, model, tokenizer: CharTokenizer, device: torch.device | str = "cpu", weights: str = "auto"):
         self.model = model.to(device).eval()
         self.tok = tokenizer
         self.device = torch.device(device)
-        self._step = model.step
-        if weights != "fp32":
-            from .stepper import STEP_WEIGHTS, int8_supported
-
-            if weights not in STEP_WEIGHTS or "weights" not in inspect.signature(model.step).parameters:
-                raise CharrnnError(f"this model cannot sample with {weights} weights; use fp32")
-            if self.device.type != "cpu" or not int8_supported():
-                raise CharrnnError(f"{weights} weights need a CPU with fbgemm (x86); use fp32")
-            self._step = functools.partial(model.step, weights=weights)
+        self.weights = resolve_step_weights(weights, model, self.device)
+        self._step = model.step if self.weights == "fp32" else functools.partial(model.step, weights=self.weights)
 
     @classmethod
-    def load(cls, run: str | Path, device: str = "cpu", weights: str = "fp32") -> Sampler:
+    def load(cls, run: str | Path, device: str = "cpu", weights: str = "auto") -> Sampler:
         """From a run folder (best.pt, else last.pt) or a checkpoint file."""
         model, tok, _, _ = load_run(run)
         return cls(model, tok, device, weights)
@@ -194,5 +203,8 @@ class Sampler:
                     nxt = logits.argmax(-1)
                 else:
                     probs = filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
-                    nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+                    # What torch.multinomial(probs, 1) computes (the same draws from the same generator),
+                    # without its input checks, which cost more than the draw: argmax of p_i / E_i with
+                    # E_i ~ Exp(1) picks i with probability p_i.
+                    nxt = probs.div_(torch.empty_like(probs).exponential_(generator=gen)).argmax(-1)
                 yield nxt.tolist()

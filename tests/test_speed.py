@@ -68,14 +68,16 @@ def test_int8_sampler_is_reproducible_and_follows_the_cli(trained_run):
     s = Sampler.load(trained_run, weights="int8")
     a = s.sample(prime="KING:", length=80, seed=3)
     assert a == s.sample(prime="KING:", length=80, seed=3) and len(a) == len("KING:") + 80
-    greedy = Sampler.load(trained_run).sample(prime="KING:", length=20, temperature=0)
+    greedy = Sampler.load(trained_run, weights="fp32").sample(prime="KING:", length=20, temperature=0)
     assert s.sample(prime="KING:", length=20, temperature=0)[:12] == greedy[:12]  # a tiny model: near-ties later
     result = CliRunner().invoke(cli, ["sample", str(trained_run), "--weights", "int8", "--length", "30", "--seed", "1"])
     assert result.exit_code == 0 and len(result.stdout) == 30 + 1  # and the final newline
 
 
-def test_step_weights_that_cannot_run_are_refused(trained_run):
+def test_step_weights_auto_and_refusals(trained_run):
     model, tok, _, _ = ck.load_run(trained_run)
+    assert Sampler(model, tok, "cpu").weights == ("int8" if int8_supported() else "fp32")  # auto, on the numbers
+    assert Sampler(model, tok, "cpu", weights="fp32").weights == "fp32"
     with pytest.raises(CharrnnError, match="cannot sample with"):
         Sampler(model, tok, "cpu", weights="int4")
     with pytest.raises(CharrnnError, match="must be one of"):
@@ -209,5 +211,9 @@ def test_cuda_training_with_auto_precision_and_compile_learns_and_saves_plain_ch
     ckpt = torch.load(tmp_path / "run" / ck.LAST, weights_only=True)
     assert not any("_orig_mod" in k for k in ckpt["model"])
     assert all(v.device.type == "cpu" for v in ckpt["model"].values())
-    text = Sampler.load(tmp_path / "run", device="cuda").sample(prime="KING:", length=50, seed=0)
+    sampler = Sampler.load(tmp_path / "run", device="cuda")
+    assert sampler.weights == "fp32"  # auto: int8 is a CPU path
+    text = sampler.sample(prime="KING:", length=50, seed=0)
     assert text.startswith("KING:") and len(text) == 55
+    with pytest.raises(CharrnnError, match="int8 weights need a CPU"):
+        Sampler.load(tmp_path / "run", device="cuda", weights="int8")
