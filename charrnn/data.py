@@ -23,7 +23,7 @@ import torch
 from .errors import CharrnnError
 from .tokenizer import MAX_CODEPOINT, CharTokenizer
 
-CHUNK_CHARS = 1 << 24  # 16M characters per read: bounded memory whatever the corpus size
+CHUNK_CHARS = 1 << 22  # 4M characters (bytes) per read: ~100 MB of transient arrays whatever the corpus size
 BOM = b"\xef\xbb\xbf"
 CORPORA_ENV = "CHARRNN_CORPORA"
 REPO_CORPORA = Path(__file__).resolve().parent.parent / "corpora"
@@ -184,7 +184,7 @@ def encode_corpus(path: Path, tok: CharTokenizer, cache_dir: Path, unknown: str 
         try:
             with os.fdopen(fd, "wb") as out:
                 for chunk in iter_text(path):
-                    out.write(tok.encode(chunk, unknown=unknown).astype(dtype).tobytes())
+                    out.write(memoryview(tok.encode(chunk, unknown=unknown).astype(dtype)))  # no bytes copy
             os.replace(tmp, cache)
         finally:
             if os.path.exists(tmp):
