@@ -46,7 +46,8 @@ def _peak_rss(corpus: Path, out: Path) -> tuple[float, float, float]:
             "--precision", "fp32", "--device", "cpu", "--quiet"]
     hwm_file = out.parent / f"{out.name}.hwm"
     use_proc = Path("/proc/self/status").is_file()
-    cmd = [sys.executable, "-c", _LAUNCH, str(hwm_file), *args] if use_proc else [sys.executable, "-m", "charrnn", *args]
+    cmd = [sys.executable, "-c", _LAUNCH, str(hwm_file), *args] if use_proc else \
+        [sys.executable, "-m", "charrnn", *args]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

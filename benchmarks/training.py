@@ -130,7 +130,8 @@ def measure(ceilings: dict, quick: bool = False, kinds=("lstm", "gru", "rnn"), d
         n_batches = 2 + rounds * (steps + 1)
         for kind in kinds:
             for precision in _precisions(device):
-                label = f"{kind.upper()} {layers}x{hidden} B{B}xT{T} {precision}" + (" cuda" if device.type == "cuda" else "")
+                label = f"{kind.upper()} {layers}x{hidden} B{B}xT{T} {precision}"
+                label += " cuda" if device.type == "cuda" else ""
                 if precision == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
                     sec.row(f"{label} trainer", None, "chars/s", NOT_SUPPORTED_BF16)
                     sec.row(f"{label} bare loop", None, "chars/s", NOT_SUPPORTED_BF16)

@@ -13,8 +13,8 @@ microseconds apiece). `CellStepper` cuts both:
   fits this class of CPU's 8 MB L3). It is an approximation: see benchmarks/README.md for what it
   costs in validation loss. fp32 is exact: the same numbers as the fused forward pass (tests check).
 
-A stepper is built from the weights as they are (the model rebuilds it when they change) and keeps
-scratch buffers per batch size: one stepper must not be called from two threads at once.
+A stepper is built from the weights as they are (the model rebuilds it when they change). Each call
+allocates its own outputs, so a returned state is never overwritten by a later step.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ class _Int8Linear:
 
 
 class CellStepper:
+    """`stepper(idx, state) -> (logits, state)` for one CharRNN: what `CharRNN.step` calls."""
+
     def __init__(self, model, weights: str = "fp32"):
         if weights not in STEP_WEIGHTS:
             raise CharrnnError(f"step weights must be one of {STEP_WEIGHTS}, not {weights!r}")
@@ -64,8 +66,10 @@ class CellStepper:
         rnn = model.rnn
         p = {name: t.detach().float() for name, t in rnn.named_parameters()}
         # LSTM gate rows i, f, g, o -> i, f, o, g: sigmoid over [:3H], tanh over [3H:]
-        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)]).to(device) \
-            if self.kind == "lstm" else None
+        order = None
+        if self.kind == "lstm":
+            order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
+            order = order.to(device)
 
         def rows(t: torch.Tensor) -> torch.Tensor:
             return t if order is None else t.index_select(0, order)
@@ -81,8 +85,8 @@ class CellStepper:
                 b_ih, b_hh = rows(p[f"bias_ih_l{k}"]), rows(p[f"bias_hh_l{k}"])
                 if weights == "int8":
                     # one call per layer: [x, h] @ [W_ih, W_hh]^T (fbgemm has a large fixed cost per call)
-                    if k == 0 or not fold_hh:
-                        layer = {"hh": _Int8Linear(w_hh, torch.zeros_like(b_hh) if fold_hh else b_hh)}  # folded: bias in table
+                    if k == 0 or not fold_hh:  # (layer 0's folded biases live in the table)
+                        layer = {"hh": _Int8Linear(w_hh, torch.zeros_like(b_hh) if fold_hh else b_hh)}
                         if k > 0:
                             layer["ih"] = _Int8Linear(w_ih, b_ih)
                     else:

@@ -157,8 +157,8 @@ def test_speed_suite_runs_every_section_and_never_invents_a_number(tmp_path):
     bf16 = [r for name, r in rows.items() if "bf16" in name]
     assert bf16 and all((r["value"] is None) == (not cpu_supports_bf16()) for r in bf16)
     assert rows["ids identical to tokenizers'"]["value"] == 1.0
-    assert rows["step-path loss, fp32 weights"]["value"] == pytest.approx(rows["fused forward loss (fp32)"]["value"],
-                                                                         abs=1e-4)
+    fused = rows["fused forward loss (fp32)"]["value"]
+    assert rows["step-path loss, fp32 weights"]["value"] == pytest.approx(fused, abs=1e-4)
     ratios = [r["value"] for name, r in rows.items() if name.endswith("trainer / bare") and r["value"] is not None]
     assert len(ratios) == 3 and all(0.2 < x < 5 for x in ratios)
     assert all(b["met"] is None for sec in results["sections"].values() for b in sec["bars"])  # --quick: not judged
