@@ -152,9 +152,6 @@ def step_loss(model: CharRNN, ids: np.ndarray, weights: str, streams: int = 1) -
 
 def fidelity(run: Path | None, corpus: str | None, quick: bool, sec: Section, tmp: Path) -> None:
     """Loss through the step path with fp32 and int8 weights, on the run's validation text."""
-    if not int8_supported():
-        sec.row("int8 step loss - fp32 step loss", None, "nats/char", "no fbgemm in this torch build")
-        return
     from charrnn import checkpoint as ck
     from charrnn.data import encode_corpus, resolve_corpus, split
 
@@ -164,21 +161,24 @@ def fidelity(run: Path | None, corpus: str | None, quick: bool, sec: Section, tm
 
         corpus = corpus or str(write_corpus(tmp / "fid.txt", 300_000))
         settings = dict(model="lstm", n_layers=2, hidden=64 if quick else 512, embed=128, batch_size=16,
-                        seq_len=64, max_time=5 if quick else 60, warmup_steps=10, lr=4e-3)
+                        seq_len=64, max_time=3 if quick else 60, warmup_steps=10, lr=4e-3)
         run = tmp / "fid-run"
         train(RunOptions(corpus=corpus, out=run, device="cpu", precision="fp32", quiet=True, sample_len=0), settings)
     model, tok, ckpt, path = ck.load_run(run)
     corpus_path = resolve_corpus(corpus or ckpt["run"]["corpus"])
     ids = encode_corpus(corpus_path, tok, tmp / "fid-cache", unknown="bytes")
     val = split(ids, ckpt["run"]["val_frac"])[1][: 300 if quick else 5000]
-    fp32 = step_loss(model, val, "fp32")
-    int8 = step_loss(model, val, "int8")
     with torch.no_grad():
         x = torch.from_numpy(np.asarray(val, dtype=np.int64))[None]
         fused = F.cross_entropy(model(x[:, :-1])[0][0].float(), x[0, 1:]).item()
+    fp32 = step_loss(model, val, "fp32")
     note = f"{len(val) - 1} validation chars of {Path(corpus_path).name}, one stream; model: {path}"
     sec.row("fused forward loss (fp32)", round(fused, 5), "nats/char", note)
     sec.row("step-path loss, fp32 weights", round(fp32, 5), "nats/char", "equals the fused forward up to rounding")
+    if not int8_supported():
+        sec.row("step-path loss, int8 weights", None, "nats/char", "no fbgemm in this torch build")
+        return
+    int8 = step_loss(model, val, "int8")
     sec.row("step-path loss, int8 weights", round(int8, 5), "nats/char")
     sec.row("int8 - fp32 step loss", round(int8 - fp32, 5), "nats/char",
             f"{(int8 - fp32) / fp32:+.2%} of the fp32 loss", {"relative": (int8 - fp32) / fp32})
