@@ -127,32 +127,35 @@ class CellStepper:
         return torch.addmm(self.head_b, x, self.head_w)
 
     # --- one step ---------------------------------------------------------------------------------
+    # Each tensor call from Python costs a few microseconds however small the tensor, so the step makes
+    # as few as it can: views come from one unbind/chunk call each, and the arithmetic runs in place.
     def __call__(self, idx: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """idx: (B,) -> logits (B, vocab), new state ((L, B, H) tensors, freshly allocated)."""
         H = self.hidden
-        h_old = state[0]
-        h_new = torch.empty_like(h_old, dtype=torch.float32)
+        h_old = state[0] if state[0].dtype == torch.float32 else state[0].float()
+        h_new = torch.empty_like(h_old)
+        hs_old, hs_new = h_old.unbind(0), h_new.unbind(0)
         if self.kind == "lstm":
-            c_old = state[1]
-            c_new = torch.empty_like(h_new)
+            c_old = state[1] if state[1].dtype == torch.float32 else state[1].float()
+            c_new = torch.empty_like(c_old)
+            cs_old, cs_new = c_old.unbind(0), c_new.unbind(0)
         x = None
         for k in range(self.n_layers):
-            h, out = h_old[k].float(), h_new[k]
+            h, out = hs_old[k], hs_new[k]
             if self.kind == "lstm":
                 g = self._gates(k, idx, x, h)  # (B, 4H): i, f, o, g
+                i, f, o, gg = g.chunk(4, 1)
                 g[:, : 3 * H].sigmoid_()
-                g[:, 3 * H :].tanh_()
-                c = c_new[k]
-                torch.mul(g[:, H : 2 * H], c_old[k], out=c)  # c = f * c + i * g
-                c.addcmul_(g[:, :H], g[:, 3 * H :])
-                torch.tanh(c, out=out)  # h = o * tanh(c)
-                out.mul_(g[:, 2 * H : 3 * H])
+                gg.tanh_()
+                c = cs_new[k]
+                torch.mul(f, cs_old[k], out=c).addcmul_(i, gg)  # c = f * c + i * g
+                torch.tanh(c, out=out).mul_(o)  # h = o * tanh(c)
             elif self.kind == "gru":
                 gi, gh = self._gru_parts(k, idx, x, h)  # (B, 3H): r, z, n
                 rz = gi[:, : 2 * H].add_(gh[:, : 2 * H]).sigmoid_()
-                n = gi[:, 2 * H :].addcmul_(rz[:, :H], gh[:, 2 * H :]).tanh_()  # n = tanh(i_n + r * h_n)
-                torch.sub(h, n, out=out)  # h' = n + z * (h - n)
-                out.mul_(rz[:, H:]).add_(n)
+                r, z = rz.chunk(2, 1)
+                n = gi[:, 2 * H :].addcmul_(r, gh[:, 2 * H :]).tanh_()  # n = tanh(i_n + r * h_n)
+                torch.sub(h, n, out=out).mul_(z).add_(n)  # h' = n + z * (h - n)
             else:
                 torch.tanh(self._gates(k, idx, x, h), out=out)
             x = out
