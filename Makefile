@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 export CHARRNN_CORPORA ?= $(abspath ../shared/corpora)
 
-.PHONY: venv test demo bench quality clean
+.PHONY: venv test demo bench bench-quick quality clean
 
 $(BIN)/charrnn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,14 @@ demo: venv
 	$(BIN)/charrnn train tinyshakespeare --max-time 2m --out checkpoints/demo
 	$(BIN)/charrnn sample checkpoints/demo --prime "ROMEO:" --length 500 --temperature 0.8 --seed 1
 
+# The speed suite (benchmarks/README.md): ~15 minutes on 2 cores; writes benchmarks/results.json.
 bench: venv
-	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python -m benchmarks
 
+bench-quick: venv
+	$(BIN)/python -m benchmarks --quick --out benchmarks/results-quick.json
+
+# The quality bar: train on tinyshakespeare under time budgets, score the best checkpoint.
 quality: venv
 	$(BIN)/python benchmarks/quality.py --budget 60s --budget 15m
 

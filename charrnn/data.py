@@ -6,6 +6,7 @@ A corpus is read in chunks and its ids live in a `numpy.memmap`, so a corpus lar
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ import torch
 from .errors import CharrnnError
 from .tokenizer import MAX_CODEPOINT, CharTokenizer
 
-CHUNK_CHARS = 1 << 24  # 16M characters per read: bounded memory whatever the corpus size
+CHUNK_CHARS = 1 << 22  # 4M characters (bytes) per read: ~100 MB of transient arrays whatever the corpus size
 BOM = b"\xef\xbb\xbf"
 CORPORA_ENV = "CHARRNN_CORPORA"
 REPO_CORPORA = Path(__file__).resolve().parent.parent / "corpora"
@@ -115,18 +116,31 @@ def has_bom(path: Path) -> bool:
 
 
 def iter_text(path: Path) -> Iterator[str]:
-    """The corpus as text chunks: UTF-8 strictly, a leading BOM dropped, CRLF kept as it is."""
+    """The corpus as text chunks: UTF-8 strictly, a leading BOM dropped, CRLF kept as it is.
+
+    Bytes are read and decoded incrementally (a character split between two reads is joined):
+    twice as fast as a text-mode file, whose decoder also tracks newlines.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    offset = 0  # bytes decoded before this read, for error messages
     try:
         with open(path, "rb") as f:
-            if b"\x00" in f.read(8192):  # checked before decoding, so a binary file is named as such
-                raise CharrnnError(f"{path} looks binary (it holds NUL bytes), not text")
-        with open(path, encoding="utf-8-sig", errors="strict", newline="") as f:
-            while chunk := f.read(CHUNK_CHARS):
-                if "\x00" in chunk:
+            started = False  # the first character has been read (only there is a BOM dropped)
+            while True:
+                block = f.read(CHUNK_CHARS)
+                if b"\x00" in block:  # checked before decoding, so a binary file is named as such
                     raise CharrnnError(f"{path} looks binary (it holds NUL bytes), not text")
-                yield chunk
+                chunk = decoder.decode(block, final=not block)
+                if not started and chunk:
+                    started = True
+                    chunk = chunk[1:] if chunk.startswith("\ufeff") else chunk
+                if chunk:
+                    yield chunk
+                if not block:
+                    return
+                offset += len(block)
     except UnicodeDecodeError as e:
-        raise CharrnnError(f"{path} is not UTF-8 text ({e.reason} near byte {e.start})") from None
+        raise CharrnnError(f"{path} is not UTF-8 text ({e.reason} near byte {offset + e.start})") from None
     except IsADirectoryError:
         raise CharrnnError(f"{path} is a directory, not a text file") from None
     except OSError as e:
@@ -170,7 +184,7 @@ def encode_corpus(path: Path, tok: CharTokenizer, cache_dir: Path, unknown: str 
         try:
             with os.fdopen(fd, "wb") as out:
                 for chunk in iter_text(path):
-                    out.write(tok.encode(chunk, unknown=unknown).astype(dtype).tobytes())
+                    out.write(memoryview(tok.encode(chunk, unknown=unknown).astype(dtype)))  # no bytes copy
             os.replace(tmp, cache)
         finally:
             if os.path.exists(tmp):

@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .stepper import CellStepper
+
 RNN_TYPES = ("lstm", "gru", "rnn")
 MODEL_TYPES = RNN_TYPES + ("transformer",)
 TRANSFORMER_ONLY = ("heads", "context")  # ModelConfig fields only the Transformer reads
@@ -98,85 +100,32 @@ class CharRNN(nn.Module):
 
     # --- one character at a time --------------------------------------------------------------
     @torch.no_grad()
-    def prefill(self, idx: torch.Tensor) -> tuple[torch.Tensor, State]:
+    def prefill(self, idx: torch.Tensor, weights: str = "fp32") -> tuple[torch.Tensor, State]:
         """idx: (B, T >= 1) -> logits (B, vocab) for the character after it, and the state to step on.
         The fused pass reads all but the last character; the last goes through `step`."""
         state = self(idx[:, :-1])[2] if idx.size(1) > 1 else None
-        return self.step(idx[:, -1], state)
+        return self.step(idx[:, -1], state, weights)
 
     @torch.no_grad()
-    def step(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """idx: (B,) -> logits (B, vocab), new state. Same maths as `forward` with T = 1, in eval mode."""
-        fast = self._stepper()
+    def step(self, idx: torch.Tensor, state: State | None = None, weights: str = "fp32") -> tuple[torch.Tensor, State]:
+        """idx: (B,) -> logits (B, vocab), new state. Same maths as `forward` with T = 1, in eval mode.
+        `weights="int8"` runs the step on int8 copies of the weights (CPU only; faster, approximate)."""
+        fast = self._stepper(weights)
         if state is None:
             state = self.init_state(idx.size(0), idx.device)
         return fast(idx, state)
 
-    def _stepper(self) -> CellStepper:
-        # Rebuilt only when a weight has changed (optimizer steps bump the tensors' versions).
-        key = tuple(p._version for p in self.parameters()) + tuple(p.data_ptr() for p in self.parameters())
-        cached = getattr(self, "_stepper_cache", None)
-        if cached is None or cached[0] != key:
-            cached = (key, CellStepper(self))
-            object.__setattr__(self, "_stepper_cache", cached)
-        return cached[1]
-
-
-class CellStepper:
-    """Per-step inference over a CharRNN's weights, laid out for one small matmul per layer.
-
-    Layer 0's input projection is folded into the embedding: E @ W_ih0^T + b_ih0 is a (vocab, G*H)
-    table, so a step starts with a row lookup instead of a matmul. Each layer's two biases are
-    summed once, and W_hh (and W_ih for layers > 0) are pre-transposed and contiguous.
-    """
-
-    def __init__(self, model: CharRNN):
-        c = model.config
-        self.kind = c.model
-        self.hidden = c.hidden
-        rnn = model.rnn
-        with torch.no_grad():
-            w_ih0 = rnn.weight_ih_l0.float()
-            self.table = (model.embed.weight.float() @ w_ih0.T + rnn.bias_ih_l0.float()).contiguous()
-            self.layers = []
-            for k in range(c.n_layers):
-                w_ih = getattr(rnn, f"weight_ih_l{k}").float().T.contiguous()
-                w_hh = getattr(rnn, f"weight_hh_l{k}").float().T.contiguous()
-                b_ih = getattr(rnn, f"bias_ih_l{k}").float()
-                b_hh = getattr(rnn, f"bias_hh_l{k}").float()
-                self.layers.append((w_ih, w_hh, b_ih, b_hh))
-            self.head_w = model.head.weight.float().T.contiguous()
-            self.head_b = model.head.bias.float().contiguous()
-
-    def __call__(self, idx: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        H = self.hidden
-        hs, cs = list(state[0].unbind(0)), (list(state[1].unbind(0)) if self.kind == "lstm" else None)
-        x = None
-        for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.layers):
-            h = hs[k].float()
-            # gi: input contribution (B, G*H), bias b_ih included
-            gi = self.table[idx] if k == 0 else torch.addmm(b_ih, x, w_ih)
-            if self.kind == "lstm":
-                gates = torch.addmm(gi + b_hh, h, w_hh)  # (B, 4H): i, f, g, o
-                i, f, g, o = gates.split(H, 1)
-                c = torch.sigmoid(f) * cs[k].float() + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-                cs[k] = c
-            elif self.kind == "gru":
-                gh = torch.addmm(b_hh, h, w_hh)  # (B, 3H): r, z, n
-                ir, iz, in_ = gi.split(H, 1)
-                hr, hz, hn = gh.split(H, 1)
-                r = torch.sigmoid(ir + hr)
-                z = torch.sigmoid(iz + hz)
-                n = torch.tanh(in_ + r * hn)
-                h = n + z * (h - n)  # (1 - z) * n + z * h
-            else:
-                h = torch.tanh(torch.addmm(gi + b_hh, h, w_hh))
-            hs[k] = h
-            x = h
-        logits = torch.addmm(self.head_b, x, self.head_w)
-        new = (torch.stack(hs),) if cs is None else (torch.stack(hs), torch.stack(cs))
-        return logits, new
+    def _stepper(self, weights: str = "fp32") -> CellStepper:
+        # Rebuilt only when a weight has changed (in-place updates bump a tensor's version; a replaced
+        # parameter changes its data pointer). Read from the submodules' own lists, not self.parameters():
+        # that walk costs more than a third of an int8 step.
+        params = (self.embed._parameters["weight"], *self.rnn._flat_weights, self.head._parameters["weight"],
+                  self.head._parameters["bias"])
+        key = tuple((p._version, p.data_ptr()) for p in params)
+        cache = self.__dict__.setdefault("_stepper_cache", {})
+        if cache.get(weights, (None,))[0] != key:
+            cache[weights] = (key, CellStepper(self, weights))
+        return cache[weights][1]
 
 
 # --- the Transformer ------------------------------------------------------------------------------

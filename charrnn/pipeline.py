@@ -46,6 +46,7 @@ class RunOptions:
     quiet: bool = False
     sample_len: int = 200  # characters of sample printed at each validation (0: none)
     dist_timeout: float = 600.0  # seconds a rank waits for the others before the job fails (torchrun)
+    compile: bool = False  # torch.compile the training step's model (checkpoints stay plain)
 
 
 def parse_duration(text: str) -> float:
@@ -214,7 +215,7 @@ def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distr
         return EvalResult(total / chars, int(chars))
 
     trainer = Trainer(model, train_cfg, batcher, device, precision, evaluate=validate, quiet=opts.quiet,
-                      world=world)
+                      world=world, compile=opts.compile)
     if saved is not None:
         trainer.load_state_dict(saved["trainer"])
     run_info = {"corpus": str(corpus_path), "corpus_sha256": corpus_sha, "val_frac": val_frac,

@@ -15,6 +15,8 @@ sampled, so the output is always whole characters.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 
 from collections.abc import Iterator, Sequence
@@ -54,7 +56,7 @@ class SampleConfig:
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
     """(B, V) logits -> (B, V) logits with temperature applied and the excluded tokens at -inf."""
-    logits = logits / temperature
+    logits = logits / temperature if temperature != 1.0 else logits
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -66,6 +68,21 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, t
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+def resolve_step_weights(weights: str, model, device: torch.device) -> str:
+    """'auto' -> 'int8' for a model whose step takes int8 weights, on a CPU with fbgemm; else 'fp32'."""
+    from .stepper import STEP_WEIGHTS, int8_supported
+
+    takes_weights = "weights" in inspect.signature(model.step).parameters
+    int8_ok = takes_weights and device.type == "cpu" and int8_supported()
+    if weights == "auto":
+        return "int8" if int8_ok else "fp32"
+    if weights not in STEP_WEIGHTS or (weights != "fp32" and not takes_weights):
+        raise CharrnnError(f"this model cannot sample with {weights} weights; use fp32")
+    if weights == "int8" and not int8_ok:
+        raise CharrnnError("int8 weights need a CPU with fbgemm (x86); use fp32")
+    return weights
 
 
 class _StopWatch:
@@ -104,16 +121,26 @@ class _StopWatch:
 
 
 class Sampler:
-    def __init__(self, model, tokenizer: CharTokenizer, device: torch.device | str = "cpu"):
+    """`weights` is how an RNN's step path holds its weights: "fp32" is exact (the fused forward's numbers);
+    "int8" (CPU, fbgemm) is about twice the characters per second for one stream and changes the loss
+    by about 0.01 % (benchmarks/README.md); "auto" picks int8 where it can run, else fp32."""
+
+    def __init__(self, model, tokenizer: CharTokenizer, device: torch.device | str = "cpu", weights: str = "auto"):
         self.model = model.to(device).eval()
         self.tok = tokenizer
         self.device = torch.device(device)
+        self.weights = resolve_step_weights(weights, model, self.device)
+        if self.weights == "fp32":  # a Transformer's step and prefill take no `weights`
+            self._prefill, self._step = model.prefill, model.step
+        else:
+            self._prefill = functools.partial(model.prefill, weights=self.weights)
+            self._step = functools.partial(model.step, weights=self.weights)
 
     @classmethod
-    def load(cls, run: str | Path, device: str = "cpu") -> Sampler:
+    def load(cls, run: str | Path, device: str = "cpu", weights: str = "auto") -> Sampler:
         """From a run folder (best.pt, else last.pt) or a checkpoint file."""
         model, tok, _, _ = load_run(run)
-        return cls(model, tok, device)
+        return cls(model, tok, device, weights)
 
     def sample(self, prime: str = "", length: int = 500, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int | None = None, stop: Sequence[str] = (),
@@ -163,22 +190,24 @@ class Sampler:
         with torch.inference_mode():
             gen = torch.Generator(device=self.device)
             gen.manual_seed(cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(7), "little"))
-            model = self.model
             if prime_ids is None:
                 # No prime: start as after a line break (or the first token if the corpus had none).
                 start = self.tok.encode("\n")[0] if "\n" in self.tok.chars else 0
                 prime_ids = [int(start)]
             prime = torch.as_tensor(prime_ids, dtype=torch.long, device=self.device)
             prime = prime.unsqueeze(0).expand(n, -1)
-            logits, state = model.prefill(prime)  # an RNN's fused pass, or a Transformer's key/value cache
+            logits, state = self._prefill(prime)  # an RNN's fused pass, or a Transformer's key/value cache
             n_chars = self.tok.n_chars
             for i in range(cfg.length):
                 if i:
-                    logits, state = model.step(nxt, state)
+                    logits, state = self._step(nxt, state)
                 logits = logits[:, :n_chars].float()  # byte tokens are never sampled
                 if cfg.temperature == 0:
                     nxt = logits.argmax(-1)
                 else:
                     probs = filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
-                    nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+                    # What torch.multinomial(probs, 1) computes (the same draws from the same generator),
+                    # without its input checks, which cost more than the draw: argmax of p_i / E_i with
+                    # E_i ~ Exp(1) picks i with probability p_i.
+                    nxt = probs.div_(torch.empty_like(probs).exponential_(generator=gen)).argmax(-1)
                 yield nxt.tolist()

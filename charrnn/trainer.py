@@ -83,12 +83,16 @@ class Hooks:
 
 class Trainer:
     def __init__(self, model, config: TrainConfig, batcher, device: torch.device, precision: str,
-                 evaluate: Callable | None = None, quiet: bool = False, world: World | None = None):
+                 evaluate: Callable | None = None, quiet: bool = False, world: World | None = None,
+                 compile: bool = False):
         if config.max_steps is None and config.max_epochs is None and config.max_time is None:
             raise ValueError("set at least one of max_steps, max_epochs, max_time")
         self.world = world or World()
         self.model = model.to(device)
-        self.net = self.world.wrap(self.model, device)  # what trains: the model, or DDP around it
+        self.ddp = self.world.wrap(self.model, device)  # the model, or DDP around it (averages gradients)
+        # What the training step calls. torch.compile wraps the module but shares its parameters, so
+        # `self.model` (saved, evaluated, sampled) stays the plain module with plain state_dict keys.
+        self.net = torch.compile(self.ddp) if compile else self.ddp
         self.config = config
         self.batcher = batcher
         self.device = device
@@ -219,7 +223,7 @@ class Trainer:
         n = self.config.grad_accum
         states, carried, total = self._split_state(n), [], 0.0
         for i, (xi, yi) in enumerate(zip(x.chunk(n), y.chunk(n))):
-            with self.world.no_sync(self.net) if i < n - 1 else contextlib.nullcontext():
+            with self.world.no_sync(self.ddp) if i < n - 1 else contextlib.nullcontext():
                 with autocast(self.device, self.precision):
                     _, loss, state = self.net(xi, states[i], yi)
                 self.scaler.scale(loss / n).backward()

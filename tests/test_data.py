@@ -123,3 +123,14 @@ def test_catalog_download_with_wrong_checksum_is_not_kept(tmp_path, monkeypatch)
         resolve_corpus("demo", quiet=True)
     assert not (repo / "demo.txt").exists()
     assert not [p for p in repo.iterdir() if p.name.startswith(".demo")]
+
+
+def test_reading_in_tiny_chunks_joins_split_characters_and_drops_only_the_leading_bom(tmp_path, monkeypatch):
+    text = "\ufeffé😀 x\ufeff\r\n汉字" * 5  # a BOM inside the text is text; only the first is dropped
+    path = tmp_path / "t.txt"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setattr(data, "CHUNK_CHARS", 1)  # one byte a read: every multi-byte character is split
+    assert "".join(iter_text(path)) == text[1:]
+    path.write_bytes("abc".encode() + b"\xff" + b"def")
+    with pytest.raises(CharrnnError, match="near byte 3"):
+        list(iter_text(path))

@@ -1,0 +1,138 @@
+"""What every benchmark section shares: timing, the machine's description, rows, bars, synthetic text.
+
+A section returns a `Section`: rows (what was measured, each with its number or the reason there is
+none) and bars (a target, the measured value, and whether it was met). Nothing here ever invents a
+number: a row that cannot be measured on this machine says why, with `value=None`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from charrnn.device import cpu_supports_bf16
+
+NOT_SUPPORTED_BF16 = "not supported on this CPU (no native bf16: AVX-512 BF16 or AMX)"
+
+
+@dataclass
+class Row:
+    name: str
+    value: float | None  # None: not measured, `note` says why
+    unit: str = ""
+    note: str = ""
+    extra: dict = field(default_factory=dict)  # the numbers behind the value (times, sizes, ratios)
+
+
+@dataclass
+class Bar:
+    name: str
+    target: str  # e.g. ">= 0.95x the bare loop"
+    measured: float | None
+    met: bool | None  # None: could not be measured here
+    note: str = ""
+
+
+@dataclass
+class Section:
+    name: str
+    rows: list[Row] = field(default_factory=list)
+    bars: list[Bar] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def row(self, *args, **kw) -> Row:
+        r = Row(*args, **kw)
+        self.rows.append(r)
+        return r
+
+    def bar(self, name: str, target: str, measured: float | None, ok: Callable[[float], bool], note: str = "") -> Bar:
+        b = Bar(name, target, measured, None if measured is None else bool(ok(measured)), note)
+        self.bars.append(b)
+        return b
+
+    def to_dict(self) -> dict:
+        return {"rows": [asdict(r) for r in self.rows], "bars": [asdict(b) for b in self.bars],
+                "seconds": round(self.seconds, 1)}
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+        isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni") if f" {f}" in flags]
+    except OSError:
+        isa = []
+    return {"cpu": model, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "isa": isa,
+            "torch": torch.__version__, "native_bf16": cpu_supports_bf16(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "python": platform.python_version()}
+
+
+def best_time(fn: Callable[[], object], repeat: int = 5, number: int = 1, warmup: int = 1) -> float:
+    """Seconds per call of `fn`: the best of `repeat` timings of `number` calls (noise only adds time)."""
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / number)
+    return best
+
+
+def median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+# --- synthetic text --------------------------------------------------------------------------------
+WORDS = ("the king queen lord shall not be what is this my good sir and to of with thee thou art hath come go "
+         "now here there love night day speak know well why O honour noble gentle heaven death sweet fair").split()
+RARE = ["café", "naïve", "—", "’", "“", "”", "é", "ü", "😀", "汉字"]  # the non-ASCII part of "ASCII-heavy"
+
+
+def play_text(n_chars: int, seed: int = 0, rare_every: int = 400) -> str:
+    """Play-like text (speakers, lines, punctuation), mostly ASCII: about one word in `rare_every` is
+    non-ASCII (accents, dashes, curly quotes, an emoji, CJK), so no encoder can take an ASCII-only path."""
+    rng = random.Random(seed)
+    out, size = [], 0
+    while size < n_chars:
+        speaker = rng.choice(["KING", "QUEEN", "LORD", "FOOL", "ROMEO", "JULIET"])
+        lines = []
+        for _ in range(rng.randint(1, 4)):
+            words = [rng.choice(RARE) if rng.randrange(rare_every) == 0 else rng.choice(WORDS)
+                     for _ in range(rng.randint(3, 10))]
+            lines.append(" ".join(words).capitalize() + rng.choice([",", ".", "!", "?", ";"]))
+        block = f"{speaker}:\n" + "\n".join(lines) + "\n\n"
+        out.append(block)
+        size += len(block)
+    return "".join(out)[:n_chars]
+
+
+def write_corpus(path: Path, n_bytes: int, seed: int = 0) -> Path:
+    """A UTF-8 file of about `n_bytes`: a 4 MB block of `play_text`, repeated (fast for a 1 GB file)."""
+    block = play_text(min(n_bytes, 4 << 20), seed).encode("utf-8")
+    with open(path, "wb") as f:
+        written = 0
+        while written < n_bytes:
+            # never cut a multi-byte character in half: 'ignore' drops a torn one at the end
+            piece = block[: n_bytes - written].decode("utf-8", "ignore").encode("utf-8")
+            if not piece:
+                break
+            f.write(piece)
+            written += len(piece)
+    return path
