@@ -51,7 +51,7 @@ def records(run, kind):
     return [r for r in map(json.loads, (run / ck.METRICS).read_text().splitlines()) if r["kind"] == kind]
 
 
-def assert_same_run(run, reference, resumed_at=None):
+def assert_same_run(run, reference, resumed_at=None, atol=1e-5):
     """Same steps logged once each, the same losses, the same final weights and carried state.
 
     A resumed run's first record after the checkpoint averages only the steps since the resume
@@ -67,10 +67,10 @@ def assert_same_run(run, reference, resumed_at=None):
     a, b = ck.load_checkpoint(run / ck.LAST), ck.load_checkpoint(reference / ck.LAST)
     assert a["trainer"]["progress"]["step"] == b["trainer"]["progress"]["step"]
     for k in b["model"]:
-        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=atol)
     for x, y in zip(a["trainer"]["carry"], b["trainer"]["carry"]):
         assert x.shape == y.shape  # the global state: all 4 streams, whoever trained them
-        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=atol)
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +262,9 @@ def test_cuda_nccl_run_follows_the_single_process_run(corpus, cuda_reference, tm
     out = tmp_path / "run"
     proc = torchrun("train", corpus, "--out", out, *CUDA_ARGS, "--grad-accum", 2, nproc=nproc)
     assert proc.returncode == 0, proc.stderr
-    assert_same_run(out, cuda_reference)
+    # cuDNN sums a micro-batch's gradients in another order than the whole batch's: on an H200 one
+    # weight in 4,896 ended 1.6e-5 away after 24 steps
+    assert_same_run(out, cuda_reference, atol=1e-4)
     assert ck.load_checkpoint(out / ck.LAST)["trainer"]["world_size"] == nproc
 
 
