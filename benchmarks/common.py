@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from charrnn.device import cpu_supports_bf16
+from charrnn.device import cpu_name, cpu_supports_bf16
 
 NOT_SUPPORTED_BF16 = "not supported on this CPU (no native bf16: AVX-512 BF16 or AMX)"
 
@@ -64,12 +64,8 @@ class Section:
 
 def machine() -> dict:
     """What the numbers were measured on."""
-    model = platform.processor() or platform.machine()
+    model = cpu_name()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
         flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
         isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni") if f" {f}" in flags]
     except OSError:

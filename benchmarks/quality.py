@@ -22,16 +22,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown cpu"
+from charrnn.device import cpu_name  # noqa: E402
 
 
 def run_budget(budget: str, out: Path, extra: list[str]) -> dict:
@@ -66,7 +59,7 @@ def run_budget(budget: str, out: Path, extra: list[str]) -> dict:
         "train": {k: config["train"][k] for k in ("batch_size", "seq_len", "lr", "warmup_steps", "weight_decay")},
         "params": config["params"],
         "precision": config["precision"],
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {_cpu_name()}",
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {cpu_name()}",
     }
 
 

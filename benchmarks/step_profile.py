@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -22,20 +21,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import best_time  # noqa: E402
 from charrnn.stepper import _Int8Linear, int8_supported  # noqa: E402
 
 
 def per_call(fn, number: int = 300, repeat: int = 5) -> float:
     """Microseconds per call: best of `repeat` runs of `number` calls."""
-    for _ in range(20):
-        fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / number)
-    return best * 1e6
+    return best_time(fn, repeat=repeat, number=number, warmup=20) * 1e6
 
 
 def main() -> None:

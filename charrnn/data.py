@@ -200,6 +200,18 @@ def split(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
     return ids[:n_train], ids[n_train:]
 
 
+# --- batching ---------------------------------------------------------------------------------------
+def _check_rows(rows: range | None, batch_size: int) -> None:
+    if rows is not None and (len(rows) < 1 or min(rows) < 0 or max(rows) >= batch_size):
+        raise ValueError(f"rows {rows} are not within a batch of {batch_size}")
+
+
+def _windows(ids: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows of seq_len + 1 ids at `starts` -> x, y: (B, T) int64, y one character ahead of x."""
+    chunk = torch.from_numpy(np.asarray(ids[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64))
+    return chunk[:, :-1], chunk[:, 1:]
+
+
 # --- batching for truncated BPTT -------------------------------------------------------------------
 @dataclass
 class StreamBatcher:
@@ -223,8 +235,7 @@ class StreamBatcher:
     rows: range | None = None  # the rows of the global batch this batcher yields
 
     def __post_init__(self) -> None:
-        if self.rows is not None and (len(self.rows) < 1 or min(self.rows) < 0 or max(self.rows) >= self.batch_size):
-            raise ValueError(f"rows {self.rows} are not within a batch of {self.batch_size}")
+        _check_rows(self.rows, self.batch_size)
         if self.batches_per_epoch(0) < 1:
             raise CharrnnError(
                 f"corpus too small: {len(self.ids):,} training characters cannot fill one batch of "
@@ -247,10 +258,7 @@ class StreamBatcher:
         """x, y: (B, T) int64, y shifted one character ahead of x; B = len(rows) when rows are given."""
         length = self._stream_len(epoch)
         streams = np.arange(self.batch_size) if self.rows is None else np.asarray(self.rows)
-        starts = self._offset(epoch) + streams * length + k * self.seq_len
-        window = np.asarray(self.ids[starts[:, None] + np.arange(self.seq_len + 1)], dtype=np.int64)
-        chunk = torch.from_numpy(window)
-        return chunk[:, :-1], chunk[:, 1:]
+        return _windows(self.ids, self._offset(epoch) + streams * length + k * self.seq_len, self.seq_len)
 
 
 # --- batching for the Transformer ------------------------------------------------------------------
@@ -271,8 +279,7 @@ class WindowBatcher:
     rows: range | None = None  # the rows of the global batch this batcher yields
 
     def __post_init__(self) -> None:
-        if self.rows is not None and (len(self.rows) < 1 or min(self.rows) < 0 or max(self.rows) >= self.batch_size):
-            raise ValueError(f"rows {self.rows} are not within a batch of {self.batch_size}")
+        _check_rows(self.rows, self.batch_size)
         if len(self.ids) < self.seq_len + 1:
             raise CharrnnError(
                 f"corpus too small: {len(self.ids):,} training characters cannot fill one window of "
@@ -288,6 +295,4 @@ class WindowBatcher:
         starts = g.integers(0, len(self.ids) - self.seq_len, size=self.batch_size)
         if self.rows is not None:
             starts = starts[np.asarray(self.rows)]
-        window = np.asarray(self.ids[starts[:, None] + np.arange(self.seq_len + 1)], dtype=np.int64)
-        chunk = torch.from_numpy(window)
-        return chunk[:, :-1], chunk[:, 1:]
+        return _windows(self.ids, starts, self.seq_len)

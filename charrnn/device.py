@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import platform
+from pathlib import Path
 
 import torch
 
@@ -26,6 +28,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in DEVICES:
         raise CharrnnError(f"unknown device {name!r}")
     return torch.device(name)
+
+
+def cpu_name() -> str:
+    """The processor's model name, for records of where a number was measured."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cpu_supports_bf16() -> bool:

@@ -163,10 +163,10 @@ def test_unknown_prime_characters_are_named(run_copy):
     assert run("sample", run_copy, "--prime", "Zed", "--unknown", "bytes", "--length", "5").exit_code == 0
 
 
-def test_missing_run(tmp_path):
+def test_missing_run(tmp_path, monkeypatch):
     assert "no such run" in one_line_error(run("sample", tmp_path / "nope"))
     assert "holds no checkpoint" in one_line_error(run("sample", tmp_path))
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     assert "no runs under" in one_line_error(run("sample"))
 
 

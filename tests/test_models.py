@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from charrnn.device import cpu_supports_bf16
-from charrnn.models import RNN_TYPES, CharRNN, ModelConfig
+from charrnn.models import RNN_TYPES, CharRNN, ModelConfig, build_model
 
 
 def _model(kind, layers=2, dropout=0.0):
@@ -61,8 +61,11 @@ def test_step_path_follows_weight_updates():
 
 
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="CPU has no native bf16")
-def test_bf16_autocast_forward_backward_runs_on_cpu():
-    m = _model("lstm")
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_bf16_autocast_forward_backward_runs_on_cpu(kind):
+    torch.manual_seed(0)
+    m = _model("lstm") if kind == "lstm" else build_model(
+        ModelConfig(vocab_size=50, model="transformer", n_layers=2, hidden=24, heads=4, context=16))
     idx = torch.randint(0, 50, (2, 9))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, loss, _ = m(idx, targets=idx)

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from charrnn import SampleConfig, Sampler
 from charrnn import checkpoint as ck
 from charrnn.data import WindowBatcher
-from charrnn.device import cpu_supports_bf16
 from charrnn.evaluate import evaluate_windows
 from charrnn.models import GPT, CharRNN, ModelConfig, build_model, window_start
 from charrnn.pipeline import RunOptions, train
@@ -199,17 +198,6 @@ def test_rnn_checkpoints_keep_their_config_keys():
     assert cfg.to_dict() == old
     assert set(ModelConfig(vocab_size=5, model="transformer").to_dict()) == \
            {"vocab_size", "model", "n_layers", "hidden", "dropout", "heads", "context"}
-
-
-@pytest.mark.skipif(not cpu_supports_bf16(), reason="CPU has no native bf16")
-def test_bf16_autocast_forward_backward_on_cpu():
-    m = _gpt(context=8).train()
-    idx = torch.randint(0, 40, (2, 8))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, loss, _ = m(idx, targets=idx)
-    loss.backward()
-    assert loss.dtype == torch.float32 and torch.isfinite(loss)
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
 
 
 # --- on a GPU -------------------------------------------------------------------------------------
