@@ -25,7 +25,7 @@ demo: venv
 	$(BIN)/charrnn train tinyshakespeare --max-time 2m --out checkpoints/demo
 	$(BIN)/charrnn sample checkpoints/demo --prime "ROMEO:" --length 500 --temperature 0.8 --seed 1
 
-# The speed suite (benchmarks/README.md): ~15 minutes on 2 cores; writes benchmarks/results.json.
+# The speed suite (benchmarks/README.md): ~8 minutes on 2 cores; writes benchmarks/results.json.
 bench: venv
 	$(BIN)/python -m benchmarks
 
