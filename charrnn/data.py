@@ -159,7 +159,7 @@ def build_tokenizer(path: Path, byte_fallback: bool = True) -> CharTokenizer:
         seen |= np.bincount(cps, minlength=MAX_CODEPOINT).astype(bool)
     if not seen.any():
         raise CharrnnError(f"{path} is empty")
-    return CharTokenizer.from_chars(chr(c) for c in np.flatnonzero(seen).tolist())
+    return CharTokenizer.from_chars((chr(c) for c in np.flatnonzero(seen).tolist()), byte_fallback=byte_fallback)
 
 
 # --- the id cache ----------------------------------------------------------------------------------

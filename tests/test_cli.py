@@ -56,6 +56,15 @@ def test_train_writes_a_self_sufficient_run_folder(corpus, tmp_path):
     assert ckpt["tokenizer"] and ckpt["trainer"]["progress"]["step"] == 20
 
 
+def test_no_byte_fallback_keeps_only_the_corpus_characters(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert run("train", corpus, "--out", out, "--no-byte-fallback", *TINY_ARGS).exit_code == 0
+    chars = set(corpus.read_text(encoding="utf-8"))
+    vocab = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab()
+    assert set(vocab) == chars  # no byte tokens (with them: 256 more)
+    assert "'Z'" in one_line_error(run("sample", out, "--prime", "Zed", "--unknown", "bytes"))
+
+
 def test_default_run_folder_and_sample_of_the_newest_run(corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run("train", corpus, *TINY_ARGS).exit_code == 0
