@@ -141,7 +141,8 @@ def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distr
     if not world.is_main:  # rank 0 speaks for the job
         opts = replace(opts, quiet=True)
     precision = resolve_precision(opts.precision, device)
-    corpus_path = resolve_corpus(opts.corpus, quiet=opts.quiet)
+    with world.main_first():  # a catalog corpus is downloaded once per node
+        corpus_path = resolve_corpus(opts.corpus, quiet=opts.quiet)
     corpus_sha = file_sha256(corpus_path)
     opts = _resume_after_restart(opts, world, corpus_path, overrides)
 
@@ -175,6 +176,8 @@ def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distr
         tok = build_tokenizer(corpus_path, byte_fallback=opts.byte_fallback)
         # the user's own values are checked before any time is spent timing presets with them
         _configs(kind, {**presets.presets_for(kind)[0].settings, **overrides}, tok.vocab_size, opts.val_frac)
+        if "batch_size" in overrides:
+            world.rows(overrides["batch_size"], overrides.get("grad_accum", 1))
         base, choice = {}, None
         if presets.needs_choice(overrides):  # some settings are left to the budget
             budget = overrides.get("max_time") or DEFAULT_MAX_TIME
@@ -194,7 +197,12 @@ def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distr
         preset = None if choice is None else choice.to_dict()
 
     check_settings(model_cfg, train_cfg, val_frac)
-    rows = world.rows(train_cfg.batch_size, train_cfg.grad_accum)  # this rank's streams
+    try:
+        rows = world.rows(train_cfg.batch_size, train_cfg.grad_accum)  # this rank's streams
+    except CharrnnError as e:
+        if "batch_size" in overrides or opts.resume:
+            raise
+        raise CharrnnError(f"the budget's preset: {e}; or give --batch-size") from None
     with world.main_first():  # one process per node encodes the corpus; the others read its cache
         ids = encode_corpus(corpus_path, tok, run_dir / "cache", sha256=corpus_sha)
     train_ids, val_ids = split(ids, val_frac)
@@ -240,7 +248,7 @@ def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distr
                    f"{where}" + (f", resuming at step {trainer.progress.step}" if saved else ""))
     reason = trainer.run()
     p = trainer.progress
-    return {"run_dir": str(run_dir), "reason": reason, "step": p.step, "elapsed": p.elapsed,
+    return {"run_dir": str(run_dir), "reason": reason, "step": p.step, "chars": p.chars, "elapsed": p.elapsed,
             "best_val": p.best_val if p.best_val < math.inf else None, "main": world.is_main}
 
 

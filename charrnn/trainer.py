@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .device import autocast, grad_scaler
 from .distributed import World
+from .errors import CharrnnError
 
 
 @dataclass
@@ -221,6 +222,8 @@ class Trainer:
         for group in opt.param_groups:
             group["lr"] = lr
         n = self.config.grad_accum
+        if x.size(0) % n:  # uneven chunks would scale the loss wrongly (and skip DDP's all-reduce)
+            raise ValueError(f"a batch of {x.size(0)} rows does not split into {n} micro-batches")
         states, carried, total = self._split_state(n), [], 0.0
         for i, (xi, yi) in enumerate(zip(x.chunk(n), y.chunk(n))):
             with self.world.no_sync(self.ddp) if i < n - 1 else contextlib.nullcontext():
@@ -307,6 +310,10 @@ class Trainer:
                     self._validate(bar)
                     t_last = time.perf_counter()  # evaluation time is counted by _validate
                     window_t0, window_chars = t_last, 0
+        except torch._dynamo.exc.BackendCompilerFailed as e:  # e.g. no C++ compiler for inductor on this machine
+            inner = e.inner_exception
+            why = f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
+            raise CharrnnError(f"--compile failed ({why[:200]}); train without --compile") from None
         finally:
             self._restore_sigint(previous)
             bar.close()

@@ -230,6 +230,18 @@ def test_existing_run_is_never_overwritten(run_copy, tmp_path):
     assert digest(run_copy) == before
 
 
+def test_compile_that_cannot_build_is_one_line_error(corpus, tmp_path, monkeypatch):
+    def broken_compile(module, **kwargs):  # as torch.compile behaves on a machine without a C++ compiler
+        def call(*args, **kw):
+            raise torch._dynamo.exc.BackendCompilerFailed(lambda: None, RuntimeError("Compiler: cc is not found"), None)
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    message = one_line_error(run("train", corpus, "--out", tmp_path / "run", "--compile", *TINY_ARGS))
+    assert "--compile failed (RuntimeError: Compiler: cc is not found)" in message
+    assert not (tmp_path / "run" / ck.LAST).exists()
+
+
 def test_precision_the_cpu_cannot_run_is_refused(corpus, tmp_path):
     from charrnn.device import cpu_supports_bf16
 
