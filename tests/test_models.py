@@ -3,6 +3,7 @@ import torch
 
 from charrnn.device import cpu_supports_bf16
 from charrnn.models import RNN_TYPES, CharRNN, ModelConfig, build_model
+from charrnn.stepper import int8_supported
 
 
 def _model(kind, layers=2, dropout=0.0):
@@ -50,14 +51,20 @@ def test_step_path_equals_fused_forward(kind):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_step_path_follows_weight_updates():
+@pytest.mark.parametrize("weights", ["fp32", "int8"])
+def test_step_path_follows_weight_updates(weights):
+    if weights == "int8" and not int8_supported():
+        pytest.skip("int8 step weights need fbgemm")
     m = _model("lstm").eval()
     idx = torch.tensor([1, 2])
-    before, _ = m.step(idx)
-    with torch.no_grad():
-        m.head.bias.add_(1.0)
-    after, _ = m.step(idx)
-    torch.testing.assert_close(after, before + 1.0)
+    before, _ = m.step(idx, weights=weights)
+    with torch.no_grad():  # the step path keeps derived copies of these (embedding x input weights, int8)
+        m.rnn.weight_ih_l0.mul_(3.0)
+        m.rnn.weight_ih_l1.mul_(3.0)
+    after, _ = m.step(idx, weights=weights)
+    full, _, _ = m(idx[:, None])
+    assert not torch.allclose(after, before, atol=1e-3)
+    torch.testing.assert_close(after, full[:, 0], rtol=0, atol=1e-5 if weights == "fp32" else 0.05)
 
 
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="CPU has no native bf16")

@@ -55,7 +55,8 @@ def test_forward_contract_and_shapes():
         m(torch.randint(0, 40, (1, 9)))
     assert isinstance(build_model(m.config), GPT)
     assert m.head.weight is m.wte.weight  # tied: counted once
-    assert m.num_params() == sum(p.numel() for p in set(m.parameters()))
+    tensors = m.state_dict()  # names the tied matrix twice
+    assert m.num_params() == sum(t.numel() for t in tensors.values()) - tensors["head.weight"].numel()
 
 
 def test_a_change_at_position_t_never_alters_logits_before_t():
@@ -148,12 +149,11 @@ def test_strided_eval_equals_scoring_each_character_on_its_own(n, stride):
 
 # --- batches --------------------------------------------------------------------------------------
 def test_window_batches_are_a_pure_function_of_seed_epoch_and_k():
-    ids = np.arange(3000) % 60000
+    ids = np.arange(3000)
     b = WindowBatcher(ids, batch_size=5, seq_len=16, seed=3)
     x, y = b.batch(2, 7)
     assert x.shape == y.shape == (5, 16) and x.dtype == torch.int64
     assert torch.equal(y, x + 1)  # windows of contiguous text, targets one ahead
-    assert int(y.max()) <= 2999
     again = WindowBatcher(ids, batch_size=5, seq_len=16, seed=3).batch(2, 7)
     assert torch.equal(again[0], x)
     assert not torch.equal(b.batch(2, 8)[0], x) and not torch.equal(b.batch(3, 7)[0], x)
