@@ -132,7 +132,7 @@ def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sampl
 @click.option("--stream/--no-stream", default=None, help="Print characters as they are made.  [default: on a terminal]")
 @click.option("--unknown", type=click.Choice(["error", "bytes"]), default="error", show_default=True, help="Prime characters outside the vocabulary: fail naming them, or read them as UTF-8 bytes.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default="cpu", show_default=True, help="Where to sample.")
-@click.option("--weights", type=click.Choice(["auto", "fp32", "int8"]), default="auto", show_default=True, help="How the RNN step holds its weights: int8 (x86 CPU) is ~2x faster for one stream and ~0.01% off in loss; fp32 is exact. auto: int8 where it runs.")
+@click.option("--weights", type=click.Choice(["auto", "fp32", "int8"]), default="auto", show_default=True, help="How the RNN step holds its weights: int8 (x86 CPU) is ~2x faster for one stream and ~0.02% off in loss; fp32 is exact. auto: int8 where it runs.")
 def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, stop, stream, unknown, device, weights):
     """Generate text from RUN: a run folder (best.pt, else last.pt) or a checkpoint file.
 

@@ -13,7 +13,6 @@ the same device.
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing
 import os
 import queue as queue_module
@@ -116,12 +115,22 @@ def size_for_params(model: str, target: int, vocab_size: int, preset: dict[str, 
 
 
 # --- training, one child process per model ---------------------------------------------------------
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory. VmHWM where there is /proc: ru_maxrss would carry the parent's
+    peak across fork and exec into the child's (benchmarks/memory.py measures the same way)."""
+    try:
+        with open("/proc/self/status") as f:
+            return int(next(line.split()[1] for line in f if line.startswith("VmHWM:"))) / 1024
+    except (OSError, StopIteration):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / 1024 if sys.platform != "darwin" else rss / 2**20  # KiB on Linux, bytes on macOS
+
+
 def _train_child(opts: pipeline.RunOptions, overrides: dict[str, Any], queue) -> None:
     """Runs in a spawned process: train one model, report its summary and peak memory."""
     try:
         summary = pipeline.train(opts, overrides)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        summary["peak_rss_mib"] = rss / 1024 if sys.platform != "darwin" else rss / 2**20  # KiB on Linux
+        summary["peak_rss_mib"] = _peak_rss_mib()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             summary["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
         queue.put(("ok", summary))
@@ -202,12 +211,13 @@ def measure(name: str, run_dir: Path, summary: dict[str, Any], val_ids: np.ndarr
         "shape": _shape(ckpt["model_config"]),
         "params": model.num_params(),
         "steps": summary["step"],
-        "chars_trained": ckpt["trainer"]["progress"]["chars"],
+        "chars_trained": summary["chars"],  # at the end of training, as `steps` (best.pt may be earlier)
         "train_chars_per_s": _train_rate(run_dir),
         "val_loss": result.loss_nats,
         "val_bpc": result.bpc,
         "sample_1_chars_per_s": one,
         "sample_batched_chars_per_s": many,
+        "sample_weights": sampler.weights,  # int8 or fp32: the speed depends on it
         "state_bytes": state_bytes(model),
         "peak_rss_mib": summary.get("peak_rss_mib"),
         "peak_gpu_mib": summary.get("peak_gpu_mib"),
@@ -291,9 +301,14 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
 
 
 def _command(cfg: CompareConfig) -> str:
+    """The command line that reproduces this comparison (options left at their defaults are omitted)."""
     parts = ["charrnn", "compare", cfg.corpus, "--models", ",".join(cfg.models), "--max-time", f"{cfg.max_time:g}s"]
-    if cfg.params:
-        parts += ["--params", str(cfg.params)]
+    default = CompareConfig(cfg.corpus)
+    for flag, name in (("--params", "params"), ("--device", "device"), ("--precision", "precision"),
+                       ("--val-frac", "val_frac"), ("--seed", "seed"), ("--out", "out")):
+        value = getattr(cfg, name)
+        if value is not None and value != getattr(default, name):
+            parts += [flag, str(value)]
     return " ".join(parts)
 
 

@@ -123,7 +123,7 @@ class _StopWatch:
 class Sampler:
     """`weights` is how an RNN's step path holds its weights: "fp32" is exact (the fused forward's numbers);
     "int8" (CPU, fbgemm) is about twice the characters per second for one stream and changes the loss
-    by about 0.01 % (benchmarks/README.md); "auto" picks int8 where it can run, else fp32."""
+    by about 0.02 % (benchmarks/README.md); "auto" picks int8 where it can run, else fp32."""
 
     def __init__(self, model, tokenizer: CharTokenizer, device: torch.device | str = "cpu", weights: str = "auto"):
         self.model = model.to(device).eval()

@@ -135,11 +135,15 @@ def test_tiny_compare_through_the_cli_writes_both_reports(tmp_path):
     assert [r["model"] for r in report["rows"]] == ["lstm", "transformer"]
     for row in report["rows"]:
         assert 15_000 < row["params"] < 25_000  # sized to about 20k
-        assert row["val_loss"] > 0 and row["val_bpc"] == pytest.approx(row["val_loss"] / np.log(2))
-        assert row["sample_1_chars_per_s"] > 0 and row["sample_batched_chars_per_s"] > 0 and row["peak_rss_mib"] > 50
+        scored = json.loads(run("eval", out / "runs" / row["model"], corpus, "--json").stdout)
+        assert row["val_loss"] == pytest.approx(scored["loss_nats"], rel=1e-6)  # what `charrnn eval` says
+        assert row["sample_1_chars_per_s"] > 0 and row["sample_batched_chars_per_s"] > 0
+        assert row["chars_trained"] > row["steps"] > 0
         assert row["curve"] and (out / "runs" / row["model"] / "best.pt").is_file()
         assert row["sample"].strip() in md  # shown trimmed in a fenced block
     assert "val bits/char" in md and "sample chars/s, 1 stream" in md and "peak memory" in md
+    assert "Weights while sampling: lstm " in md and "transformer fp32" in md
+    assert report["command"].endswith(f"--device cpu --precision fp32 --out {out}")
     assert report["brackets"]["pairs"] >= 10 and "Bits on the closing character" in md
     assert report["context_probe"]["lengths"][0] == 1 and set(report["context_probe"]["loss"]) == {"lstm", "transformer"}
     # the HTML stands alone: inline SVG charts, nothing fetched from the network
