@@ -1,6 +1,6 @@
 """The speed suite, in one run: matmul ceilings, training, sampling, encoding, memory.
 
-    python -m benchmarks                 # everything, ~15 minutes on 2 cores; writes benchmarks/results.json
+    python -m benchmarks                 # everything, about 8 minutes on 2 cores; writes benchmarks/results.json
     python -m benchmarks --quick         # the same code on toy sizes, in seconds (what the tests run)
     python -m benchmarks --only sampling --run checkpoints/tinyshakespeare-lstm
 

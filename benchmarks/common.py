@@ -89,12 +89,6 @@ def best_time(fn: Callable[[], object], repeat: int = 5, number: int = 1, warmup
     return best
 
 
-def median(xs: list[float]) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
-
-
 # --- synthetic text --------------------------------------------------------------------------------
 WORDS = ("the king queen lord shall not be what is this my good sir and to of with thee thou art hath come go "
          "now here there love night day speak know well why O honour noble gentle heaven death sweet fair").split()

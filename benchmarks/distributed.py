@@ -3,7 +3,7 @@
     python benchmarks/distributed.py [--config 1 --config 1:1 --config 2] [--steps 150] [--repeat 1] [-- train args]
 
 Each configuration NPROC[:THREADS] trains tinyshakespeare for --steps optimizer steps at the same
-global batch (default: the 2-minute preset, LSTM 1x512, 16 streams x 64 characters, dropout 0) with
+global batch (default: LSTM 1x512, 16 streams x 64 characters, dropout 0, lr 8e-3) with
 OMP_NUM_THREADS=THREADS per process (default: cores / NPROC):
 
 - NPROC 1: plain `charrnn train`, the reference,

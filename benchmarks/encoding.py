@@ -6,7 +6,7 @@ emoji, CJK), so nothing can take an ASCII-only path. Measured, in MB of UTF-8 pe
 - `build_tokenizer`: the vocabulary pass over the file;
 - `encode_corpus`: file -> memory-mapped id cache, end to end (hashing, reading, decoding, encoding,
   writing), which is what `charrnn train` does before its first step;
-- `CharTokenizer.encode` alone on the same text, in the 16M-character chunks `encode_corpus` uses;
+- `CharTokenizer.encode` alone on the same text, in the 4M-character chunks `encode_corpus` uses;
 - `tokenizers.Tokenizer.encode_batch_fast` over the text's lines, in batches of 10,000 lines (its
   parallel batch API; one `encode` call on one long string is far slower), using the run's own
   `tokenizer.json`. Its ids are compared with charrnn's, line by line, and must be identical.

@@ -21,12 +21,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import Section, best_time, median, write_corpus
+from .common import Section, best_time, write_corpus
 from charrnn.models import CharRNN, ModelConfig
 from charrnn.sampler import SampleConfig, Sampler
 from charrnn.stepper import int8_supported

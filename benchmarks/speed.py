@@ -7,9 +7,10 @@
    backward + AdamW on random ids, after 3 warm-up steps.
 2. Sampling: `Sampler` characters per second for one stream (512 characters, so the Transformer's
    window slides) and for 64 streams (128 characters each), for an LSTM and a Transformer sized by
-   `charrnn compare --params` to the same parameter count, and the state each stream carries.
+   `compare.size_for_params` from each family's largest preset to the same parameter count (the LSTM with
+   fp32 weights and with the int8 weights `Sampler` uses by default on x86), and the state each stream carries.
 
-Prints one JSON line per measurement. About a minute on 2 cores.
+Prints one JSON line per measurement. About half a minute on 2 cores.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from charrnn.compare import parse_count, size_for_params, state_bytes  # noqa: E402
 from charrnn.models import ModelConfig, build_model  # noqa: E402
 from charrnn.presets import TRANSFORMER_PRESETS, presets_for  # noqa: E402
-from charrnn.sampler import SampleConfig, Sampler  # noqa: E402
+from charrnn.sampler import SampleConfig, Sampler, resolve_step_weights  # noqa: E402
 from charrnn.tokenizer import CharTokenizer  # noqa: E402
 
 TOK = CharTokenizer.from_chars(string.ascii_letters + " \n.,;:!?'-&$3")  # tinyshakespeare's 65 characters
@@ -57,8 +58,8 @@ def train_speed(settings: dict, device: torch.device, steps: int = 10) -> dict:
     return {"steps_per_s": round(1 / dt, 2), "chars_per_s": round(B * T / dt), "params": model.num_params()}
 
 
-def sample_speed(model, device: torch.device) -> dict:
-    sampler = Sampler(model, TOK, device)
+def sample_speed(model, device: torch.device, weights: str) -> dict:
+    sampler = Sampler(model, TOK, device, weights=weights)
     sampler.sample(length=16, seed=0)
     out = {}
     for streams, length in ((1, 512), (64, 128)):
@@ -88,9 +89,12 @@ def main() -> None:
         model = build_model(_config(settings)).to(device).eval()
         shape = f"{settings['n_layers']}x{settings['hidden']}" + (
             f" ctx {settings['context']}" if kind == "transformer" else "")
-        row = {"what": "sample", "model": kind, "shape": shape, "params": model.num_params(),
-               "state_bytes": state_bytes(model), **sample_speed(model, device), **common}
-        print(json.dumps(row), flush=True)
+        # the RNN in exact fp32 and with the int8 weights `Sampler` picks by default on x86; a Transformer has fp32 only
+        for weights in ("fp32", "int8") if kind != "transformer" and resolve_step_weights("auto", model, device) == "int8" \
+                else ("fp32",):
+            row = {"what": "sample", "model": kind, "shape": shape, "params": model.num_params(), "weights": weights,
+                   "state_bytes": state_bytes(model), **sample_speed(model, device, weights), **common}
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,12 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 import torch
 
-from .common import NOT_SUPPORTED_BF16, Section, median, write_corpus
+from .common import NOT_SUPPORTED_BF16, Section, write_corpus
 from .reference import BareRNN, bare_steps
 from charrnn.data import StreamBatcher, build_tokenizer, encode_corpus, split
 from charrnn.device import cpu_supports_bf16
