@@ -135,6 +135,7 @@ def test_a_batch_must_split_evenly_over_the_ranks():
 @pytest.mark.parametrize("args, message", [
     (["--batch-size", "6", "--grad-accum", "4"], "--grad-accum 4 cannot split evenly"),
     (["--grad-accum", "0"], "grad-accum"),
+    (["--grad-accum", "3", "--max-time", "5s"], "the budget's preset: batch-size 16"),  # no --batch-size given
 ])
 def test_batch_that_does_not_split_is_one_line_error(corpus, tmp_path, args, message):
     result = CliRunner().invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "run"), "--max-steps", "2",

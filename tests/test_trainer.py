@@ -12,6 +12,7 @@ import torch
 
 from charrnn import checkpoint as ck
 from charrnn.device import cpu_supports_bf16
+from charrnn.models import CharRNN, ModelConfig
 from charrnn.pipeline import RunOptions, train
 from charrnn.trainer import TrainConfig, Trainer
 from conftest import TINY
@@ -181,3 +182,15 @@ def test_time_budget_validations_thin_out_when_a_pass_is_costly():
     assert t._eval_due(0.2)
     t.progress.eval_s = 6.0  # 6 s a pass: 5 % of 600 s allows one every 0.2 of the run
     assert not t._eval_due(0.29) and t._eval_due(0.31)
+
+
+def test_a_batch_grad_accum_cannot_split_is_refused():
+    class Batcher:
+        def batches_per_epoch(self, epoch):
+            return 10
+
+    model = CharRNN(ModelConfig(vocab_size=10, model="gru", n_layers=1, hidden=8, embed=4, dropout=0.0))
+    t = Trainer(model, TrainConfig(max_steps=1, grad_accum=4), Batcher(), torch.device("cpu"), "fp32")
+    x = torch.randint(0, 10, (6, 5))  # 6 rows in 4 micro-batches would be 3 chunks, each loss scaled by 1/4
+    with pytest.raises(ValueError, match="does not split into 4"):
+        t.train_step(x, x, 1e-3)
