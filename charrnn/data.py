@@ -201,20 +201,31 @@ def split(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- batching ---------------------------------------------------------------------------------------
-def _check_rows(rows: range | None, batch_size: int) -> None:
-    if rows is not None and (len(rows) < 1 or min(rows) < 0 or max(rows) >= batch_size):
-        raise ValueError(f"rows {rows} are not within a batch of {batch_size}")
+@dataclass
+class _Batches:
+    """What both batchers share: the text, the global batch shape, the seed and this rank's rows."""
 
+    ids: np.ndarray
+    batch_size: int
+    seq_len: int
+    seed: int = 0
+    rows: range | None = None  # the rows of the global batch this batcher yields
 
-def _windows(ids: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The windows of seq_len + 1 ids at `starts` -> x, y: (B, T) int64, y one character ahead of x."""
-    chunk = torch.from_numpy(np.asarray(ids[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64))
-    return chunk[:, :-1], chunk[:, 1:]
+    def __post_init__(self) -> None:
+        rows = self.rows
+        if rows is not None and (len(rows) < 1 or min(rows) < 0 or max(rows) >= self.batch_size):
+            raise ValueError(f"rows {rows} are not within a batch of {self.batch_size}")
+
+    def _windows(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The windows of seq_len + 1 ids at `starts` -> x, y: (B, T) int64, y one character ahead of x."""
+        idx = starts[:, None] + np.arange(self.seq_len + 1)
+        chunk = torch.from_numpy(np.asarray(self.ids[idx], dtype=np.int64))
+        return chunk[:, :-1], chunk[:, 1:]
 
 
 # --- batching for truncated BPTT -------------------------------------------------------------------
 @dataclass
-class StreamBatcher:
+class StreamBatcher(_Batches):
     """Cuts `ids` into `batch_size` parallel streams; batch k+1 continues batch k stream by stream.
 
     Stream b of epoch e covers ids[off + b*L : off + (b+1)*L + 1], where L = (N - 1 - off) // B.
@@ -228,14 +239,8 @@ class StreamBatcher:
     exactly the single-process batch, and a run can resume with any number of ranks.
     """
 
-    ids: np.ndarray
-    batch_size: int
-    seq_len: int
-    seed: int = 0
-    rows: range | None = None  # the rows of the global batch this batcher yields
-
     def __post_init__(self) -> None:
-        _check_rows(self.rows, self.batch_size)
+        super().__post_init__()
         if self.batches_per_epoch(0) < 1:
             raise CharrnnError(
                 f"corpus too small: {len(self.ids):,} training characters cannot fill one batch of "
@@ -258,12 +263,12 @@ class StreamBatcher:
         """x, y: (B, T) int64, y shifted one character ahead of x; B = len(rows) when rows are given."""
         length = self._stream_len(epoch)
         streams = np.arange(self.batch_size) if self.rows is None else np.asarray(self.rows)
-        return _windows(self.ids, self._offset(epoch) + streams * length + k * self.seq_len, self.seq_len)
+        return self._windows(self._offset(epoch) + streams * length + k * self.seq_len)
 
 
 # --- batching for the Transformer ------------------------------------------------------------------
 @dataclass
-class WindowBatcher:
+class WindowBatcher(_Batches):
     """Random windows of `seq_len` characters: the Transformer's batches (it carries no state).
 
     Batch k of epoch e draws `batch_size` start offsets uniformly from [0, N - seq_len - 1] with a
@@ -272,14 +277,8 @@ class WindowBatcher:
     `rows` picks which windows of that global batch `batch` returns, as for `StreamBatcher`.
     """
 
-    ids: np.ndarray
-    batch_size: int
-    seq_len: int
-    seed: int = 0
-    rows: range | None = None  # the rows of the global batch this batcher yields
-
     def __post_init__(self) -> None:
-        _check_rows(self.rows, self.batch_size)
+        super().__post_init__()
         if len(self.ids) < self.seq_len + 1:
             raise CharrnnError(
                 f"corpus too small: {len(self.ids):,} training characters cannot fill one window of "
@@ -295,4 +294,4 @@ class WindowBatcher:
         starts = g.integers(0, len(self.ids) - self.seq_len, size=self.batch_size)
         if self.rows is not None:
             starts = starts[np.asarray(self.rows)]
-        return _windows(self.ids, starts, self.seq_len)
+        return self._windows(starts)
