@@ -130,7 +130,7 @@ class CharRNN(nn.Module):
 
 # --- the Transformer ------------------------------------------------------------------------------
 def window_start(t: int, context: int, stride: int | None = None) -> int:
-    """Where the window ends that the Transformer reads to predict character t from characters 0..t-1.
+    """Where the window starts that the Transformer reads to predict character t from characters 0..t-1.
 
     Up to `context` characters it sees everything. Beyond that the window jumps forward by `stride`
     (default context // 2) whenever it is full, rather than by one character: learned absolute
