@@ -5,10 +5,15 @@ charrnn joins a process group only when torchrun launched it (RANK, WORLD_SIZE a
 in the environment, even for a world of one). Otherwise `World()` is a world of one process whose
 methods are all the identity, so single-process training runs exactly the code it always did.
 
-- Backend: NCCL on CUDA, each process on cuda:LOCAL_RANK; gloo on the CPU. The small values the
-  ranks must agree on (the clock, stop requests, losses to log, RNG states, the carried hidden
-  state for a checkpoint) go through a gloo group on the CPU either way, so they never wait on a
-  GPU stream; gradients go through DDP on the main backend.
+- Backend: NCCL on CUDA, each process on cuda:LOCAL_RANK; gloo on the CPU. Gradients go through
+  DDP on the main (default) group. The small values the ranks must agree on (the clock, stop
+  requests, losses to log, RNG states, the carried hidden state for a checkpoint) go through a
+  second group, gloo on the CPU, so they never wait on a GPU stream. It is a group of its own even
+  when the main backend is gloo too: DDP keeps its group alive past `destroy_process_group` (its
+  worker threads run until the process exits), and a gloo worker that lets go of a finished
+  gather's tensors while the interpreter shuts down aborts the process ("terminate called without
+  an active exception"). The side group holds every collective of ours and is freed in `close`,
+  which joins its threads while Python is still up.
 - Data: the global batch of B streams is the single-process layout; rank r owns the contiguous
   rows [r*B/W, (r+1)*B/W) of it (`rows`).
 - Failures: a collective that fails because another rank died, or did not answer within the
@@ -51,7 +56,7 @@ class World:
     local_rank: int = 0
     restart_count: int = 0  # torchrun --max-restarts: how many times the worker group was restarted
     launched: bool = False  # a process group is up and the model trains under DDP
-    group: Any = None  # the gloo group for CPU-side collectives (None: the default group)
+    group: Any = None  # the gloo group for our CPU-side collectives (DDP uses the default group)
 
     @property
     def is_main(self) -> bool:
@@ -169,7 +174,7 @@ class World:
         """Leave the process group; after a failure this is what lets the process exit cleanly."""
         if self.launched and dist.is_initialized():
             dist.destroy_process_group()
-        self.launched = False
+        self.launched, self.group = False, None  # our reference was the side group's last one
 
 
 def is_comm_failure(e: BaseException) -> bool:
@@ -212,7 +217,7 @@ def init(device: torch.device, timeout: float = 600.0) -> tuple[World, torch.dev
     try:
         dist.init_process_group(backend, store=_attempt_store(world_size, restarts, span), rank=rank,
                                 world_size=world_size, timeout=span, device_id=device if backend == "nccl" else None)
-        group = dist.new_group(backend="gloo", timeout=span) if backend == "nccl" else None
+        group = dist.new_group(backend="gloo", timeout=span)  # see the module docstring
     except Exception as e:
         raise DistributedError(f"rank {rank}: cannot join the process group ({str(e).splitlines()[0][:160]})") from None
     return World(rank, world_size, local_rank, restarts, launched=True, group=group), device

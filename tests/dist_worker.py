@@ -4,13 +4,17 @@ CHARRNN_TEST_FAULT="kill:RANK:STEP" SIGKILLs that rank as it is about to train s
 "stall:RANK:STEP" makes it sleep there instead, as a hung process would. Only the first attempt
 misbehaves: a worker that torchrun restarted (TORCHELASTIC_RESTART_COUNT > 0) runs normally.
 "untimed:RANK:0" makes that rank fail if it times the budget presets itself (rank 0 must choose).
+"close:RANK:0" makes that rank exit with status 3 if leaving the job (`World.close`) leaves the
+threads of charrnn's own collectives running, where they can abort the interpreter's shutdown.
 """
 
 import os
 import signal
+import sys
 import time
 
 from charrnn import presets
+from charrnn.distributed import World
 from charrnn.cli import main
 from charrnn.trainer import Trainer
 
@@ -34,9 +38,26 @@ def untimed(*args, **kwargs):
     raise AssertionError(f"rank {rank} timed the presets itself")
 
 
+def threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+close = World.close
+
+
+def checked_close(self):
+    before = threads()
+    close(self)
+    if self.rank == int(rank) and threads() >= before:
+        print(f"rank {rank}: {threads()} threads after close, {before} before", file=sys.stderr, flush=True)
+        os._exit(3)
+
+
 if kind == "untimed":
     if os.environ["RANK"] == rank:
         presets.measure_speed = untimed
+elif kind == "close":
+    World.close = checked_close
 else:
     Trainer.train_step = faulty_train_step
 main()
