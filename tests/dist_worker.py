@@ -14,8 +14,8 @@ import sys
 import time
 
 from charrnn import presets
-from charrnn.distributed import World
 from charrnn.cli import main
+from charrnn.distributed import World
 from charrnn.trainer import Trainer
 
 kind, rank, step = os.environ["CHARRNN_TEST_FAULT"].split(":")
