@@ -18,7 +18,8 @@ methods are all the identity, so single-process training runs exactly the code i
   rows [r*B/W, (r+1)*B/W) of it (`rows`).
 - Failures: a collective that fails because another rank died, or did not answer within the
   process-group timeout, becomes a one-line `DistributedError` (`guard`), and the process group is
-  torn down before exit, so no rank hangs and none aborts with a C++ trace.
+  torn down before exit, so no rank hangs and none aborts with a C++ trace. A rank that is failing
+  ignores the SIGTERM torchrun sends when it sees another rank die, so its message is printed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -154,12 +157,19 @@ class World:
     # --- failure ------------------------------------------------------------------------------
     @contextlib.contextmanager
     def guard(self):
-        """Turn a collective that failed because of another rank into one clear line."""
+        """Turn a collective that failed because of another rank into one clear line.
+
+        Whatever the failure, a launched rank ignores SIGTERM from here on: torchrun sends it to every
+        rank as soon as it sees one die, which is often just now, while this rank is still leaving
+        the process group and has not yet printed why it failed. Its own exit follows shortly.
+        """
         try:
             yield
-        except CharrnnError:
-            raise
-        except Exception as e:
+        except BaseException as e:
+            if self.launched and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if isinstance(e, CharrnnError) or not isinstance(e, Exception):
+                raise
             if not self.launched or not is_comm_failure(e):
                 raise
             # gloo says "[path/pair.cc:553] Connection closed by peer [addr]. This is typically...": keep the gist

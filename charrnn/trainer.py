@@ -265,7 +265,7 @@ class Trainer:
         loss_sum, loss_n = torch.zeros((), device=self.device), 0
         window_t0, window_chars = time.perf_counter(), 0
         previous = self._install_sigint()
-        reason = "done"
+        reason, failed = "done", True
         try:
             t_last = time.perf_counter()
             while not self._done():
@@ -310,12 +310,13 @@ class Trainer:
                     self._validate(bar)
                     t_last = time.perf_counter()  # evaluation time is counted by _validate
                     window_t0, window_chars = t_last, 0
+            failed = False
         except torch._dynamo.exc.BackendCompilerFailed as e:  # e.g. no C++ compiler for inductor on this machine
             inner = e.inner_exception
             why = f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
             raise CharrnnError(f"--compile failed ({why[:200]}); train without --compile") from None
         finally:
-            self._restore_sigint(previous)
+            self._restore_sigint(previous, failed)
             bar.close()
         for hook in self.hooks.on_save:
             hook(self)
@@ -360,6 +361,10 @@ class Trainer:
         signals = (signal.SIGINT, signal.SIGTERM) if self.world.launched else (signal.SIGINT,)
         return {s: signal.signal(s, handler) for s in signals}
 
-    def _restore_sigint(self, previous) -> None:
+    def _restore_sigint(self, previous, failed: bool = False) -> None:
         for s, handler in (previous or {}).items():
+            if failed and s == signal.SIGTERM:
+                # A rank that fails is leaving with its own message. torchrun sends SIGTERM to every
+                # rank once it sees one die, often just now: the default action would cut that short.
+                handler = signal.SIG_IGN
             signal.signal(s, handler)

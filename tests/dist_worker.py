@@ -1,8 +1,11 @@
 """`charrnn` for the distributed tests, with one fault injected: run by torchrun in place of `-m charrnn`.
 
 CHARRNN_TEST_FAULT="kill:RANK:STEP" SIGKILLs that rank as it is about to train step STEP+1;
-"stall:RANK:STEP" makes it sleep there instead, as a hung process would. Only the first attempt
-misbehaves: a worker that torchrun restarted (TORCHELASTIC_RESTART_COUNT > 0) runs normally.
+"kill:RANK:setup" SIGKILLs it before training, at its first barrier;
+"stall:RANK:STEP" makes it sleep there instead, as a hung process would. With "kill", the other
+ranks also get the SIGTERM that torchrun sends when it sees a rank die, at the worst time for them:
+as they leave the process group after the failure, before they have printed why. Only the first
+attempt misbehaves: a worker that torchrun restarted (TORCHELASTIC_RESTART_COUNT > 0) runs normally.
 "untimed:RANK:0" makes that rank fail if it times the budget presets itself (rank 0 must choose).
 "close:RANK:0" makes that rank exit with status 3 if leaving the job (`World.close`) leaves the
 threads of charrnn's own collectives running, where they can abort the interpreter's shutdown.
@@ -22,9 +25,12 @@ kind, rank, step = os.environ["CHARRNN_TEST_FAULT"].split(":")
 train_step = Trainer.train_step
 
 
+def first_attempt() -> bool:
+    return os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+
+
 def faulty_train_step(self, x, y, lr):
-    if (self.world.rank == int(rank) and self.progress.step == int(step)
-            and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"):
+    if self.world.rank == int(rank) and self.progress.step == int(step) and first_attempt():
         if kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         # Hung for good: not even the trainer's graceful SIGTERM handler answers, so torchrun's
@@ -53,6 +59,21 @@ def checked_close(self):
         os._exit(3)
 
 
+barrier = World.barrier
+
+
+def killed_barrier(self):
+    if first_attempt():
+        os.kill(os.getpid(), signal.SIGKILL)
+    barrier(self)
+
+
+def close_under_sigterm(self):
+    if first_attempt():
+        os.kill(os.getpid(), signal.SIGTERM)
+    close(self)
+
+
 if kind == "untimed":
     if os.environ["RANK"] == rank:
         presets.measure_speed = untimed
@@ -60,4 +81,8 @@ elif kind == "close":
     World.close = checked_close
 else:
     Trainer.train_step = faulty_train_step
+    if kind == "kill" and os.environ["RANK"] != rank:
+        World.close = close_under_sigterm
+    elif step == "setup" and os.environ["RANK"] == rank:
+        World.barrier = killed_barrier
 main()

@@ -215,6 +215,15 @@ def test_killed_rank_ends_the_job_with_a_clear_message(killed_run):
 
 
 @pytest.mark.distributed
+def test_rank_killed_before_training_ends_the_job_with_a_clear_message(corpus, tmp_path):
+    proc = torchrun("train", corpus, "--out", tmp_path / "run", *ARGS, fault="kill:1:setup")
+    assert proc.returncode != 0
+    assert "lost contact with another rank" in proc.stderr
+    assert f'File "{ROOT / "charrnn"}' not in proc.stderr
+    assert not (tmp_path / "run" / ck.LAST).exists()
+
+
+@pytest.mark.distributed
 def test_killed_run_resumes_from_its_checkpoint(killed_run, corpus, reference, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(killed_run[0], out)
