@@ -154,7 +154,8 @@ def step_loss(model: CharRNN, ids: np.ndarray, weights: str, streams: int = 1) -
 def fidelity(run: Path | None, corpus: str | None, quick: bool, sec: Section, tmp: Path) -> None:
     """Loss through the step path with fp32 and int8 weights, on the run's validation text."""
     from charrnn import checkpoint as ck
-    from charrnn.data import encode_corpus, resolve_corpus, split
+    from charrnn.corpora import resolve_corpus
+    from charrnn.data import encode_corpus, split
 
     if run is None:
         # No run given: train a small one briefly (a barely trained model; a real run is better: --run).

@@ -26,7 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from charrnn.compare import parse_count, size_for_params, state_bytes  # noqa: E402
+from charrnn.compare import size_for_params, state_bytes  # noqa: E402
+from charrnn.units import parse_count  # noqa: E402
 from charrnn.models import ModelConfig, build_model  # noqa: E402
 from charrnn.presets import TRANSFORMER_PRESETS, presets_for  # noqa: E402
 from charrnn.sampler import SampleConfig, Sampler, resolve_step_weights  # noqa: E402

@@ -1,56 +1,69 @@
-"""Run folders and checkpoints: atomic writes, safe loads, and the checks that catch a bad file early.
+"""Run folders and checkpoints: the one module that knows what a run folder holds, writes it and reads it.
 
 A run folder holds `tokenizer.json`, a readable `config.json`, `last.pt`, `best.pt` (lowest validation
-loss) and `metrics.jsonl`. Each checkpoint is self-sufficient: configs, weights, the tokenizer, and
-everything an exact resume needs (optimizer, scaler, RNG states, data position, carried hidden
-state). It holds only tensors and plain Python values, so `torch.load(weights_only=True)` reads it
-and loading never executes code from the file.
+loss), `metrics.jsonl` and `cache/`. Each checkpoint is self-sufficient: configs, weights, the
+tokenizer, and everything an exact resume needs (optimizer, scaler, RNG states, data position,
+carried hidden state, the open logging window). It holds only tensors and plain Python values, so
+`torch.load(weights_only=True)` reads it and loading never executes code from the file; its layout
+is checked once, on load, so a damaged or crafted file is one line, not a KeyError later.
+
+A training process holds the folder through `RunFolder.hold`: a lock refuses a second writer (the
+kernel drops it when the process dies, so a killed run's folder is taken over), files a fresh run
+would overwrite are refused, and a fresh run that fails before its first checkpoint takes away what
+it wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
-import tempfile
+import shutil
+import warnings
+from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import CharrnnError
-from .models import CharRNN, ModelConfig, build_model
+from .errors import CharrnnError, one_line
+from .fileio import (append_line, atomic_write, is_regular, open_regular, read_bytes, reason, remove_stale_temporaries,
+                     shown)
+from .models import MODEL_TYPES, CharRNN, ModelConfig, build_model, param_count
 from .tokenizer import CharTokenizer
+from .trainer import Progress, TrainConfig
 
 FORMAT = "charrnn-checkpoint/1"
 LAST, BEST, CONFIG, TOKENIZER, METRICS = "last.pt", "best.pt", "config.json", "tokenizer.json", "metrics.jsonl"
+CACHE, LOCK = "cache", ".lock"
+RUN_FILES = (LAST, BEST, CONFIG, TOKENIZER, METRICS)  # what a run writes at the top of its folder
+METRIC_KINDS = ("train", "val")
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call write(file) on a temporary file beside `path`, then rename it over `path`.
-
-    A crash or Ctrl-C mid-write leaves the old file in place, never a torn one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; a run folder is ordinary files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
+# --- writing ---------------------------------------------------------------------------------------
 def save_checkpoint(path: Path, ckpt: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save({"format": FORMAT, **ckpt}, f))
 
 
+def json_safe(obj: Any) -> Any:
+    """`obj` with every non-finite float replaced by None: strict JSON has no NaN or Infinity."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any, indent: int | None = None) -> str:
+    return json.dumps(json_safe(obj), indent=indent, ensure_ascii=False, allow_nan=False)
+
+
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")))
+    atomic_write(path, lambda f: f.write((to_json(obj, indent=2) + "\n").encode("utf-8")))
 
 
 def write_tokenizer(path: Path, tok: CharTokenizer) -> None:
@@ -58,62 +71,327 @@ def write_tokenizer(path: Path, tok: CharTokenizer) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def trim_metrics(path: Path, step: int) -> None:
-    """Drop the metric records after `step`: on resume they belong to a run that died after its last
-    checkpoint, and the resumed run writes those steps again. Rewritten atomically, if at all."""
-    path = Path(path)
-    if not path.is_file():
+# --- metrics.jsonl ---------------------------------------------------------------------------------
+def _record(line: bytes) -> dict | None:
+    """One metrics line as a record, or None for a torn or foreign line."""
+    try:
+        rec = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(rec, dict) or rec.get("kind") not in METRIC_KINDS:
+        return None
+    step = rec.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return None
+    return rec
+
+
+def _metric_lines(path: Path) -> Iterator[tuple[bytes, dict | None]]:
+    if not path.exists():
         return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    keep = []
-    for line in lines:
+    with open_regular(path, "metrics file") as f:
         try:
-            if json.loads(line).get("step", 0) > step:
-                continue
-        except (ValueError, AttributeError):  # a torn last line from a killed writer
-            continue
-        keep.append(line)
-    if keep != lines:
-        atomic_write(path, lambda f: f.write("".join(keep).encode("utf-8")))
+            for line in f:
+                yield line, _record(line)
+        except OSError as e:
+            raise CharrnnError(f"cannot read {shown(path)}: {reason(e)}") from None
 
 
+def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict]:
+    """The readable records of a run's metrics.jsonl (of one kind, or all); torn lines are skipped."""
+    return [r for _, r in _metric_lines(Path(run_dir) / METRICS) if r is not None and kind in (None, r["kind"])]
+
+
+def trim_metrics(path: Path, step: int) -> int:
+    """Drop the records after `step` (on resume they belong to a run that died after its last
+    checkpoint, and the resumed run writes those steps again) and any line that is not a record
+    (a torn last line from a killed writer). Rewritten atomically, if at all; returns lines dropped."""
+    path = Path(path)
+    keep, dropped = [], 0
+    for line, rec in _metric_lines(path):
+        if rec is None or rec["step"] > step:
+            dropped += 1
+        else:
+            keep.append(line if line.endswith(b"\n") else line + b"\n")
+    if dropped:
+        atomic_write(path, lambda f: f.writelines(keep))
+    return dropped
+
+
+# --- the folder a training process holds -----------------------------------------------------------
+class FolderLock:
+    """An exclusive lock on a folder for one writing process: `flock` on `<folder>/.lock`. The kernel
+    releases it however the process ends, so a killed writer's lock is simply taken over; a clean
+    release also removes the file."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): one writer per folder is then up to the user
+            return
+        path = self.folder / LOCK
+        for _ in range(10):
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            except OSError as e:
+                raise CharrnnError(f"cannot write to {shown(self.folder)}: {reason(e)}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                os.close(fd)
+                raise CharrnnError(f"{shown(self.folder)} is being written by another charrnn process"
+                                   f"{f' (pid {holder})' if holder.isdigit() else ''}: wait for it, or choose "
+                                   f"another --out") from None
+            try:  # the holder before us may have removed the file as we opened it: lock the one that is there
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        else:
+            raise CharrnnError(f"cannot lock {shown(path)}: it keeps being replaced")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # for the message above; the lock itself is flock's
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                (self.folder / LOCK).unlink()  # while still holding it: see acquire
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class RunFolder:
+    """A run folder as one training process writes it (rank 0 under torchrun)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock_held: FolderLock | None = None
+
+    @property
+    def cache(self) -> Path:
+        return self.path / CACHE
+
+    def checkpoints(self) -> list[str]:
+        return [n for n in (LAST, BEST) if (self.path / n).exists()]
+
+    @contextlib.contextmanager
+    def hold(self, fresh: bool) -> Iterator[RunFolder]:
+        """Lock the folder for this process. A fresh run refuses a folder that holds any file it would
+        write; if it then fails before writing a checkpoint, what it wrote is taken away again."""
+        existed = self.path.exists()
+        if existed and not self.path.is_dir():
+            raise CharrnnError(f"--out {shown(self.path)} is a file, not a folder")
+        if not fresh and not existed:
+            raise CharrnnError(f"no such run folder: {shown(self.path)} (nothing to --resume)")
+        cache_existed = self.cache.exists()
+        before = set(self.cache.iterdir()) if cache_existed and self.cache.is_dir() else set()
+        self._lock()
+        ours = ok = False  # ours: the fresh run's files are all its own from here on
+        try:
+            if fresh:
+                taken = [n for n in RUN_FILES if (self.path / n).exists()]
+                if taken and self._abandoned(taken):  # a killed run's files, from before its first checkpoint
+                    self._take_back(True, set(self.cache.iterdir()) if self.cache.is_dir() else set())
+                    taken = []
+                if taken:
+                    if any(n in taken for n in (LAST, BEST)):
+                        raise CharrnnError(f"{shown(self.path)} already holds a run: add --resume to continue it, "
+                                           f"or --out for a new one")
+                    raise CharrnnError(f"{shown(self.path)} holds {', '.join(taken)}, which a new run would overwrite: "
+                                       f"choose another --out")
+                ours = True
+            for folder in (self.path, self.cache):
+                if folder.is_dir():
+                    remove_stale_temporaries(folder)  # left by a writer that was killed mid-write
+            yield self
+            ok = True
+        finally:
+            try:
+                if not ok and ours and not self.checkpoints():
+                    self._take_back(cache_existed, before)
+            finally:
+                self._unlock()
+                if not ok and not existed:
+                    with contextlib.suppress(OSError):
+                        self.path.rmdir()  # only if empty: anything else in it is not ours
+
+    def _abandoned(self, taken: list[str]) -> bool:
+        """Whether the run files here are what a charrnn run killed before its first checkpoint left:
+        its config.json (or, before that was written, its character vocabulary alone)."""
+        if LAST in taken or BEST in taken:
+            return False
+        try:
+            if CONFIG in taken:
+                config = json.loads(read_bytes(self.path / CONFIG).decode("utf-8"))
+                return isinstance(config, dict) and isinstance(config.get("run"), dict) and \
+                    isinstance(config["run"].get("corpus_sha256"), str) and {"model", "train"} <= config.keys()
+            return taken == [TOKENIZER] and CharTokenizer.from_file(self.path / TOKENIZER).n_chars > 0
+        except (CharrnnError, ValueError):
+            return False
+
+    def _take_back(self, cache_existed: bool, before: set) -> None:
+        """Undo a fresh run that never wrote a checkpoint: nothing in it can be resumed."""
+        with contextlib.suppress(OSError):
+            for n in RUN_FILES:
+                if (self.path / n).is_file():
+                    (self.path / n).unlink()
+            if not cache_existed:
+                shutil.rmtree(self.cache, ignore_errors=True)
+            elif self.cache.is_dir():
+                for p in set(self.cache.iterdir()) - before:
+                    p.unlink()
+
+    def _lock(self) -> None:
+        self._lock_held = FolderLock(self.path)
+        self._lock_held.acquire()
+
+    def _unlock(self) -> None:
+        if self._lock_held is not None:
+            self._lock_held.release()
+            self._lock_held = None
+
+    # --- what a run writes ---------------------------------------------------------------------
+    def write_config(self, config: dict) -> None:
+        write_json(self.path / CONFIG, config)
+
+    def write_tokenizer(self, tok: CharTokenizer) -> None:
+        write_tokenizer(self.path / TOKENIZER, tok)
+
+    def append_metric(self, record: dict) -> None:
+        append_line(self.path / METRICS, to_json(record))
+
+    def trim_metrics(self, step: int) -> int:
+        path = self.path / METRICS
+        if path.exists() and not is_regular(path):
+            raise CharrnnError(f"{shown(path)} is not a regular file")
+        return trim_metrics(path, step)
+
+    def save(self, name: str, ckpt: dict[str, Any]) -> None:
+        save_checkpoint(self.path / name, ckpt)
+
+
+# --- reading ---------------------------------------------------------------------------------------
 def resolve_checkpoint(run: str | Path, prefer: str = BEST) -> Path:
     """A run folder (-> best.pt, falling back to last.pt; `prefer=LAST` for resume) or a checkpoint file."""
     run = Path(run)
     if run.is_dir():
         order = [run / prefer] + [run / n for n in (BEST, LAST) if n != prefer]
         for p in order:
-            if p.is_file():
+            if p.exists():
                 return p
-        raise CharrnnError(f"{run} holds no checkpoint ({BEST} or {LAST})")
+        raise CharrnnError(f"{shown(run)} holds no checkpoint ({BEST} or {LAST})"
+                           + (": its run stopped before writing one; train it again without --resume"
+                              if prefer == LAST and (run / CONFIG).exists() else ""))
     if not run.exists():
-        raise CharrnnError(f"no such run folder or checkpoint: {run}")
+        raise CharrnnError(f"no such run folder or checkpoint: {shown(run)}")
     return run
 
 
 def newest_run(root: Path = Path("checkpoints")) -> Path:
     """The run folder under `root` whose checkpoint was written last."""
-    runs = [d for d in root.glob("*") if d.is_dir() and ((d / LAST).is_file() or (d / BEST).is_file())]
+    runs = [d for d in root.glob("*") if d.is_dir() and (is_regular(d / LAST) or is_regular(d / BEST))]
     if not runs:
         raise CharrnnError(f"no runs under {root}/: train one with `charrnn train CORPUS` or name a run")
-    return max(runs, key=lambda d: max((d / n).stat().st_mtime for n in (LAST, BEST) if (d / n).is_file()))
+    return max(runs, key=lambda d: max((d / n).stat().st_mtime for n in (LAST, BEST) if is_regular(d / n)))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint with weights_only=True; any unreadable file is a one-line CharrnnError."""
+    """Read a checkpoint with weights_only=True and check its layout; anything wrong is one line."""
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CharrnnError(f"no such checkpoint: {path}") from None
-    except IsADirectoryError:
-        raise CharrnnError(f"{path} is a directory, not a checkpoint") from None
-    except Exception as e:  # truncated zip, pickle with code in it, random bytes...
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CharrnnError(f"{path} is not a readable charrnn checkpoint ({reason[:120]})") from None
+    with open_regular(path, "checkpoint") as f:
+        try:
+            with warnings.catch_warnings():  # torch warns about pickle protocols; the verdict is ours to give
+                warnings.simplefilter("ignore")
+                ckpt = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated zip, pickle with code in it, random bytes...
+            why = one_line(e, 120) or type(e).__name__
+            if why.startswith("Weights only load failed"):  # torch's advice to trust the file is not ours to give
+                why = "it holds more than tensors and plain values, and such a file is never unpickled"
+            raise CharrnnError(f"{shown(path)} is not a readable charrnn checkpoint ({why})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CharrnnError(f"{path} is not a charrnn checkpoint")
+        raise CharrnnError(f"{shown(path)} is not a charrnn checkpoint")
+    _check_layout(ckpt, shown(path))
     return ckpt
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_float(v: Any) -> bool:  # a number that is not NaN (inf is allowed: best_val starts there)
+    return (isinstance(v, float) or _is_int(v)) and not (isinstance(v, float) and math.isnan(v))
+
+
+_TYPES = {"int": _is_int, "float": _is_float, "str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool)}
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    """Whether `value` has the type a dataclass field is annotated with ("int", "float | None", ...)."""
+    return any(value is None if t == "None" else _TYPES[t](value) for t in annotation.replace(" ", "").split("|"))
+
+
+def _check_fields(d: Any, cls, where: str, name: str) -> None:
+    if not isinstance(d, dict):
+        raise CharrnnError(f"{where}: damaged checkpoint ({name} is not a table)")
+    known = {f.name: f for f in fields(cls)}
+    for key, value in d.items():
+        if key not in known:
+            raise CharrnnError(f"{where}: damaged checkpoint ({name} has an unknown setting {one_line(repr(key), 40)})")
+        if not _fits(value, str(known[key].type)):
+            raise CharrnnError(f"{where}: damaged checkpoint ({name}.{key} is {one_line(repr(value), 40)}, "
+                               f"not {known[key].type})")
+
+
+def _check_layout(ckpt: dict[str, Any], where: str) -> None:
+    """Every key the readers use, of the type they expect; finite weights; a model config that makes sense."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise CharrnnError(f"{where}: damaged checkpoint ({what})")
+
+    for key, kind in (("model_config", dict), ("train_config", dict), ("run", dict), ("tokenizer", str),
+                      ("model", dict), ("trainer", dict)):
+        need(isinstance(ckpt.get(key), kind), f"{key} is missing or not a {kind.__name__}")
+    mc = ckpt["model_config"]
+    _check_fields(mc, ModelConfig, where, "model_config")
+    need("vocab_size" in mc, "model_config has no vocab_size")
+    need(mc.get("model", "lstm") in MODEL_TYPES, f"model_config.model is not one of {', '.join(MODEL_TYPES)}")
+    for key in ("vocab_size", "n_layers", "hidden", "embed", "heads", "context"):
+        need(mc.get(key, 1) >= 1, f"model_config.{key} must be >= 1")
+    need(0 <= mc.get("dropout", 0.0) < 1, "model_config.dropout must be in [0, 1)")
+    _check_fields(ckpt["train_config"], TrainConfig, where, "train_config")
+    run = ckpt["run"]
+    for key, ok in (("corpus", lambda v: isinstance(v, str)), ("corpus_sha256", lambda v: isinstance(v, str)),
+                    ("val_frac", lambda v: _is_float(v) and 0 < v < 1), ("train_chars", _is_int),
+                    ("val_chars", _is_int)):
+        need(key in run and ok(run[key]), f"run.{key} is missing or wrong")
+    need(run.get("preset") is None or isinstance(run["preset"], dict), "run.preset is not a table")
+    need(run.get("precision", "fp32") in ("fp32", "bf16", "fp16"), "run.precision is not fp32, bf16 or fp16")
+    weights = ckpt["model"]
+    need(all(isinstance(k, str) and torch.is_tensor(v) for k, v in weights.items()), "model holds something not a tensor")
+    need(all(bool(torch.isfinite(v).all()) for v in weights.values() if v.is_floating_point()),
+         "its weights hold NaN or infinite values")
+    trainer = ckpt["trainer"]
+    _check_fields(trainer.get("progress"), Progress, where, "trainer.progress")
+    need(all(isinstance(trainer.get(k), dict) for k in ("optimizer", "scaler", "rng")), "trainer state is incomplete")
+    carry = trainer.get("carry")
+    need(carry is None or (isinstance(carry, (list, tuple)) and all(torch.is_tensor(t) for t in carry)),
+         "trainer.carry is not a list of tensors")
+    need(ckpt.get("val_loss") is None or _is_float(ckpt["val_loss"]), "val_loss is not a number")
 
 
 def checkpoint_tokenizer(ckpt: dict[str, Any], path: Path) -> CharTokenizer:
@@ -121,25 +399,30 @@ def checkpoint_tokenizer(ckpt: dict[str, Any], path: Path) -> CharTokenizer:
     tok = CharTokenizer.from_str(ckpt["tokenizer"])
     vocab_size = ckpt["model_config"]["vocab_size"]
     if tok.vocab_size != vocab_size:
-        raise CharrnnError(f"{path}: tokenizer has {tok.vocab_size} tokens but the weights expect {vocab_size}")
+        raise CharrnnError(f"{shown(path)}: tokenizer has {tok.vocab_size} tokens but the weights expect {vocab_size}")
     beside = Path(path).parent / TOKENIZER
-    if beside.is_file():
+    if beside.exists():
         other = CharTokenizer.from_file(beside)
         if other != tok:
             raise CharrnnError(
-                f"{beside} does not match the weights in {Path(path).name} "
+                f"{shown(beside)} does not match the weights in {Path(path).name} "
                 f"({other.vocab_size} vs {tok.vocab_size} tokens)"
             )
     return tok
 
 
 def checkpoint_model(ckpt: dict[str, Any], path: Path) -> CharRNN:
+    """The model, built from the config only once the weights are known to be as large as it says:
+    a crafted config cannot make this allocate more than the file already holds."""
     try:
         config = ModelConfig(**ckpt["model_config"])
+        held = sum(t.numel() for t in ckpt["model"].values())
+        if param_count(config) > held:
+            raise ValueError(f"the config describes {param_count(config):,} parameters, the file holds {held:,}")
         model = build_model(config)
         model.load_state_dict(ckpt["model"])
     except (TypeError, ValueError, KeyError, RuntimeError) as e:
-        raise CharrnnError(f"{path}: weights do not fit the model config ({str(e).splitlines()[0][:120]})") from None
+        raise CharrnnError(f"{shown(path)}: weights do not fit the model config ({one_line(e, 120)})") from None
     return model
 
 

@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 import click
 
-from .errors import CharrnnError
+from .errors import CharrnnError, Interrupted, one_line
 
 
 class DurationType(click.ParamType):
     name = "duration"
 
     def convert(self, value, param, ctx):
-        from .pipeline import parse_duration
+        from .units import check_duration, parse_duration
 
-        if isinstance(value, (int, float)):
-            return float(value)
         try:
+            if isinstance(value, (int, float)):
+                return check_duration(float(value))
             return parse_duration(value)
         except CharrnnError as e:
             self.fail(str(e), param, ctx)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float range that also refuses NaN and infinity (which pass every range comparison, or most)."""
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
 
 
 class CharrnnGroup(click.Group):
@@ -31,6 +42,12 @@ class CharrnnGroup(click.Group):
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as e:  # a bare `charrnn` asks for its help
+            click.echo(e.ctx.get_help())
+            rv = 0
+        except Interrupted as e:
+            click.echo(str(e), err=True)
+            sys.exit(e.exit_code)
         except CharrnnError as e:
             click.echo(f"Error: {e}", err=True)
             sys.exit(e.exit_code)
@@ -40,15 +57,22 @@ class CharrnnGroup(click.Group):
         except (click.exceptions.Abort, KeyboardInterrupt):
             click.echo("Aborted.", err=True)
             sys.exit(130)
-        except OSError as e:
-            click.echo(f"Error: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", err=True)
-            sys.exit(1)
+        except OSError as e:  # a file we could not read or write that no check above named
+            click.echo(f"Error: {e.strerror or one_line(e)}{': ' + str(e.filename) if e.filename else ''}", err=True)
+            sys.exit(2)
+        except (MemoryError, RuntimeError) as e:  # the allocator's verdict, where our estimate let a size through
+            if not isinstance(e, MemoryError) and not any(s in str(e) for s in OUT_OF_MEMORY):
+                raise
+            click.echo(f"Error: out of memory ({one_line(e, 120) or 'MemoryError'}): use smaller sizes", err=True)
+            sys.exit(2)
         if standalone_mode:
             sys.exit(rv if isinstance(rv, int) else 0)
         return rv
 
 
+OUT_OF_MEMORY = ("can't allocate memory", "CUDA out of memory", "out of memory", "DefaultCPUAllocator")
 POSITIVE_INT = click.IntRange(min=1)
+SEED = click.IntRange(0, 2**63 - 1)
 
 
 @click.group(cls=CharrnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,26 +89,26 @@ def cli():
 @click.option("--embed", type=POSITIVE_INT, help="Character embedding size (RNNs).")
 @click.option("--heads", type=POSITIVE_INT, help="Attention heads; must divide --hidden (Transformer).")
 @click.option("--context", type=POSITIVE_INT, help="Characters the Transformer attends to; its training windows are this long.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout between layers and before the output.")
+@click.option("--dropout", type=FiniteFloat(0, 1, max_open=True), help="Dropout between layers and before the output.")
 @click.option("--batch-size", type=POSITIVE_INT, help="Parallel text streams per batch.")
 @click.option("--seq-len", type=POSITIVE_INT, help="Characters per truncated-BPTT chunk (RNNs).")
 @click.option("--grad-accum", type=POSITIVE_INT, help="Split each batch into this many micro-batches, gradients accumulated: the same step in less memory.  [default: 1]")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (AdamW).")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), help="Peak learning rate (AdamW).")
 @click.option("--warmup", "warmup_steps", type=click.IntRange(min=0), help="Linear warmup steps.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay on weight matrices.")
-@click.option("--grad-clip", type=click.FloatRange(min=0), help="Gradient-norm clip (0: off).")
+@click.option("--weight-decay", type=FiniteFloat(min=0), help="AdamW weight decay on weight matrices.")
+@click.option("--grad-clip", type=FiniteFloat(min=0), help="Gradient-norm clip (0: off).")
 @click.option("--max-steps", type=POSITIVE_INT, help="Stop after this many optimizer steps.")
-@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True), help="Stop after this many passes over the text.")
+@click.option("--max-epochs", type=FiniteFloat(min=0, min_open=True), help="Stop after this many passes over the text.")
 @click.option("--max-time", type=DurationType(), help="Stop after this much training time, e.g. 90s, 10m, 1h. [default: 10m when no stop is given]")
 @click.option("--eval-interval", type=click.IntRange(min=0), help="Steps between validation passes (0: automatic).")
-@click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="Fraction of the text, at its end, held out for validation.")
-@click.option("--seed", type=int, help="Random seed for initialisation, dropout and data order.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="auto: bf16 where the CPU or GPU supports it, fp16 on older GPUs, else fp32.")
+@click.option("--val-frac", type=FiniteFloat(0, 1, min_open=True, max_open=True), help="Fraction of the text, at its end, held out for validation.  [default: 0.1; on --resume: the run's]")
+@click.option("--seed", type=SEED, help="Random seed for initialisation, dropout and data order.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="auto: bf16 where the CPU or GPU supports it, fp16 on older GPUs, else fp32.  [default: auto; on --resume: the run's]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="Where to train.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Run folder.  [default: checkpoints/<corpus>-<model>]")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its last.pt.")
-@click.option("--byte-fallback/--no-byte-fallback", default=True, show_default=True, help="Add byte tokens so any text, even unseen characters, can be read.")
-@click.option("--sample-len", type=click.IntRange(min=0), default=200, show_default=True, help="Characters of sample shown at each validation.")
+@click.option("--byte-fallback/--no-byte-fallback", default=None, help="Add byte tokens so any text, even unseen characters, can be read.  [default: on; on --resume: the run's]")
+@click.option("--sample-len", type=click.IntRange(0, 100_000), default=200, show_default=True, help="Characters of sample shown at each validation.")
 @click.option("--dist-timeout", type=DurationType(), default="10m", show_default=True, help="Under torchrun: how long a process waits for the others before the job fails.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model for training (needs a C++ compiler on CPU; compile time counts).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, samples or notices.")
@@ -113,9 +137,11 @@ def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sampl
                    f"(continue with --resume)", err=True)
         return 130
     if not quiet:
-        best = summary["best_val"]
+        best, skipped = summary["best_val"], summary["skipped"]
         click.echo(f"done: {summary['step']} steps in {summary['elapsed']:.0f}s"
-                   + (f", best val loss {best:.4f}" if best is not None else "") + f" -> {summary['run_dir']}", err=True)
+                   + (f", best val loss {best:.4f}" if best is not None else "")
+                   + (f", {skipped} update(s) skipped for a non-finite loss or gradient" if skipped else "")
+                   + f" -> {summary['run_dir']}", err=True)
     return 0
 
 
@@ -123,10 +149,10 @@ def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sampl
 @click.argument("run", required=False, type=click.Path(path_type=Path))
 @click.option("--prime", default="", help="Text to start from; it is printed first.")
 @click.option("--length", type=click.IntRange(min=0), default=500, show_default=True, help="Characters to generate.")
-@click.option("--temperature", "-t", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Sampling temperature; 0 is greedy.")
+@click.option("--temperature", "-t", type=FiniteFloat(min=0), default=1.0, show_default=True, help="Sampling temperature; 0 is greedy.")
 @click.option("--top-k", type=POSITIVE_INT, help="Sample only from the k most likely characters.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), help="Sample only from the smallest set of characters whose probability reaches p.")
-@click.option("--seed", type=int, help="Random seed: the same seed gives the same text.")
+@click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), help="Sample only from the smallest set of characters whose probability reaches p.")
+@click.option("--seed", type=SEED, help="Random seed: the same seed gives the same text.")
 @click.option("--num-samples", "-n", type=POSITIVE_INT, default=1, show_default=True, help="Samples to generate, as one batch.")
 @click.option("--stop", multiple=True, help="End a sample at the first occurrence of this string (not printed). Repeatable.")
 @click.option("--stream/--no-stream", default=None, help="Print characters as they are made.  [default: on a terminal]")
@@ -167,7 +193,7 @@ def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, sto
 @click.argument("run", type=click.Path(path_type=Path))
 @click.argument("corpus")
 @click.option("--split", "split_name", type=click.Choice(["val", "all"]), default="val", show_default=True, help="The validation split (the run's --val-frac) or the whole file.")
-@click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Override the run's validation fraction.")
+@click.option("--val-frac", type=FiniteFloat(0, 1, min_open=True, max_open=True), help="Override the run's validation fraction.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: loss_nats, bpc, perplexity, chars.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="Where to evaluate.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="Arithmetic precision.")
@@ -212,16 +238,17 @@ def info(run, as_json):
 @click.option("--max-time", type=DurationType(), default="5m", show_default=True, help="Training time for each model, validation included, e.g. 90s, 5m.")
 @click.option("--params", help="Size every model to about this many parameters, e.g. 800k or 3M.  [default: each model's budget preset]")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Report folder; the runs go in its runs/.  [default: reports/<corpus>]")
-@click.option("--seed", type=int, default=1337, show_default=True, help="Random seed for every model.")
-@click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="Fraction of the text, at its end, held out for validation.")
+@click.option("--seed", type=SEED, default=1337, show_default=True, help="Random seed for every model.")
+@click.option("--val-frac", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="Fraction of the text, at its end, held out for validation.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="Training precision (measurements after training run in fp32).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="Where to train and measure.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or notices; only the table.")
 def compare_cmd(corpus, models, max_time, params, out, seed, val_frac, precision, device, quiet):
     """Train MODELS on CORPUS under the same time budget and compare them: a table (printed, and saved
     with charts, probes and samples as report.md and report.html in --out)."""
-    from .compare import CompareConfig, compare, parse_count
+    from .compare import CompareConfig, compare
     from .report import terminal_table
+    from .units import parse_count
 
     cfg = CompareConfig(corpus=corpus, models=tuple(m.strip() for m in models.split(",") if m.strip()),
                         max_time=max_time, params=parse_count(params) if params else None, out=out, seed=seed,
@@ -240,7 +267,7 @@ def corpus():
 @corpus.command(name="list")
 def corpus_list():
     """Show the catalog of named corpora and where each would be read from."""
-    from .data import corpus_status, load_catalog
+    from .corpora import corpus_status, load_catalog
 
     for name, entry in sorted(load_catalog().items()):
         click.echo(f"{name:<18} {entry['bytes']:>12,} bytes  {corpus_status(name)}\n{'':<18} {entry['description']}")

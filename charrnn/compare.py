@@ -12,12 +12,13 @@ the same device.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import queue as queue_module
-import re
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -30,11 +31,13 @@ import torch
 
 from . import checkpoint as ck
 from . import pipeline, presets
-from .data import build_tokenizer, encode_corpus, file_sha256, resolve_corpus, split
+from .corpora import file_sha256, resolve_corpus
+from .data import build_tokenizer, encode_corpus, split
 from .device import cpu_name, resolve_device, resolve_precision
-from .errors import CharrnnError
+from .errors import CharrnnError, Interrupted
+from .fileio import read_bytes, shown
 from .evaluate import evaluate_model
-from .models import MODEL_TYPES, ModelConfig, build_model
+from .models import MODEL_TYPES, ModelConfig, param_count
 from .probe import MIN_PAIRS, bracket_probe, char_losses, context_probe, find_pairs, probe_targets
 from .report import write_reports
 from .sampler import SampleConfig, Sampler
@@ -75,21 +78,11 @@ class CompareConfig:
             raise CharrnnError(f"params must be >= 1, not {self.params}")
 
 
-def parse_count(text: str) -> int:
-    """'3M', '800k', '1.5m', '250000' -> a parameter count."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*", text)
-    if not m:
-        raise CharrnnError(f"not a parameter count: {text!r} (use e.g. 800k, 3M)")
-    scale = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]
-    return int(float(m.group(1)) * scale)
-
-
 # --- sizing ----------------------------------------------------------------------------------------
 def count_params(settings: dict[str, Any], vocab_size: int) -> int:
-    """Parameters of the model these settings describe, built on the meta device (no memory)."""
+    """Parameters of the model these settings describe, by formula (nothing is built)."""
     fields = {k: v for k, v in settings.items() if k in ModelConfig.__dataclass_fields__}
-    with torch.device("meta"):
-        return build_model(ModelConfig(vocab_size=vocab_size, **fields)).num_params()
+    return param_count(ModelConfig(vocab_size=vocab_size, **fields))
 
 
 def size_for_params(model: str, target: int, vocab_size: int, preset: dict[str, Any]) -> dict[str, Any]:
@@ -127,9 +120,19 @@ def _peak_rss_mib() -> float:
 
 
 def _train_child(opts: pipeline.RunOptions, overrides: dict[str, Any], queue) -> None:
-    """Runs in a spawned process: train one model, report its summary and peak memory."""
+    """Runs in a spawned process: train one model, report its summary and peak memory.
+
+    It leaves the terminal's process group, so a Ctrl-C reaches only the parent, which passes on
+    exactly one SIGINT (a second one would abort the run before it saves); and it stops, saving,
+    if the parent goes away."""
+    os.setpgrp()
+    parent = os.getppid()
+
+    def orphaned(trainer) -> None:
+        trainer.hooks.on_step.append(lambda t: t.request_stop() if os.getppid() != parent else None)
+
     try:
-        summary = pipeline.train(opts, overrides)
+        summary = pipeline.train(opts, overrides, on_trainer=orphaned)
         summary["peak_rss_mib"] = _peak_rss_mib()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             summary["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -141,10 +144,13 @@ def _train_child(opts: pipeline.RunOptions, overrides: dict[str, Any], queue) ->
 
 
 def train_one(opts: pipeline.RunOptions, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Train one model in a child process. Ctrl-C asks the child to finish its step and save (its
+    summary then says "interrupted"); a second Ctrl-C stops it at once."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_train_child, args=(opts, overrides, queue))
     proc.start()
+    asked = False
     try:
         while True:
             try:
@@ -154,6 +160,12 @@ def train_one(opts: pipeline.RunOptions, overrides: dict[str, Any]) -> dict[str,
                 if not proc.is_alive() and queue.empty():  # killed (out of memory, say) before it reported
                     status, payload = "error", f"the training process died (exit code {proc.exitcode})"
                     break
+            except KeyboardInterrupt:
+                if asked or not proc.is_alive():
+                    proc.kill()
+                    raise
+                asked = True
+                os.kill(proc.pid, signal.SIGINT)
     finally:
         proc.join()
     if status == "error":
@@ -179,14 +191,12 @@ def state_bytes(model) -> int:
 
 
 def _val_curve(run_dir: Path) -> list[tuple[float, float]]:
-    records = [json.loads(line) for line in (run_dir / ck.METRICS).read_text().splitlines()]
-    return [(r["elapsed"], r["bpc"]) for r in records if r["kind"] == "val"]
+    return [(r["elapsed"], r["bpc"]) for r in ck.read_metrics(run_dir, "val") if r.get("bpc") is not None]
 
 
 def _train_rate(run_dir: Path) -> float:
     """Median of the logged training rates: validation time excluded, robust to a noisy window."""
-    records = [json.loads(line) for line in (run_dir / ck.METRICS).read_text().splitlines()]
-    rates = [r["chars_per_s"] for r in records if r["kind"] == "train"]
+    rates = [r["chars_per_s"] for r in ck.read_metrics(run_dir, "train") if r.get("chars_per_s") is not None]
     return statistics.median(rates) if rates else float("nan")
 
 
@@ -236,29 +246,85 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     corpus_path = resolve_corpus(cfg.corpus, quiet=cfg.quiet)
     out = cfg.out or Path("reports") / pipeline._corpus_name(corpus_path)
-    if (out / "report.json").exists() or (out / "runs").exists():
-        raise CharrnnError(f"{out} already holds a comparison: choose another --out")
-    tok = build_tokenizer(corpus_path)
-    sizes = {}
-    if cfg.params:  # the budget's preset for each model (timed here, as its run would), then its width
-        precision = resolve_precision(cfg.precision, device)
-        for m in cfg.models:
-            preset = presets.choose(cfg.max_time, {**cfg.extra, "model": m}, tok.vocab_size, device, precision)
-            sizes[m] = {**preset.settings, **size_for_params(m, cfg.params, tok.vocab_size, preset.settings)}
+    if (out / "report.json").exists():
+        raise CharrnnError(f"{shown(out)} already holds a comparison: choose another --out")
+    created = not out.exists()
+    with ck.FolderLock(out):
+        try:
+            return _compare(cfg, out, corpus_path, device)
+        except BaseException:
+            if created and not (out / "runs").exists():  # nothing worth keeping was written
+                with contextlib.suppress(OSError):
+                    for name in (PROGRESS, ck.LOCK):
+                        (out / name).unlink(missing_ok=True)
+                    out.rmdir()
+            raise
 
-    rows, summaries = [], {}
+
+PROGRESS = "compare.json"  # an unfinished comparison: its settings and the models trained so far
+
+
+def _settings(cfg: CompareConfig) -> dict[str, Any]:
+    """The settings that make a comparison, as they read back from JSON."""
+    return json.loads(ck.to_json({k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+                                  if k != "quiet"}))
+
+
+def _progress(cfg: CompareConfig, out: Path) -> dict[str, Any]:
+    """The record of this comparison so far: a new one, or the unfinished one in `out`, which a rerun
+    of the same command continues (another command there is refused)."""
+    path = out / PROGRESS
+    if not path.exists():
+        if (out / "runs").exists():
+            raise CharrnnError(f"{shown(out)} already holds runs of another comparison: choose another --out")
+        return {"settings": _settings(cfg), "sizes": None, "trained": {}}
+    try:
+        state = json.loads(read_bytes(path).decode("utf-8"))
+        saved = state["settings"]
+    except (ValueError, KeyError, TypeError):
+        raise CharrnnError(f"{shown(path)} is damaged: choose another --out") from None
+    if saved != _settings(cfg):
+        diff = ", ".join(sorted(k for k in set(saved) | set(_settings(cfg)) if saved.get(k) != _settings(cfg).get(k)))
+        raise CharrnnError(f"{shown(out)} holds an unfinished comparison with other settings ({diff}): rerun "
+                           f"its own command to finish it, or choose another --out")
+    return state
+
+
+def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.device) -> dict[str, Any]:
+    state = _progress(cfg, out)
+    tok = build_tokenizer(corpus_path)
+    if state["sizes"] is None:
+        sizes = {}
+        if cfg.params:  # the budget's preset for each model (timed here, as its run would), then its width
+            precision = resolve_precision(cfg.precision, device)
+            for m in cfg.models:
+                preset = presets.choose(cfg.max_time, {**cfg.extra, "model": m}, tok.vocab_size, device, precision)
+                sizes[m] = {**preset.settings, **size_for_params(m, cfg.params, tok.vocab_size, preset.settings)}
+        state["sizes"] = sizes
+        ck.write_json(out / PROGRESS, state)
+
+    rows, summaries = [], state["trained"]
     t_start = time.perf_counter()
     for i, name in enumerate(cfg.models):
         run_dir = out / "runs" / name
-        overrides = {"model": name, **sizes.get(name, {}), **cfg.extra, "max_time": cfg.max_time, "seed": cfg.seed}
+        if name in summaries:  # trained before an interruption
+            continue
+        resume = (run_dir / ck.LAST).exists()
+        overrides = {"max_time": cfg.max_time} if resume else \
+            {"model": name, **state["sizes"].get(name, {}), **cfg.extra, "max_time": cfg.max_time, "seed": cfg.seed}
         if not cfg.quiet:
-            print(f"[{i + 1}/{len(cfg.models)}] training {name} for {cfg.max_time:g}s -> {run_dir}", file=sys.stderr,
+            what = "continuing" if resume else "training"
+            print(f"[{i + 1}/{len(cfg.models)}] {what} {name} for {cfg.max_time:g}s -> {run_dir}", file=sys.stderr,
                   flush=True)
-        opts = pipeline.RunOptions(corpus=str(corpus_path), out=run_dir, val_frac=cfg.val_frac, device=cfg.device,
-                                   precision=cfg.precision, quiet=cfg.quiet, sample_len=0)
-        summaries[name] = train_one(opts, overrides)
-        if summaries[name]["reason"] == "interrupted":
-            raise CharrnnError(f"interrupted while training {name}; its run is in {run_dir}")
+        opts = pipeline.RunOptions(corpus=str(corpus_path), out=run_dir, val_frac=None if resume else cfg.val_frac,
+                                   device=cfg.device, precision=None if resume else cfg.precision, quiet=cfg.quiet,
+                                   sample_len=0, resume=resume)
+        summary = train_one(opts, overrides)
+        if summary["reason"] == "interrupted":
+            raise Interrupted(f"interrupted while training {name}: its run is saved in {shown(run_dir)}; "
+                              f"run the same command again to continue the comparison")
+        summaries[name] = summary
+        ck.write_json(out / PROGRESS, state)
 
     # measure one model at a time, after all training, so no measurement competes with a training run
     # the runs' own id cache: the vocabulary is the corpus's, so every id is one character
@@ -282,7 +348,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         rows.append(row)
 
     report = {
-        "corpus": str(corpus_path),
+        "corpus": shown(corpus_path),
         "corpus_chars": len(ids),
         "val_chars": len(val_ids),
         "command": _command(cfg),
@@ -296,6 +362,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         "context_probe": {"lengths": lengths, "loss": context, "positions": 0 if targets is None else len(targets)},
     }
     write_reports(out, report)
+    (out / PROGRESS).unlink(missing_ok=True)  # the comparison is complete: report.json says so
     report["out"] = str(out)
     return report
 

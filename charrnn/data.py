@@ -1,5 +1,5 @@
-"""Corpora: find them, read and check them, encode them once into a memmapped id cache, split them,
-and cut them into batches: parallel streams for truncated BPTT (RNNs), random windows (Transformer).
+"""Corpora as data: read and check their text, encode it once into a memmapped id cache, split it,
+and cut it into batches: parallel streams for truncated BPTT (RNNs), random windows (Transformer).
 
 A corpus is read in chunks and its ids live in a `numpy.memmap`, so a corpus larger than RAM trains.
 """
@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import json
-import os
-import sys
-import tempfile
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,98 +15,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .corpora import file_sha256
 from .errors import CharrnnError
+from .fileio import atomic_file, open_regular, reason, shown
 from .tokenizer import MAX_CODEPOINT, CharTokenizer
 
 CHUNK_CHARS = 1 << 22  # 4M characters (bytes) per read: ~100 MB of transient arrays whatever the corpus size
 BOM = b"\xef\xbb\xbf"
-CORPORA_ENV = "CHARRNN_CORPORA"
-REPO_CORPORA = Path(__file__).resolve().parent.parent / "corpora"
-
-
-# --- finding a corpus ------------------------------------------------------------------------------
-def load_catalog() -> dict[str, dict]:
-    """The named corpora in `corpora/catalog.json`."""
-    path = REPO_CORPORA / "catalog.json"
-    if not path.is_file():  # an installed wheel carries the catalog inside the package
-        path = Path(__file__).resolve().parent / "corpora" / "catalog.json"
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-def resolve_corpus(corpus: str, quiet: bool = False) -> Path:
-    """A path to a text file, or a catalog name (local copy in $CHARRNN_CORPORA, else downloaded once)."""
-    path = Path(corpus).expanduser()
-    catalog = load_catalog()
-    if path.exists() or corpus not in catalog:
-        if not path.exists():
-            names = ", ".join(sorted(catalog))
-            raise CharrnnError(f"no such file or catalog corpus: {corpus} (catalog: {names})")
-        if path.is_dir():
-            raise CharrnnError(f"{corpus} is a directory, not a text file")
-        return path
-    entry = catalog[corpus]
-    target, from_env = _catalog_path(corpus)
-    if from_env:
-        if not target.is_file():
-            raise CharrnnError(f"{CORPORA_ENV}={os.environ[CORPORA_ENV]} holds no {corpus}.txt")
-        return target
-    if target.is_file() and file_sha256(target) == entry["sha256"]:
-        return target
-    _download(entry["url"], entry["sha256"], target, quiet)
-    return target
-
-
-def _catalog_path(name: str) -> tuple[Path, bool]:
-    """Where a catalog corpus is read from, and whether that is the $CHARRNN_CORPORA copy."""
-    local = os.environ.get(CORPORA_ENV)
-    if local:
-        return Path(local).expanduser() / f"{name}.txt", True
-    if os.access(REPO_CORPORA, os.W_OK):
-        return REPO_CORPORA / f"{name}.txt", False
-    return Path.home() / ".cache" / "charrnn" / "corpora" / f"{name}.txt", False
-
-
-def corpus_status(name: str) -> str:
-    path, from_env = _catalog_path(name)
-    if path.is_file():
-        return f"local: {path}"
-    if from_env:
-        return f"missing: {path} ({CORPORA_ENV} is set, so nothing is downloaded)"
-    return f"downloaded on first use to {path}"
-
-
-def _download(url: str, sha256: str, target: Path, quiet: bool) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not quiet:
-        print(f"downloading {url} -> {target}", file=sys.stderr)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            while block := resp.read(1 << 20):
-                out.write(block)
-        if file_sha256(Path(tmp)) != sha256:
-            raise CharrnnError(f"download of {url} does not match its sha256 {sha256[:12]}...; not kept")
-        os.replace(tmp, target)
-    except OSError as e:
-        raise CharrnnError(
-            f"cannot download {url} ({e}); set {CORPORA_ENV} to a folder holding {target.name}"
-        ) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # --- reading text ----------------------------------------------------------------------------------
 def has_bom(path: Path) -> bool:
-    with open(path, "rb") as f:
+    with open_regular(path, "text file") as f:
         return f.read(3) == BOM
 
 
@@ -124,12 +39,12 @@ def iter_text(path: Path) -> Iterator[str]:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
     offset = 0  # bytes decoded before this read, for error messages
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "text file") as f:
             started = False  # the first character has been read (only there is a BOM dropped)
             while True:
                 block = f.read(CHUNK_CHARS)
                 if b"\x00" in block:  # checked before decoding, so a binary file is named as such
-                    raise CharrnnError(f"{path} looks binary (it holds NUL bytes), not text")
+                    raise CharrnnError(f"{shown(path)} looks binary (it holds NUL bytes), not text")
                 chunk = decoder.decode(block, final=not block)
                 if not started and chunk:
                     started = True
@@ -140,11 +55,9 @@ def iter_text(path: Path) -> Iterator[str]:
                     return
                 offset += len(block)
     except UnicodeDecodeError as e:
-        raise CharrnnError(f"{path} is not UTF-8 text ({e.reason} near byte {offset + e.start})") from None
-    except IsADirectoryError:
-        raise CharrnnError(f"{path} is a directory, not a text file") from None
+        raise CharrnnError(f"{shown(path)} is not UTF-8 text ({e.reason} near byte {offset + e.start})") from None
     except OSError as e:
-        raise CharrnnError(f"cannot read {path}: {e.strerror}") from None
+        raise CharrnnError(f"cannot read {shown(path)}: {reason(e)}") from None
 
 
 def read_text(path: Path) -> str:
@@ -158,7 +71,7 @@ def build_tokenizer(path: Path, byte_fallback: bool = True) -> CharTokenizer:
         cps = np.frombuffer(chunk.encode("utf-32-le"), dtype=np.uint32)
         seen |= np.bincount(cps, minlength=MAX_CODEPOINT).astype(bool)
     if not seen.any():
-        raise CharrnnError(f"{path} is empty")
+        raise CharrnnError(f"{shown(path)} is empty")
     return CharTokenizer.from_chars((chr(c) for c in np.flatnonzero(seen).tolist()), byte_fallback=byte_fallback)
 
 
@@ -167,30 +80,28 @@ def _vocab_key(tok: CharTokenizer) -> str:
     return hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()[:12]
 
 
-def encode_corpus(path: Path, tok: CharTokenizer, cache_dir: Path, unknown: str = "error",
+def encode_corpus(path: Path, tok: CharTokenizer, cache_dir: Path | None, unknown: str = "error",
                   sha256: str | None = None) -> np.ndarray:
     """Ids of the whole corpus as a read-only memmap, cached under `cache_dir`.
 
     The cache file is keyed by the corpus content and the vocabulary, so a changed file or another
     vocabulary never reads stale ids. It is written to a temporary name and renamed when complete.
-    `sha256` is the corpus file's digest when the caller already has it.
+    With `cache_dir=None` the ids are encoded into memory instead. `sha256` is the corpus file's digest when the caller already has it.
     """
     dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32
+    if cache_dir is None:  # nowhere to cache: encode into memory
+        ids = np.concatenate([tok.encode(c, unknown=unknown).astype(dtype) for c in iter_text(path)] or [np.zeros(0, dtype)])
+        if len(ids) == 0:
+            raise CharrnnError(f"{shown(path)} is empty")
+        return ids
     key = f"{(sha256 or file_sha256(path))[:16]}-{_vocab_key(tok)}-{unknown}"
     cache = cache_dir / f"{key}.{np.dtype(dtype).name}"
     if not cache.is_file():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{key}.")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in iter_text(path):
-                    out.write(memoryview(tok.encode(chunk, unknown=unknown).astype(dtype)))  # no bytes copy
-            os.replace(tmp, cache)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_file(cache) as out:  # complete, or not there at all
+            for chunk in iter_text(path):
+                out.write(memoryview(tok.encode(chunk, unknown=unknown).astype(dtype)))  # no bytes copy
     if cache.stat().st_size == 0:
-        raise CharrnnError(f"{path} is empty")
+        raise CharrnnError(f"{shown(path)} is empty")
     return np.memmap(cache, dtype=dtype, mode="r")
 
 

@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .errors import CharrnnError, DistributedError
+from .errors import CharrnnError, DistributedError, one_line
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 RESTART_VAR = "TORCHELASTIC_RESTART_COUNT"  # torchrun counts the restarts of the worker group
@@ -60,6 +60,7 @@ class World:
     restart_count: int = 0  # torchrun --max-restarts: how many times the worker group was restarted
     launched: bool = False  # a process group is up and the model trains under DDP
     group: Any = None  # the gloo group for our CPU-side collectives (DDP uses the default group)
+    stop_asked: bool = False  # a SIGTERM came before training started (see `guard`)
 
     @property
     def is_main(self) -> bool:
@@ -159,10 +160,14 @@ class World:
     def guard(self):
         """Turn a collective that failed because of another rank into one clear line.
 
-        Whatever the failure, a launched rank ignores SIGTERM from here on: torchrun sends it to every
-        rank as soon as it sees one die, which is often just now, while this rank is still leaving
-        the process group and has not yet printed why it failed. Its own exit follows shortly.
+        A launched rank never dies of SIGTERM while it sets up or trains: torchrun sends it to every
+        rank as soon as it sees one die, often while this rank is still on its way to the collective
+        that will fail and say so. Before training a SIGTERM is remembered (`stop_asked`: the trainer
+        then stops after its first step, saving); during training the trainer handles it; after a
+        failure it is ignored, since this rank's own exit, with its message, follows shortly.
         """
+        main = self.launched and threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, self._remember_sigterm) if main else None
         try:
             yield
         except BaseException as e:
@@ -176,9 +181,14 @@ class World:
             why = re.sub(r"^\[[^\]]*\]\s*", "", (str(e).strip().splitlines() or [""])[0]).split(". ")[0]
             raise DistributedError(
                 f"rank {self.rank} of {self.world_size}: lost contact with another rank, which failed, was killed "
-                f"or did not answer within --dist-timeout (see its output) [{why[:100] or type(e).__name__}]. "
+                f"or did not answer within --dist-timeout (see its output) [{one_line(why, 100) or type(e).__name__}]. "
                 f"Resume from last.pt with --resume, or launch with torchrun --max-restarts=N to resume automatically"
             ) from None
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _remember_sigterm(self, signum, frame) -> None:
+        self.stop_asked = True
 
     def close(self) -> None:
         """Leave the process group; after a failure this is what lets the process exit cleanly."""
@@ -229,5 +239,5 @@ def init(device: torch.device, timeout: float = 600.0) -> tuple[World, torch.dev
                                 world_size=world_size, timeout=span, device_id=device if backend == "nccl" else None)
         group = dist.new_group(backend="gloo", timeout=span)  # see the module docstring
     except Exception as e:
-        raise DistributedError(f"rank {rank}: cannot join the process group ({str(e).splitlines()[0][:160]})") from None
+        raise DistributedError(f"rank {rank}: cannot join the process group ({one_line(e, 160)})") from None
     return World(rank, world_size, local_rank, restarts, launched=True, group=group), device

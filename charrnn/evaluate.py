@@ -39,10 +39,13 @@ class EvalResult:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.loss_nats)
+        """exp(loss); inf for a loss beyond what a float holds (above ~709 nats: a diverged model)."""
+        return math.exp(self.loss_nats) if self.loss_nats < 709.78 else math.inf
 
     def to_dict(self) -> dict:
-        return {"loss_nats": self.loss_nats, "bpc": self.bpc, "perplexity": self.perplexity, "chars": self.chars}
+        """The numbers as strict JSON allows them: a value that is not finite is None."""
+        out = {"loss_nats": self.loss_nats, "bpc": self.bpc, "perplexity": self.perplexity, "chars": self.chars}
+        return {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in out.items()}
 
 
 def _ids(ids: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -310,3 +310,43 @@ class GPT(nn.Module):
 def build_model(config: ModelConfig) -> CharRNN | GPT:
     """The model `config.model` names."""
     return GPT(config) if config.model == "transformer" else CharRNN(config)
+
+
+# --- sizes, without building anything ---------------------------------------------------------------
+# So that a model or batch too large for this machine is refused before anything is allocated (and
+# a config with a million layers is not built just to be counted). tests/test_models.py checks these
+# against the built models.
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # gate blocks of H rows in W_ih, W_hh
+
+
+def param_count(c: ModelConfig) -> int:
+    """The parameters `build_model(c)` has, by formula."""
+    V, H, L = c.vocab_size, c.hidden, c.n_layers
+    if c.model == "transformer":
+        # token (tied with the output layer) and position embeddings; per block two LayerNorm weights,
+        # qkv 3H^2, proj H^2, MLP 8H^2; the final LayerNorm
+        return V * H + c.context * H + L * (12 * H * H + 2 * H) + H
+    G = GATES[c.model]
+    layers = G * H * (c.embed + H) + (L - 1) * G * H * 2 * H + L * 2 * G * H  # W_ih, W_hh, b_ih, b_hh
+    return V * c.embed + layers + H * V + V
+
+
+def activation_floats(c: ModelConfig, rows: int, length: int, training: bool = True) -> int:
+    """About how many floats one forward pass over (rows, length) keeps alive, and its backward with
+    `training`: embeddings, each layer's outputs and gates, the logits and their gradient."""
+    V, H, L, n = c.vocab_size, c.hidden, c.n_layers, rows * length
+    if c.model == "transformer":
+        # per block: residual, 2 LayerNorms, q/k/v, attention output, projection, MLP in and out (4H
+        # each). The attention matrix is not counted: SDPA's fused kernels never materialise it.
+        per = L * 16 * H + 3 * V
+    else:
+        per = c.embed + L * H * (GATES[c.model] + 2) + 3 * V
+    return n * per * (2 if training else 1)
+
+
+def sampling_state_floats(c: ModelConfig, streams: int) -> int:
+    """The state `streams` sampling streams carry: an RNN's hidden (and cell) state, or a
+    Transformer's key/value cache over its whole context."""
+    if c.model == "transformer":
+        return 2 * c.n_layers * streams * c.context * c.hidden + 2 * streams * c.context  # + the window's ids
+    return c.n_layers * streams * c.hidden * (2 if c.model == "lstm" else 1)

@@ -1,14 +1,19 @@
 """The train, eval and info pipelines: corpus -> tokenizer -> ids -> model -> trainer -> run folder.
 
-The CLI parses options and calls these; Python users can call them too.
+The CLI parses options and calls these; Python users can call them too. A training run is either
+fresh (settings from the user, the rest from the budget preset) or resumed (every setting from the
+checkpoint; only the stops and the micro-batch split may change): each setup returns a `_Setup`,
+and one shared tail trains it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import sys
+import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -18,46 +23,44 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ck
-from . import distributed, presets
-from .data import StreamBatcher, WindowBatcher, build_tokenizer, encode_corpus, file_sha256, has_bom, resolve_corpus, split
+from . import distributed, memory, presets
+from .corpora import file_sha256, resolve_corpus
+from .data import StreamBatcher, WindowBatcher, build_tokenizer, encode_corpus, has_bom, split
 from .device import resolve_device, resolve_precision
-from .errors import CharrnnError
+from .errors import CharrnnError, TrainingDiverged, one_line
 from .evaluate import EvalResult, evaluate_model
+from .fileio import read_bytes, shown
 from .models import RNN_ONLY, TRANSFORMER_ONLY, ModelConfig, build_model
 from .sampler import SampleConfig, Sampler
+from .tokenizer import CharTokenizer
 from .trainer import TrainConfig, Trainer
+from .units import MAX_SECONDS
 
 DEFAULT_MAX_TIME = 600.0  # with no stop given, train for ten minutes
-EVAL_STREAMS = 32
-EVAL_SEQ = 256
+DEFAULT_VAL_FRAC = 0.1
+EVAL_STREAMS = memory.EVAL_ROWS
+EVAL_SEQ = memory.EVAL_LENGTH
+MAX_SEED = 2**63 - 1  # torch and numpy take seeds up to here
+MAX_RATE = 1e6  # the largest --lr and --weight-decay
+SIZE_HINT = "lower --hidden, --layers, --embed or --context, or the batch (--batch-size, --seq-len, or more --grad-accum)"
 
 
 @dataclass
 class RunOptions:
-    """What a training run needs besides the model and trainer configs."""
+    """What a training run needs besides the model and trainer configs. None means "not given":
+    a fresh run takes the default, a resumed one the run's own value (and a given one must match it)."""
 
     corpus: str
     out: Path | None = None  # run folder; default checkpoints/<corpus>-<model>
-    val_frac: float = 0.1
-    byte_fallback: bool = True
+    val_frac: float | None = None  # default 0.1
+    byte_fallback: bool | None = None  # default True
     device: str = "auto"
-    precision: str = "auto"
+    precision: str | None = None  # default auto
     resume: bool = False
     quiet: bool = False
     sample_len: int = 200  # characters of sample printed at each validation (0: none)
     dist_timeout: float = 600.0  # seconds a rank waits for the others before the job fails (torchrun)
     compile: bool = False  # torch.compile the training step's model (checkpoints stay plain)
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '10m', '1h', '1h30m', '2.5m' or plain seconds -> seconds."""
-    t = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", t):
-        return float(t)
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(h|m|s)", t)
-    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*(h|m|s)", "", t).strip():
-        raise CharrnnError(f"not a duration: {text!r} (use e.g. 90s, 10m, 1h30m)")
-    return sum(float(v) * {"h": 3600, "m": 60, "s": 1}[u] for v, u in parts)
 
 
 def _split_overrides(overrides: dict[str, Any]) -> tuple[dict, dict]:
@@ -70,31 +73,53 @@ def _split_overrides(overrides: dict[str, Any]) -> tuple[dict, dict]:
             {k: v for k, v in overrides.items() if k in train_keys})
 
 
+FLAGS = {"n_layers": "--layers", "warmup_steps": "--warmup", "model": "--model"}
+
+
+def flag(key: str) -> str:
+    """The command-line option that sets a config field."""
+    return FLAGS.get(key, "--" + key.replace("_", "-"))
+
+
 def check_settings(model_cfg: ModelConfig, train_cfg: TrainConfig, val_frac: float) -> None:
     """Nonsense values are caught before anything touches the disk."""
+    m, t = model_cfg, train_cfg
+    for cfg in (m, t):  # NaN passes every comparison below, and inf most of them
+        for f in fields(cfg):
+            v = getattr(cfg, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise CharrnnError(f"{flag(f.name)} must be a finite number, not {v}")
+    if not (isinstance(val_frac, (int, float)) and 0 < val_frac < 1):
+        raise CharrnnError(f"val-frac must be in (0, 1), not {val_frac}")
     checks = [
-        (model_cfg.n_layers >= 1, f"layers must be >= 1, not {model_cfg.n_layers}"),
-        (model_cfg.hidden >= 1, f"hidden must be >= 1, not {model_cfg.hidden}"),
-        (model_cfg.embed >= 1, f"embed must be >= 1, not {model_cfg.embed}"),
-        (0 <= model_cfg.dropout < 1, f"dropout must be in [0, 1), not {model_cfg.dropout}"),
-        (train_cfg.batch_size >= 1, f"batch-size must be >= 1, not {train_cfg.batch_size}"),
-        (train_cfg.seq_len >= 1, f"seq-len must be >= 1, not {train_cfg.seq_len}"),
-        (train_cfg.grad_accum >= 1, f"grad-accum must be >= 1, not {train_cfg.grad_accum}"),
-        (train_cfg.lr > 0, f"lr must be > 0, not {train_cfg.lr}"),
-        (train_cfg.max_steps is None or train_cfg.max_steps >= 1, "max-steps must be >= 1"),
-        (train_cfg.max_epochs is None or train_cfg.max_epochs > 0, "max-epochs must be > 0"),
-        (train_cfg.max_time is None or train_cfg.max_time > 0, "max-time must be > 0"),
-        (0 < val_frac < 1, f"val-frac must be in (0, 1), not {val_frac}"),
+        (m.n_layers >= 1, f"layers must be >= 1, not {m.n_layers}"),
+        (m.hidden >= 1, f"hidden must be >= 1, not {m.hidden}"),
+        (m.embed >= 1, f"embed must be >= 1, not {m.embed}"),
+        (0 <= m.dropout < 1, f"dropout must be in [0, 1), not {m.dropout}"),
+        (t.batch_size >= 1, f"batch-size must be >= 1, not {t.batch_size}"),
+        (t.seq_len >= 1, f"seq-len must be >= 1, not {t.seq_len}"),
+        (t.grad_accum >= 1, f"grad-accum must be >= 1, not {t.grad_accum}"),
+        # beyond 1e6 AdamW's step sizes overflow float32 before the run can even diverge
+        (0 < t.lr <= MAX_RATE, f"lr must be > 0 and at most {MAX_RATE:g}, not {t.lr}"),
+        (0 <= t.weight_decay <= MAX_RATE, f"weight-decay must be in [0, {MAX_RATE:g}], not {t.weight_decay}"),
+        (t.grad_clip >= 0, f"grad-clip must be >= 0, not {t.grad_clip}"),
+        (0 <= t.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], not {t.min_lr_ratio}"),
+        (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "AdamW's betas must be in [0, 1)"),
+        (t.warmup_steps >= 0, f"warmup must be >= 0, not {t.warmup_steps}"),
+        (t.eval_interval >= 0, f"eval-interval must be >= 0, not {t.eval_interval}"),
+        (t.log_interval >= 1 and t.diverge_after >= 1, "log_interval and diverge_after must be >= 1"),
+        (0 <= t.seed <= MAX_SEED, f"seed must be in [0, 2**63 - 1], not {t.seed}"),
+        (t.max_steps is None or t.max_steps >= 1, "max-steps must be >= 1"),
+        (t.max_epochs is None or t.max_epochs > 0, "max-epochs must be > 0"),
+        (t.max_time is None or 0 < t.max_time <= MAX_SECONDS, "max-time must be > 0 and at most a year"),
     ]
-    if model_cfg.model == "transformer":
+    if m.model == "transformer":
         checks += [
-            (model_cfg.heads >= 1, f"heads must be >= 1, not {model_cfg.heads}"),
-            (model_cfg.context >= 1, f"context must be >= 1, not {model_cfg.context}"),
-            (model_cfg.hidden % model_cfg.heads == 0,
-             f"heads ({model_cfg.heads}) must divide hidden ({model_cfg.hidden}), the Transformer's width"),
-            (train_cfg.seq_len == model_cfg.context,
-             f"the Transformer trains on windows of --context characters; seq-len {train_cfg.seq_len} "
-             f"!= context {model_cfg.context}"),
+            (m.heads >= 1, f"heads must be >= 1, not {m.heads}"),
+            (m.context >= 1, f"context must be >= 1, not {m.context}"),
+            (m.hidden % m.heads == 0, f"heads ({m.heads}) must divide hidden ({m.hidden}), the Transformer's width"),
+            (t.seq_len == m.context,
+             f"the Transformer trains on windows of --context characters; seq-len {t.seq_len} != context {m.context}"),
         ]
     for ok, message in checks:
         if not ok:
@@ -112,12 +137,33 @@ def _configs(kind: str, settings: dict[str, Any], vocab_size: int, val_frac: flo
     return model_cfg, train_cfg
 
 
+def _check_memory(model_cfg: ModelConfig, train_cfg: TrainConfig, world: distributed.World, device: torch.device,
+                  what: str = "this run") -> None:
+    rows = -(-train_cfg.batch_size // (world.world_size * train_cfg.grad_accum))  # one micro-batch
+    memory.check(memory.training_need(model_cfg, rows, train_cfg.seq_len), device, what, SIZE_HINT)
+
+
 def _corpus_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem) or "corpus"
 
 
 # What --resume may change: the stops, and how each step is cut into micro-batches.
 RESUME_CHANGEABLE = ("max_steps", "max_epochs", "max_time", "grad_accum")
+
+
+@dataclass
+class _Setup:
+    """What a fresh run and a resumed run both hand to the shared tail of `_train`."""
+
+    tok: CharTokenizer
+    model: torch.nn.Module
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    val_frac: float
+    precision: str
+    preset: dict | None  # how the budget chose the settings (recorded in config.json)
+    saved: dict | None = None  # the checkpoint resumed from
+    saved_path: Path | None = None
 
 
 def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
@@ -140,116 +186,177 @@ def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distr
            device: torch.device) -> dict[str, Any]:
     if not world.is_main:  # rank 0 speaks for the job
         opts = replace(opts, quiet=True)
-    precision = resolve_precision(opts.precision, device)
     with world.main_first():  # a catalog corpus is downloaded once per node
         corpus_path = resolve_corpus(opts.corpus, quiet=opts.quiet)
     corpus_sha = file_sha256(corpus_path)
     opts = _resume_after_restart(opts, world, corpus_path, overrides)
+    folder = ck.RunFolder(opts.out or _default_run_dir(corpus_path, overrides.get("model", "lstm")))
+    with contextlib.ExitStack() as stack:
+        error = None
+        if world.is_main:  # one writer for the run folder: rank 0 holds it, and tells the others
+            try:
+                stack.enter_context(folder.hold(fresh=not opts.resume))
+            except CharrnnError as e:
+                error = str(e)
+        error = world.from_main(error)
+        if error:
+            raise CharrnnError(error)
+        if opts.resume:
+            setup = _resume_setup(opts, overrides, folder, corpus_path, corpus_sha, device)
+        else:
+            setup = _fresh_setup(opts, overrides, corpus_path, world, device)
+        return _run(opts, setup, folder, corpus_path, corpus_sha, world, device, overrides, on_trainer)
 
-    if opts.resume:
-        run_dir = opts.out or _default_run_dir(corpus_path, overrides.get("model", "lstm"))
-        path = ck.resolve_checkpoint(run_dir, prefer=ck.LAST)
-        saved = ck.load_checkpoint(path)
-        tok = ck.checkpoint_tokenizer(saved, path)
-        model = ck.checkpoint_model(saved, path)
-        model_cfg = model.config
-        stops = {k: overrides.pop(k) for k in RESUME_CHANGEABLE if k in overrides}
-        model_over, train_over = _split_overrides(overrides)
-        train_cfg = TrainConfig(**{**saved["train_config"], **stops})
-        for k, v in {**model_over, **train_over}.items():
-            was = getattr(model_cfg, k, None) if k in model_over else saved["train_config"].get(k)
-            if v != was:
-                raise CharrnnError(f"--resume continues the saved run: {k} was {was}, cannot change to {v}")
-        val_frac = saved["run"]["val_frac"]
-        preset = saved["run"].get("preset")
-        run_dir = path.parent
-        if saved["run"]["corpus_sha256"] != corpus_sha:
-            raise CharrnnError(f"{corpus_path} is not the corpus this run was trained on")
-    else:
-        kind = overrides.get("model", "lstm")
-        _check_family_options(kind, overrides)
-        run_dir = opts.out or _default_run_dir(corpus_path, kind)
-        if any((run_dir / n).exists() for n in (ck.LAST, ck.BEST)):
-            raise CharrnnError(f"{run_dir} already holds a run: add --resume to continue it, or --out for a new one")
-        if has_bom(corpus_path) and not opts.quiet:
-            _say(f"note: {corpus_path} starts with a UTF-8 byte-order mark; it is dropped")
-        tok = build_tokenizer(corpus_path, byte_fallback=opts.byte_fallback)
-        # the user's own values are checked before any time is spent timing presets with them
-        _configs(kind, {**presets.presets_for(kind)[0].settings, **overrides}, tok.vocab_size, opts.val_frac)
-        if "batch_size" in overrides:
-            world.rows(overrides["batch_size"], overrides.get("grad_accum", 1))
-        base, choice = {}, None
-        if presets.needs_choice(overrides):  # some settings are left to the budget
-            budget = overrides.get("max_time") or DEFAULT_MAX_TIME
-            # Rank 0 times the presets as if alone, and every rank trains what it chose.
-            choice = world.from_main(presets.choose(budget, overrides, tok.vocab_size, device, precision)
-                                     if world.is_main else None)
-            base = dict(choice.settings)
-            if not opts.quiet:
-                _say(f"settings from the budget: {choice.describe()}")
-        if not any(k in overrides for k in ("max_steps", "max_epochs", "max_time")):
-            base["max_time"] = DEFAULT_MAX_TIME
-        model_cfg, train_cfg = _configs(kind, {**base, **overrides}, tok.vocab_size, opts.val_frac)
-        torch.manual_seed(train_cfg.seed)  # the same seed, the same initial weights
-        model = build_model(model_cfg)
-        val_frac = opts.val_frac
-        saved = None
-        preset = None if choice is None else choice.to_dict()
 
-    check_settings(model_cfg, train_cfg, val_frac)
+def _fresh_setup(opts: RunOptions, overrides: dict[str, Any], corpus_path: Path, world: distributed.World,
+                 device: torch.device) -> _Setup:
+    kind = overrides.get("model", "lstm")
+    _check_family_options(kind, overrides)
+    precision = resolve_precision(opts.precision or "auto", device)
+    val_frac = DEFAULT_VAL_FRAC if opts.val_frac is None else opts.val_frac
+    if has_bom(corpus_path) and not opts.quiet:
+        _say(f"note: {shown(corpus_path)} starts with a UTF-8 byte-order mark; it is dropped")
+    tok = build_tokenizer(corpus_path, byte_fallback=opts.byte_fallback is not False)
+    # The user's own values are checked (and sized) before any time is spent timing presets with them.
+    first = _configs(kind, {**presets.presets_for(kind)[0].settings, **overrides}, tok.vocab_size, val_frac)
+    if "batch_size" in overrides:
+        world.rows(overrides["batch_size"], overrides.get("grad_accum", 1))
+    _check_memory(*first, world, device)
+    base, choice = {}, None
+    if presets.needs_choice(overrides):  # some settings are left to the budget
+        budget = overrides.get("max_time") or DEFAULT_MAX_TIME
+        # Rank 0 times the presets as if alone, and every rank trains what it chose.
+        choice = world.from_main(presets.choose(budget, overrides, tok.vocab_size, device, precision)
+                                 if world.is_main else None)
+        base = dict(choice.settings)
+        if not opts.quiet:
+            _say(f"settings from the budget: {choice.describe()}")
+    if not any(k in overrides for k in ("max_steps", "max_epochs", "max_time")):
+        base["max_time"] = DEFAULT_MAX_TIME
+    model_cfg, train_cfg = _configs(kind, {**base, **overrides}, tok.vocab_size, val_frac)
+    _check_memory(model_cfg, train_cfg, world, device, "this run" if choice is None else f"preset {choice.name}")
+    torch.manual_seed(train_cfg.seed)  # the same seed, the same initial weights
+    model = build_model(model_cfg)
+    return _Setup(tok, model, model_cfg, train_cfg, val_frac, precision, None if choice is None else choice.to_dict())
+
+
+def _resume_setup(opts: RunOptions, overrides: dict[str, Any], folder: ck.RunFolder, corpus_path: Path,
+                  corpus_sha: str, device: torch.device) -> _Setup:
+    """The run as its checkpoint left it. A setting given again must equal the run's own; only the
+    stops and --grad-accum may change."""
+    path = ck.resolve_checkpoint(folder.path, prefer=ck.LAST)
+    saved = ck.load_checkpoint(path)
+    tok = ck.checkpoint_tokenizer(saved, path)
+    model = ck.checkpoint_model(saved, path)
+    model_cfg, run = model.config, saved["run"]
+    if run["corpus_sha256"] != corpus_sha:
+        raise CharrnnError(f"{shown(corpus_path)} is not the corpus this run was trained on")
+    stops = {k: overrides.pop(k) for k in RESUME_CHANGEABLE if k in overrides}
+    model_over, train_over = _split_overrides(overrides)
+    train_cfg = TrainConfig(**{**saved["train_config"], **stops})
+    precision = run.get("precision") or _precision_in_config(folder.path) or resolve_precision("auto", device)
+    given = {**{k: (v, getattr(model_cfg, k, None)) for k, v in model_over.items()},
+             **{k: (v, saved["train_config"].get(k)) for k, v in train_over.items()}}
+    if opts.val_frac is not None:
+        given["val_frac"] = (opts.val_frac, run["val_frac"])
+    if opts.byte_fallback is not None:
+        given["byte_fallback"] = (opts.byte_fallback, tok.byte_fallback)
+    if opts.precision is not None:
+        given["precision"] = (resolve_precision(opts.precision, device), precision)
+    for k, (v, was) in given.items():
+        if v != was:
+            raise CharrnnError(f"--resume continues the saved run: its {flag(k)} is {was}, not {v} "
+                               f"(train a new run with --out to change it)")
+    try:
+        resolve_precision(precision, device)
+    except CharrnnError as e:
+        raise CharrnnError(f"this run trained in {precision}, which cannot continue here: {e}") from None
+    check_settings(model_cfg, train_cfg, run["val_frac"])
+    return _Setup(tok, model, model_cfg, train_cfg, run["val_frac"], precision, run.get("preset"), saved, path)
+
+
+def _precision_in_config(run_dir: Path) -> str | None:
+    """The precision config.json records: for checkpoints written before they recorded it themselves."""
+    try:
+        value = json.loads(read_bytes(run_dir / ck.CONFIG).decode("utf-8")).get("precision")
+    except (CharrnnError, ValueError, AttributeError):
+        return None
+    return value if value in ("fp32", "bf16", "fp16") else None
+
+
+def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, corpus_sha: str,
+         world: distributed.World, device: torch.device, overrides: dict[str, Any], on_trainer) -> dict[str, Any]:
+    """The tail both setups share: data, trainer, run folder, training."""
+    model_cfg, train_cfg = s.model_cfg, s.train_cfg
     try:
         rows = world.rows(train_cfg.batch_size, train_cfg.grad_accum)  # this rank's streams
     except CharrnnError as e:
         if "batch_size" in overrides or opts.resume:
             raise
         raise CharrnnError(f"the budget's preset: {e}; or give --batch-size") from None
+    if s.saved is not None:  # a fresh run was sized before its model was built
+        _check_memory(model_cfg, train_cfg, world, device)
     with world.main_first():  # one process per node encodes the corpus; the others read its cache
-        ids = encode_corpus(corpus_path, tok, run_dir / "cache", sha256=corpus_sha)
-    train_ids, val_ids = split(ids, val_frac)
+        ids = encode_corpus(corpus_path, s.tok, folder.cache, sha256=corpus_sha)
+    train_ids, val_ids = split(ids, s.val_frac)
     if len(val_ids) < 2:
         raise CharrnnError(f"validation split too small ({len(val_ids)} characters): raise --val-frac or use more text")
     # a stateful RNN reads carried streams; the Transformer reads independent random windows
-    batcher_cls = StreamBatcher if model.stateful else WindowBatcher
+    batcher_cls = StreamBatcher if s.model.stateful else WindowBatcher
     batcher = batcher_cls(train_ids, train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed,
                           rows=None if world.world_size == 1 else rows)
 
     def validate(m) -> EvalResult:
         # Each rank scores its share of the validation streams or windows; the sums make the global figure.
-        part = evaluate_model(m, val_ids, device, precision, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ,
+        part = evaluate_model(m, val_ids, device, s.precision, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ,
                               shard=(world.rank, world.world_size))
         if world.world_size == 1:
             return part
         total, chars = world.all_sum([part.loss_nats * part.chars, part.chars])
         return EvalResult(total / chars, int(chars))
 
-    trainer = Trainer(model, train_cfg, batcher, device, precision, evaluate=validate, quiet=opts.quiet,
+    trainer = Trainer(s.model, train_cfg, batcher, device, s.precision, evaluate=validate, quiet=opts.quiet,
                       world=world, compile=opts.compile)
-    if saved is not None:
-        trainer.load_state_dict(saved["trainer"])
-    run_info = {"corpus": str(corpus_path), "corpus_sha256": corpus_sha, "val_frac": val_frac,
-                "train_chars": len(train_ids), "val_chars": len(val_ids), "preset": preset}
+    if s.saved is not None:
+        try:
+            trainer.load_state_dict(s.saved["trainer"])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            raise CharrnnError(f"{shown(s.saved_path)}: its trainer state does not fit this run "
+                               f"({one_line(e, 120) or type(e).__name__})") from None
+    run_info = {"corpus": shown(corpus_path), "corpus_sha256": corpus_sha, "val_frac": s.val_frac,
+                "train_chars": len(train_ids), "val_chars": len(val_ids), "preset": s.preset,
+                "precision": s.precision}
     if world.is_main:  # one writer for the run folder
-        if saved is None:
-            ck.write_tokenizer(run_dir / ck.TOKENIZER, tok)
-        ck.trim_metrics(run_dir / ck.METRICS, trainer.progress.step)
-        ck.write_json(run_dir / ck.CONFIG, {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
-                                             "run": run_info, "params": model.num_params(), "device": str(device),
-                                             "precision": precision, "world_size": world.world_size})
-    _attach_run_hooks(trainer, run_dir, tok, model_cfg, train_cfg, run_info, opts)
+        if s.saved is None:
+            folder.write_tokenizer(s.tok)
+        dropped = folder.trim_metrics(trainer.progress.step)
+        if dropped and s.saved is not None and not opts.quiet:
+            _say(f"note: dropped {dropped} line(s) of metrics.jsonl written after step {trainer.progress.step}")
+        folder.write_config({"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "run": run_info,
+                             "params": s.model.num_params(), "device": str(device), "precision": s.precision,
+                             "world_size": world.world_size})
+    saved_step = _attach_run_hooks(trainer, folder, s.tok, model_cfg, train_cfg, run_info, opts)
+    saved_step["step"] = None if s.saved is None else trainer.progress.step
     if on_trainer is not None:
         on_trainer(trainer)
 
     if not opts.quiet:
-        where = f"{device} {precision}" if world.world_size == 1 else \
-            f"{world.world_size} processes ({device.type} {precision}, {len(rows)} streams each)"
-        shape = f", {model_cfg.heads} heads, context {model_cfg.context}" if not model.stateful else ""
-        _say(f"{run_dir}: {model_cfg.model} {model_cfg.n_layers}x{model_cfg.hidden}{shape}, "
-                   f"{model.num_params() / 1e6:.2f}M params, {len(train_ids):,} train / {len(val_ids):,} val chars, "
-                   f"{where}" + (f", resuming at step {trainer.progress.step}" if saved else ""))
-    reason = trainer.run()
+        where = f"{device} {s.precision}" if world.world_size == 1 else \
+            f"{world.world_size} processes ({device.type} {s.precision}, {len(rows)} streams each)"
+        shape = f", {model_cfg.heads} heads, context {model_cfg.context}" if not s.model.stateful else ""
+        _say(f"{shown(folder.path)}: {model_cfg.model} {model_cfg.n_layers}x{model_cfg.hidden}{shape}, "
+             f"{s.model.num_params() / 1e6:.2f}M params, {len(train_ids):,} train / {len(val_ids):,} val chars, "
+             f"{where}" + (f", resuming at step {trainer.progress.step}" if s.saved else ""))
+    try:
+        reason = trainer.run()
+    except TrainingDiverged as e:
+        kept = saved_step["step"]
+        where = (f"{shown(folder.path / ck.LAST)} keeps step {kept}, with finite weights" if kept is not None
+                 else "no checkpoint had been written")
+        raise TrainingDiverged(f"{e}; {where}. Lower --lr, or clip gradients with --grad-clip") from None
     p = trainer.progress
-    return {"run_dir": str(run_dir), "reason": reason, "step": p.step, "chars": p.chars, "elapsed": p.elapsed,
-            "best_val": p.best_val if p.best_val < math.inf else None, "main": world.is_main}
+    return {"run_dir": str(folder.path), "reason": reason, "step": p.step, "chars": p.chars, "elapsed": p.elapsed,
+            "best_val": p.best_val if p.best_val < math.inf else None, "skipped": p.skipped, "main": world.is_main}
 
 
 def _resume_after_restart(opts: RunOptions, world: distributed.World, corpus_path: Path,
@@ -280,7 +387,7 @@ def _check_family_options(kind: str, overrides: dict[str, Any]) -> None:
         wrong = [k for k in TRANSFORMER_ONLY if k in overrides]
         why = "they set the Transformer's attention"
     if wrong:
-        names = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        names = ", ".join(flag(k) for k in wrong)
         raise CharrnnError(f"{names} cannot be used with --model {kind}: {why}")
 
 
@@ -293,18 +400,18 @@ def _default_run_dir(corpus_path: Path, model: str) -> Path:
     return Path("checkpoints") / f"{_corpus_name(corpus_path)}-{model}"
 
 
-def _attach_run_hooks(trainer: Trainer, run_dir: Path, tok, model_cfg, train_cfg, run_info, opts: RunOptions) -> None:
-    metrics = run_dir / ck.METRICS
-    saved_at = {"step": -1}
-
-    def append(record: dict) -> None:
-        with open(metrics, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
+def _attach_run_hooks(trainer: Trainer, folder: ck.RunFolder, tok, model_cfg, train_cfg, run_info,
+                      opts: RunOptions) -> dict:
+    """Metrics and checkpoints into the run folder (rank 0), and the notices. Returns the box that
+    holds the step of the last checkpoint written."""
+    saved = {"step": None, "at": -1}  # the last checkpoint written, and the step the state was last taken
     main = trainer.world.is_main
 
     def snapshot(val_loss: float | None) -> dict | None:
-        """The checkpoint, on rank 0 (None elsewhere). Every rank must call it: the trainer's state gathers."""
+        """The checkpoint, on rank 0 (None elsewhere). Every rank must call it: the trainer's state gathers.
+        Weights that are no longer finite are never written: the run stops, the last checkpoint stays."""
+        if not trainer.weights_finite():
+            raise TrainingDiverged(f"training diverged: the weights are no longer finite at step {trainer.progress.step}")
         state = trainer.state_dict()
         if not main:
             return None
@@ -313,19 +420,31 @@ def _attach_run_hooks(trainer: Trainer, run_dir: Path, tok, model_cfg, train_cfg
                 "tokenizer": tok.to_str(), "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "trainer": state, "val_loss": val_loss}
 
-    def on_log(t: Trainer, record: dict) -> None:
-        if main:
-            append({"kind": "train", **record})
+    def save(snap: dict, best: bool) -> None:
+        folder.save(ck.LAST, snap)
+        if best:
+            folder.save(ck.BEST, snap)
+        saved["step"] = trainer.progress.step
 
-    def on_eval(t: Trainer, result: EvalResult, is_best: bool) -> None:
-        snap = snapshot(result.loss_nats)
-        saved_at["step"] = t.progress.step
+    def on_log(t: Trainer, record: dict) -> None:
         if not main:
             return
-        append({"kind": "val", "step": t.progress.step, "elapsed": t.progress.elapsed, **result.to_dict()})
-        ck.save_checkpoint(run_dir / ck.LAST, snap)
-        if is_best:
-            ck.save_checkpoint(run_dir / ck.BEST, snap)
+        folder.append_metric({"kind": "train", **record})
+        if record["skipped"] and not opts.quiet:
+            _say(f"step {record['step']}: {record['skipped']} update(s) skipped for a non-finite loss or gradient "
+                 f"({t.progress.skipped} so far)")
+
+    def on_eval(t: Trainer, result: EvalResult, is_best: bool) -> None:
+        if not math.isfinite(result.loss_nats):  # finite weights can still overflow into NaN logits
+            raise TrainingDiverged(f"training diverged: the validation loss is {result.loss_nats} at step "
+                                   f"{t.progress.step}")
+        snap = snapshot(result.loss_nats)
+        saved["at"] = t.progress.step
+        if not main:
+            return
+        folder.append_metric({"kind": "val", "step": t.progress.step, "elapsed": t.progress.elapsed,
+                              **result.to_dict()})
+        save(snap, is_best)
         if not opts.quiet:
             line = f"step {t.progress.step}: val loss {result.loss_nats:.4f} nats, {result.bpc:.4f} bpc"
             _say(line + (" (best)" if is_best else ""))
@@ -336,15 +455,16 @@ def _attach_run_hooks(trainer: Trainer, run_dir: Path, tok, model_cfg, train_cfg
                 _say("  | " + text.strip().replace("\n", "\n  | "))
 
     def on_save(t: Trainer) -> None:
-        if saved_at["step"] != t.progress.step:
+        if saved["at"] != t.progress.step:
             snap = snapshot(None)
             if main:
-                ck.save_checkpoint(run_dir / ck.LAST, snap)
-            saved_at["step"] = t.progress.step
+                save(snap, False)
+            saved["at"] = t.progress.step
 
     trainer.hooks.on_log.append(on_log)
     trainer.hooks.on_eval.append(on_eval)
     trainer.hooks.on_save.append(on_save)
+    return saved
 
 
 def eval_run(run: str | Path, corpus: str, split_name: str = "val", val_frac: float | None = None,
@@ -357,17 +477,19 @@ def eval_run(run: str | Path, corpus: str, split_name: str = "val", val_frac: fl
     prec = resolve_precision(precision, dev)
     corpus_path = resolve_corpus(corpus)
     frac = ckpt["run"]["val_frac"] if val_frac is None else val_frac
-    if not 0 < frac < 1:
+    if not (isinstance(frac, (int, float)) and 0 < frac < 1):
         raise CharrnnError(f"val-frac must be in (0, 1), not {frac}")
     if unknown == "bytes" and not tok.byte_fallback:
         unknown = "error"
-    ids = encode_corpus(corpus_path, tok, path.parent / "cache", unknown=unknown)
-    target = ids if split_name == "all" else split(ids, frac)[1]
-    if len(target) < 2:
-        raise CharrnnError(f"{corpus_path}: too little text to evaluate ({len(target)} characters)")
     if stride is not None and (model.stateful or not 1 <= stride <= model.config.context):
         raise CharrnnError("--stride applies to a Transformer only, between 1 and its context"
                            + ("" if model.stateful else f" ({model.config.context})"))
+    # a run folder we may not write to (a shared, read-only copy) is read without caching the ids
+    cache = path.parent / ck.CACHE if os.access(path.parent, os.W_OK) else None
+    ids = encode_corpus(corpus_path, tok, cache, unknown=unknown)
+    target = ids if split_name == "all" else split(ids, frac)[1]
+    if len(target) < 2:
+        raise CharrnnError(f"{shown(corpus_path)}: too little text to evaluate ({len(target)} characters)")
     return evaluate_model(model.to(dev), target, dev, prec, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ, stride=stride)
 
 
@@ -377,9 +499,9 @@ def run_info(run: str | Path) -> dict[str, Any]:
     ckpt = ck.load_checkpoint(path)
     model = ck.checkpoint_model(ckpt, path)
     progress = ckpt["trainer"]["progress"]
-    best = progress["best_val"]
-    return {"checkpoint": str(path), "model": ckpt["model_config"], "train": ckpt["train_config"],
-            "run": ckpt["run"], "params": model.num_params(), "step": progress["step"], "epoch": progress["epoch"],
-            "chars_trained": progress["chars"], "elapsed_s": round(progress["elapsed"], 1),
+    best = progress.get("best_val", math.inf)
+    return {"checkpoint": shown(path), "model": ckpt["model_config"], "train": ckpt["train_config"],
+            "run": ckpt["run"], "params": model.num_params(), "step": progress.get("step", 0),
+            "epoch": progress.get("epoch", 0), "chars_trained": progress.get("chars", 0),
+            "elapsed_s": round(progress.get("elapsed", 0.0), 1), "skipped": progress.get("skipped", 0),
             "best_val_loss": None if best == math.inf else best}
-

@@ -10,7 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write
+from .checkpoint import to_json
+from .fileio import atomic_write
 from .pipeline import EVAL_STREAMS
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -293,4 +294,4 @@ def write_reports(out: Path, report: dict[str, Any]) -> None:
     out = Path(out)
     atomic_write(out / "report.md", lambda f: f.write(render_markdown(report).encode("utf-8")))
     atomic_write(out / "report.html", lambda f: f.write(render_html(report).encode("utf-8")))
-    atomic_write(out / "report.json", lambda f: f.write((json.dumps(report, indent=1) + "\n").encode("utf-8")))
+    atomic_write(out / "report.json", lambda f: f.write((to_json(report, indent=1) + "\n").encode("utf-8")))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import os
 
 from collections.abc import Iterator, Sequence
@@ -25,9 +26,12 @@ from pathlib import Path
 
 import torch
 
+from . import memory
 from .checkpoint import load_run
 from .errors import CharrnnError
 from .tokenizer import CharTokenizer
+
+MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -41,22 +45,36 @@ class SampleConfig:
     stop: Sequence[str] = field(default_factory=tuple)  # end at the first of these (not included)
     unknown: str = "error"  # prime characters outside the vocabulary: 'error' or 'bytes'
 
+    def __post_init__(self) -> None:
+        self.stop = _stops(self.stop)
+
     def validate(self) -> None:
-        if self.length < 0:
+        if not (isinstance(self.length, int) and self.length >= 0):
             raise CharrnnError(f"length must be >= 0, not {self.length}")
-        if not self.temperature >= 0:
-            raise CharrnnError(f"temperature must be >= 0, not {self.temperature}")
+        if not (isinstance(self.temperature, (int, float)) and 0 <= self.temperature < math.inf):
+            raise CharrnnError(f"temperature must be a finite number >= 0, not {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
             raise CharrnnError(f"top-k must be >= 1, not {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise CharrnnError(f"top-p must be in (0, 1], not {self.top_p}")
+        if self.seed is not None and not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
+            raise CharrnnError(f"seed must be in [0, 2**63 - 1], not {self.seed}")
         if any(s == "" for s in self.stop):
             raise CharrnnError("a stop string cannot be empty")
 
 
+def _stops(stop: str | Sequence[str]) -> tuple[str, ...]:
+    """One stop string or several: a plain string is one stop, not one per character."""
+    return (stop,) if isinstance(stop, str) else tuple(stop)
+
+
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """(B, V) logits -> (B, V) logits with temperature applied and the excluded tokens at -inf."""
-    logits = logits / temperature if temperature != 1.0 else logits
+    """(B, V) logits -> (B, V) logits with temperature applied and the excluded tokens at -inf.
+
+    The largest logit is subtracted first, so a tiny temperature sends the others to -inf (greedy)
+    instead of overflowing to inf - inf = NaN."""
+    if temperature != 1.0:
+        logits = (logits - logits.amax(-1, keepdim=True)) / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -126,6 +144,8 @@ class Sampler:
     by about 0.02 % (benchmarks/README.md); "auto" picks int8 where it can run, else fp32."""
 
     def __init__(self, model, tokenizer: CharTokenizer, device: torch.device | str = "cpu", weights: str = "auto"):
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise CharrnnError("this model's weights hold NaN or infinite values: it cannot sample")
         self.model = model.to(device).eval()
         self.tok = tokenizer
         self.device = torch.device(device)
@@ -146,16 +166,16 @@ class Sampler:
                top_p: float | None = None, seed: int | None = None, stop: Sequence[str] = (),
                unknown: str = "error") -> str:
         """The prime followed by up to `length` generated characters."""
-        cfg = SampleConfig(length, temperature, top_k, top_p, prime, seed, tuple(stop), unknown)
+        cfg = SampleConfig(length, temperature, top_k, top_p, prime, seed, _stops(stop), unknown)
         return self.sample_many(cfg, 1)[0]
 
     def stream(self, prime: str = "", length: int = 500, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int | None = None, stop: Sequence[str] = (),
                unknown: str = "error") -> Iterator[str]:
         """Yield the prime, then the generated text piece by piece as it is made."""
-        cfg = SampleConfig(length, temperature, top_k, top_p, prime, seed, tuple(stop), unknown)
+        cfg = SampleConfig(length, temperature, top_k, top_p, prime, seed, _stops(stop), unknown)
         watch = _StopWatch(cfg.stop)
-        gen = self._generate(cfg, 1)  # validates cfg and encodes the prime before yielding anything
+        gen = self._generate(cfg, 1, keep=False)  # validates cfg and encodes the prime before yielding anything
         yield cfg.prime
         for ids in gen:
             piece = watch.feed(self.tok.id_to_char(ids[0]))
@@ -168,9 +188,10 @@ class Sampler:
 
     def sample_many(self, cfg: SampleConfig, n: int) -> list[str]:
         """n samples generated as one batch; each is the prime followed by its own text."""
+        gen = self._generate(cfg, n, keep=True)  # checks everything before anything is allocated
         watches = [_StopWatch(cfg.stop) for _ in range(n)]
         outs = [[] for _ in range(n)]
-        for ids in self._generate(cfg, n):
+        for ids in gen:
             for i, t in enumerate(ids):
                 outs[i].append(watches[i].feed(self.tok.id_to_char(t)))
             if all(w.stopped for w in watches):
@@ -178,12 +199,19 @@ class Sampler:
         return [cfg.prime + "".join(o) + w.flush() for o, w in zip(outs, watches)]
 
     @torch.inference_mode()
-    def _generate(self, cfg: SampleConfig, n: int) -> Iterator[list[int]]:
-        """Yield, for each new position, the n sampled ids (one per stream)."""
+    def _generate(self, cfg: SampleConfig, n: int, keep: bool) -> Iterator[list[int]]:
+        """Yield, for each new position, the n sampled ids (one per stream). `keep`: the caller holds
+        every character until the end (counted in the memory the batch needs)."""
         cfg.validate()
-        if n < 1:
+        if not (isinstance(n, int) and n >= 1):
             raise CharrnnError(f"number of samples must be >= 1, not {n}")
         prime_ids = self.tok.encode(cfg.prime, unknown=cfg.unknown) if cfg.prime else None
+        config = getattr(self.model, "config", None)  # (a stand-in model without one is not sized)
+        if config is not None:
+            need = memory.sampling_need(config, n, len(prime_ids) if prime_ids is not None else 1,
+                                        n * cfg.length if keep else 0)
+            memory.check(need, self.device, f"{n:,} sample(s) of {cfg.length:,} characters",
+                         "lower --num-samples or --length" + ("" if n > 1 else ", or stream them (--stream)"))
         return self._loop(cfg, n, prime_ids)
 
     def _loop(self, cfg: SampleConfig, n: int, prime_ids) -> Iterator[list[int]]:

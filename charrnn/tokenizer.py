@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models
 
-from .errors import CharrnnError
+from .errors import CharrnnError, one_line
 
 N_BYTES = 256
 MAX_CODEPOINT = 0x110000
@@ -70,14 +70,19 @@ class CharTokenizer:
 
     @classmethod
     def from_file(cls, path: str | Path) -> CharTokenizer:
-        return cls.from_str(Path(path).read_text(encoding="utf-8"))
+        from .fileio import read_bytes, shown
+
+        try:
+            return cls.from_str(read_bytes(path, "tokenizer file").decode("utf-8"))
+        except UnicodeDecodeError:
+            raise CharrnnError(f"{shown(path)} is not a readable tokenizer (not UTF-8)") from None
 
     @classmethod
     def from_str(cls, text: str) -> CharTokenizer:
         try:
             hf = Tokenizer.from_str(text)
         except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
-            raise CharrnnError(f"unreadable tokenizer: {str(e).splitlines()[0]}") from None
+            raise CharrnnError(f"unreadable tokenizer: {one_line(e, 120) or type(e).__name__}") from None
         return cls(hf)
 
     def to_str(self) -> str:

@@ -7,7 +7,12 @@ epoch, so a stateful RNN reads its streams continuously and a stateless model si
 AdamW, gradient-norm clipping, linear warmup then cosine decay over the run's progress, which is
 measured in steps, epochs or elapsed time, whichever stop comes first, so a `max_time` run ends
 with the rate fully decayed. Mixed precision through autocast (bf16 on CPU/CUDA, fp16 with a
-GradScaler on CUDA). Everything needed to continue exactly is in `state_dict()`.
+GradScaler on CUDA). Everything needed to continue exactly is in `state_dict()`, the steps since
+the last metrics record included, so a resumed run logs what an unbroken one does.
+
+A step whose loss or gradient is not finite changes nothing (the update is skipped, counted, and
+logged); `diverge_after` of them in a row end the run with `TrainingDiverged`. On CUDA the fused
+AdamW skips on the device itself, so a step still never waits for the GPU.
 
 Data parallel (`world`, see distributed.py): the model trains wrapped in DDP, the batcher yields
 this rank's rows of the global batch, and the ranks agree on the clock and on stopping after every
@@ -30,9 +35,16 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .device import autocast, grad_scaler
+from .device import autocast, fused_adamw, grad_scaler
 from .distributed import World
-from .errors import CharrnnError
+from .errors import CharrnnError, TrainingDiverged, one_line
+
+
+def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    """The gradients' total 2-norm, without clipping them."""
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
+        return torch.nn.utils.get_total_norm([p.grad for p in params])
+    return torch.nn.utils.clip_grad_norm_(params, math.inf)
 
 
 @dataclass
@@ -54,6 +66,7 @@ class TrainConfig:
     eval_share: float = 0.05  # auto with a time budget: at most about this share of it spent validating
     log_interval: int = 10  # steps between metric records and progress-bar updates
     seed: int = 1337
+    diverge_after: int = 25  # this many skipped updates in a row (non-finite loss or gradient) stop the run
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +83,49 @@ class Progress:
     evals: int = 0  # validation passes done
     eval_frac: float = 0.0  # run fraction at the last validation
     eval_s: float = 0.0  # seconds the last validation took
+    skipped: int = 0  # updates skipped because the loss or the gradient was not finite
+
+
+class _Window:
+    """The steps since the last metrics record, kept on the device (reading them syncs it): the sum and
+    count of their finite losses, the updates skipped, and the longest run of skipped updates."""
+
+    def __init__(self, device: torch.device):
+        z = torch.zeros((), device=device)
+        self.loss, self.finite, self.skipped, self.worst = z.clone(), z.clone(), z.clone(), z.clone()
+        self.streak = z.clone()  # skipped updates in a row up to now; it runs on across records
+
+    def add(self, loss: torch.Tensor, bad: torch.Tensor) -> None:
+        finite = torch.isfinite(loss)
+        self.loss += torch.where(finite, loss, 0.0)
+        self.finite += finite
+        self.skipped += bad
+        self.streak = (self.streak + 1) * bad
+        torch.maximum(self.worst, self.streak, out=self.worst)
+
+    def read(self) -> tuple[float, float, int, int]:
+        """(loss sum, finite count, skipped, longest streak), and a fresh window (the streak goes on)."""
+        loss, finite, skipped, worst = torch.stack([self.loss, self.finite, self.skipped, self.worst]).tolist()
+        for t in (self.loss, self.finite, self.skipped):
+            t.zero_()
+        self.worst.copy_(self.streak)
+        return loss, finite, int(skipped), int(worst)
+
+    def state_dict(self) -> dict:
+        return {"loss": self.loss.detach().cpu().clone(), "finite": int(self.finite.item()),
+                "skipped": int(self.skipped.item()), "worst": int(self.worst.item()), "streak": int(self.streak.item())}
+
+    @staticmethod
+    def mean(windows: list[dict]) -> dict:
+        if len(windows) == 1:
+            return windows[0]
+        return {**windows[0], "loss": sum(w["loss"] for w in windows) / len(windows),
+                "finite": sum(w["finite"] for w in windows) / len(windows)}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.loss.copy_(sd["loss"])
+        for name in ("finite", "skipped", "worst", "streak"):
+            getattr(self, name).fill_(sd[name])
 
 
 @dataclass
@@ -104,8 +160,10 @@ class Trainer:
         self.progress = Progress()
         self.state = None  # carried hidden state
         self.loss = None  # last step's loss (a tensor: reading it syncs the device)
+        self._fused = fused_adamw(device)
         self.optimizer = self._make_optimizer()
         self.scaler = grad_scaler(device, precision)
+        self.window = _Window(device)
         self._stop_requested = False  # asked for on this rank (Ctrl-C, request_stop)
         self._stop_agreed = False  # decided by all ranks together; what the loop obeys
         torch.manual_seed(config.seed + self.world.rank)  # each rank draws its own dropout masks
@@ -115,8 +173,8 @@ class Trainer:
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        fused = self.device.type == "cuda"  # one kernel for all parameters on CUDA
-        return torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), fused=fused)
+        # fused: one kernel for all parameters (CUDA), which can also skip a step on the device
+        return torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), fused=self._fused)
 
     # --- schedule -----------------------------------------------------------------------------
     def fraction_done(self) -> float:
@@ -173,9 +231,11 @@ class Trainer:
             "rng": rng,
             "carry": None if carry is None else [s.detach().cpu() for s in carry],
             "world_size": self.world.world_size,
+            "window": self.window.state_dict(),
         }
         if self.world.launched:
             sd["rank_rng"] = self.world.gather(rng)
+            sd["rank_window"] = self.world.gather(sd["window"])
         return sd
 
     def load_state_dict(self, sd: dict) -> None:
@@ -183,7 +243,14 @@ class Trainer:
         if sd["scaler"]:
             self.scaler.load_state_dict(sd["scaler"])
         self.progress = Progress(**sd["progress"])
-        if sd.get("world_size", 1) == self.world.world_size:
+        same_world = sd.get("world_size", 1) == self.world.world_size
+        windows = sd.get("rank_window") or ([sd["window"]] if "window" in sd else [])
+        if windows:  # (checkpoints from before windows were saved start a fresh one)
+            # Another number of ranks: each takes the mean of the saved ranks' windows, so the next
+            # record still averages the global batch's losses over the same steps.
+            self.window.load_state_dict(windows[self.world.rank] if same_world and len(windows) > 1
+                                        else _Window.mean(windows))
+        if same_world:
             rng = sd["rank_rng"][self.world.rank] if "rank_rng" in sd else sd["rng"]
             torch.set_rng_state(rng["torch"])
             if "cuda" in rng and torch.cuda.is_available():
@@ -232,15 +299,35 @@ class Trainer:
                 self.scaler.scale(loss / n).backward()
             carried.append(state)
             total = total + loss.detach()
+        self.scaler.unscale_(opt)  # (a no-op unless fp16 scales the loss)
+        params = self._params
         if self.config.grad_clip > 0:
-            self.scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
-        self.scaler.step(opt)
+            norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        else:
+            norm = _grad_norm(params)
+        # The gradients are all-reduced, so every rank reaches the same verdict.
+        bad = ~torch.isfinite(norm)
+        if self.scaler.is_enabled():  # fp16: the scaler skips a step whose gradients overflowed
+            self.scaler.step(opt)
+        elif self._fused:  # the fused kernel reads the flag on the device: no host sync
+            opt.found_inf, opt.grad_scale = bad.float(), None
+            opt.step()
+        elif not bad.item():  # on the CPU reading the flag costs nothing
+            opt.step()
         self.scaler.update()
         opt.zero_grad(set_to_none=True)
+        self.window.add(total / n, bad)
         # carry the state into the next chunk, cut from this chunk's graph
         self.state = self._join_state(carried)
         self.loss = total / n
+
+    @property
+    def _params(self) -> list[torch.Tensor]:
+        return [p for p in self.model.parameters() if p.grad is not None]
+
+    def weights_finite(self) -> bool:
+        """Whether every weight is a finite number (a checkpoint is only ever written if so)."""
+        return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())
 
     def _split_state(self, n: int) -> list:
         """The carried state of this rank's rows -> one state per micro-batch."""
@@ -262,8 +349,7 @@ class Trainer:
         pin = self.device.type == "cuda"
         bar = tqdm(total=1000, disable=self.quiet or not self.world.is_main, dynamic_ncols=True, leave=True,
                    bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
-        loss_sum, loss_n = torch.zeros((), device=self.device), 0
-        window_t0, window_chars = time.perf_counter(), 0
+        window_t0, window_chars = time.perf_counter(), 0  # for the rate: restarted after each validation
         previous = self._install_sigint()
         reason, failed = "done", True
         try:
@@ -288,23 +374,18 @@ class Trainer:
                 now = time.perf_counter()
                 p.elapsed += now - t_last
                 t_last = now
-                loss_sum += self.loss
-                loss_n += 1
                 for hook in self.hooks.on_step:
                     hook(self)
                 self._agree()
                 frac = self.fraction_done()
                 if p.step % c.log_interval == 0 or self._done():
-                    loss = self.world.mean((loss_sum / loss_n).item())  # the only host sync, at logging points
-                    rate = window_chars / max(now - window_t0, 1e-9)
-                    record = {"step": p.step, "epoch": p.epoch, "loss": loss, "bpc": loss / math.log(2),
-                              "lr": self.lr_at(p.step - 1, frac), "chars_per_s": rate, "elapsed": p.elapsed}
+                    record = self._log_record(frac, window_chars / max(now - window_t0, 1e-9))
                     for hook in self.hooks.on_log:
                         hook(self, record)
                     bar.n = int(frac * 1000)
-                    bar.set_postfix_str(f"step {p.step} loss {loss:.3f} bpc {loss / math.log(2):.3f} "
-                                        f"{rate / 1000:.1f}k chars/s", refresh=True)
-                    loss_sum, loss_n = torch.zeros((), device=self.device), 0
+                    loss = "-" if record["loss"] is None else f"{record['loss']:.3f}"
+                    bar.set_postfix_str(f"step {p.step} loss {loss} {record['chars_per_s'] / 1000:.1f}k chars/s"
+                                        + (f" skipped {p.skipped}" if p.skipped else ""), refresh=True)
                     window_t0, window_chars = time.perf_counter(), 0
                 if self.evaluate is not None and (self._eval_due(frac) or self._done()):
                     self._validate(bar)
@@ -313,14 +394,29 @@ class Trainer:
             failed = False
         except torch._dynamo.exc.BackendCompilerFailed as e:  # e.g. no C++ compiler for inductor on this machine
             inner = e.inner_exception
-            why = f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
-            raise CharrnnError(f"--compile failed ({why[:200]}); train without --compile") from None
+            raise CharrnnError(f"--compile failed ({type(inner).__name__}: {one_line(inner, 200)}); "
+                               f"train without --compile") from None
         finally:
             self._restore_sigint(previous, failed)
             bar.close()
         for hook in self.hooks.on_save:
             hook(self)
         return reason
+
+    def _log_record(self, frac: float, rate: float) -> dict:
+        """The metrics record of the steps since the last one (the only host sync, at logging points);
+        stops the run if the updates have been skipped `diverge_after` times in a row."""
+        c, p = self.config, self.progress
+        loss_sum, finite, skipped, worst = self.window.read()
+        loss_sum, finite, skipped = self.world.all_sum([loss_sum, finite, skipped])
+        skipped = int(skipped / self.world.world_size)  # every rank skips the same steps
+        p.skipped += skipped
+        if worst >= c.diverge_after:
+            raise TrainingDiverged(f"training diverged: {worst} updates in a row, up to step {p.step}, had a "
+                                   f"non-finite loss or gradient")
+        loss = loss_sum / finite if finite else None
+        return {"step": p.step, "epoch": p.epoch, "loss": loss, "bpc": None if loss is None else loss / math.log(2),
+                "lr": self.lr_at(p.step - 1, frac), "chars_per_s": rate, "elapsed": p.elapsed, "skipped": skipped}
 
     def _validate(self, bar) -> None:
         p = self.progress
@@ -359,6 +455,8 @@ class Trainer:
                            file=sys.stderr)
 
         signals = (signal.SIGINT, signal.SIGTERM) if self.world.launched else (signal.SIGINT,)
+        if self.world.stop_asked:  # torchrun's SIGTERM came while this rank was setting up
+            self._stop_requested = True
         return {s: signal.signal(s, handler) for s in signals}
 
     def _restore_sigint(self, previous, failed: bool = False) -> None:

@@ -9,11 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn.cli import cli
-from charrnn.compare import count_params, parse_count, size_for_params
+from charrnn.compare import count_params, size_for_params
 from charrnn.errors import CharrnnError
 from charrnn.presets import presets_for
 from charrnn.probe import bracket_probe, find_pairs
 from charrnn.report import line_chart
+from charrnn.units import parse_count
 from conftest import make_text
 
 GPT_ARGS = ["--model", "transformer", "--layers", "1", "--hidden", "32", "--heads", "4", "--context", "16",

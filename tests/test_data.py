@@ -4,8 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from charrnn import data
-from charrnn.data import StreamBatcher, build_tokenizer, encode_corpus, iter_text, resolve_corpus, split
+from charrnn import corpora, data
+from charrnn.corpora import resolve_corpus
+from charrnn.data import StreamBatcher, build_tokenizer, encode_corpus, iter_text, split
 from charrnn.errors import CharrnnError
 
 
@@ -104,7 +105,7 @@ def _fake_catalog(tmp_path, monkeypatch, payload: bytes, sha: str):
     repo.mkdir()
     (repo / "catalog.json").write_text(json.dumps(
         {"demo": {"url": source.as_uri(), "sha256": sha, "bytes": len(payload), "description": "demo"}}))
-    monkeypatch.setattr(data, "REPO_CORPORA", repo)
+    monkeypatch.setattr(corpora, "REPO_CORPORA", repo)
     return repo
 
 

@@ -160,9 +160,24 @@ def test_speed_suite_runs_every_section_and_never_invents_a_number(tmp_path):
     fused = rows["fused forward loss (fp32)"]["value"]
     assert rows["step-path loss, fp32 weights"]["value"] == pytest.approx(fused, abs=1e-4)
     ratios = [r["value"] for name, r in rows.items() if name.endswith("trainer / bare") and r["value"] is not None]
-    assert len(ratios) == 3 and all(x > 0 for x in ratios)  # toy sizes on a shared machine: only sanity
+    precisions = 2 if cpu_supports_bf16() else 1  # fp32, and bf16 where this CPU has it natively
+    assert len(ratios) == 3 * precisions and all(x > 0 for x in ratios)  # toy sizes, a shared machine: only sanity
     assert all(b["met"] is None for sec in results["sections"].values() for b in sec["bars"])  # --quick: not judged
     assert "== bars ==" in proc.stdout
+
+
+def test_training_section_without_native_bf16_reports_no_bf16_number(monkeypatch):
+    """The branch a CPU without native bf16 takes, forced on any CPU: bf16 rows say why they have no
+    number, and only fp32 is timed."""
+    from benchmarks import training
+
+    monkeypatch.setattr(training, "cpu_supports_bf16", lambda: False)
+    sec = training.measure({}, quick=True, kinds=("rnn",))
+    rows = {r.name: r for r in sec.rows}
+    bf16 = [r for name, r in rows.items() if "bf16" in name]
+    assert bf16 and all(r.value is None and "bf16" in r.note for r in bf16)
+    ratios = [r for name, r in rows.items() if name.endswith("trainer / bare")]
+    assert [r.name for r in ratios if r.value is not None] == ["RNN 2x32 B4xT16 fp32 trainer / bare"]
 
 
 # --- GPU paths (run on a CUDA machine) ---------------------------------------------------------------

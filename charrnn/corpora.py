@@ -1,0 +1,104 @@
+"""Finding a corpus: a path to a text file, or a name from the catalog (`corpora/catalog.json`) whose
+file is read from $CHARRNN_CORPORA, else downloaded once and checked against its sha256.
+
+Only regular files count as corpora: a FIFO or a device would block or never end. Nothing here
+imports torch or numpy, so `charrnn corpus list` starts at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from .errors import CharrnnError
+from .fileio import open_regular, reason, shown
+
+CORPORA_ENV = "CHARRNN_CORPORA"
+REPO_CORPORA = Path(__file__).resolve().parent.parent / "corpora"
+
+
+def load_catalog() -> dict[str, dict]:
+    """The named corpora in `corpora/catalog.json`."""
+    path = REPO_CORPORA / "catalog.json"
+    if not path.is_file():  # an installed wheel carries the catalog inside the package
+        path = Path(__file__).resolve().parent / "corpora" / "catalog.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open_regular(path, "text file") as f:
+        try:
+            while block := f.read(1 << 22):
+                h.update(block)
+        except OSError as e:
+            raise CharrnnError(f"cannot read {shown(path)}: {reason(e)}") from None
+    return h.hexdigest()
+
+
+def resolve_corpus(corpus: str, quiet: bool = False) -> Path:
+    """A path to a text file, or a catalog name (local copy in $CHARRNN_CORPORA, else downloaded once)."""
+    path = Path(corpus).expanduser()
+    catalog = load_catalog()
+    if path.exists() or corpus not in catalog:
+        if not path.exists():
+            names = ", ".join(sorted(catalog))
+            raise CharrnnError(f"no such file or catalog corpus: {shown(corpus)} (catalog: {names})")
+        open_regular(path, "text file").close()  # a directory, FIFO or device is refused here, at once
+        return path
+    entry = catalog[corpus]
+    target, from_env = _catalog_path(corpus)
+    if from_env:
+        if not target.is_file():
+            raise CharrnnError(f"{CORPORA_ENV}={os.environ[CORPORA_ENV]} holds no {corpus}.txt")
+        return target
+    if target.is_file() and file_sha256(target) == entry["sha256"]:
+        return target
+    _download(entry["url"], entry["sha256"], target, quiet)
+    return target
+
+
+def _catalog_path(name: str) -> tuple[Path, bool]:
+    """Where a catalog corpus is read from, and whether that is the $CHARRNN_CORPORA copy."""
+    local = os.environ.get(CORPORA_ENV)
+    if local:
+        return Path(local).expanduser() / f"{name}.txt", True
+    if os.access(REPO_CORPORA, os.W_OK):
+        return REPO_CORPORA / f"{name}.txt", False
+    return Path.home() / ".cache" / "charrnn" / "corpora" / f"{name}.txt", False
+
+
+def corpus_status(name: str) -> str:
+    path, from_env = _catalog_path(name)
+    if path.is_file():
+        return f"local: {path}"
+    if from_env:
+        return f"missing: {path} ({CORPORA_ENV} is set, so nothing is downloaded)"
+    return f"downloaded on first use to {path}"
+
+
+def _download(url: str, sha256: str, target: Path, quiet: bool) -> None:
+    tmp = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not quiet:
+            print(f"downloading {url} -> {target}", file=sys.stderr)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            while block := resp.read(1 << 20):
+                out.write(block)
+        if file_sha256(Path(tmp)) != sha256:
+            raise CharrnnError(f"download of {url} does not match its sha256 {sha256[:12]}...; not kept")
+        os.replace(tmp, target)
+    except OSError as e:
+        raise CharrnnError(
+            f"cannot download {url} ({reason(e)}); set {CORPORA_ENV} to a folder holding {target.name}"
+        ) from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
