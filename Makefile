@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 export CHARRNN_CORPORA ?= $(abspath ../shared/corpora)
 
-.PHONY: venv test demo bench bench-quick quality clean
+.PHONY: venv test test-fast demo bench bench-quick quality clean
 
 $(BIN)/charrnn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,13 @@ $(BIN)/charrnn: pyproject.toml
 
 venv: $(BIN)/charrnn
 
+# Everything CI runs (under 6 minutes on the slower of our machines, no network needed).
 test: venv
 	$(BIN)/python -m pytest -q
+
+# For development: without the end-to-end (`slow`) and torchrun (`distributed`) tests; under 90 s.
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow and not distributed"
 
 demo: venv
 	rm -rf checkpoints/demo

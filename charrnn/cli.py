@@ -228,7 +228,9 @@ def info(run, as_json):
     click.echo(f"train         {json.dumps(data['train'])}")
     click.echo(f"corpus        {data['run']['corpus']} ({data['run']['train_chars']:,} train / {data['run']['val_chars']:,} val chars)")
     click.echo(f"parameters    {data['params']:,}")
-    click.echo(f"steps         {data['step']:,} ({data['chars_trained']:,} chars, epoch {data['epoch']}, {data['elapsed_s']}s)")
+    skipped = f", {data['skipped']:,} updates skipped" if data["skipped"] else ""
+    click.echo(f"steps         {data['step']:,} ({data['chars_trained']:,} chars, epoch {data['epoch']}, "
+               f"{data['elapsed_s']}s{skipped})")
     click.echo(f"best val loss {'-' if best is None else f'{best:.4f} nats/char'}")
 
 

@@ -284,8 +284,11 @@ class Trainer:
         Each micro-batch's loss is divided by their number, so the summed gradients are those of one
         pass over all the rows; DDP then averages them over the ranks, all-reducing only after the
         last micro-batch. B streams give the same gradients however they are split.
+
+        If the gradients' norm is not finite (a NaN or infinite loss makes it so) the update is skipped,
+        and the window of the next metrics record counts it.
         """
-        model, opt = self.model, self.optimizer
+        opt = self.optimizer
         for group in opt.param_groups:
             group["lr"] = lr
         n = self.config.grad_accum

@@ -165,3 +165,37 @@ def test_tiny_compare_through_the_cli_writes_both_reports(tmp_path):
 def test_bad_compare_options(corpus, tmp_path, args, message):
     assert message in one_line_error(run("compare", corpus, "--out", tmp_path / "r", *args))
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_an_interrupted_comparison_exits_130_and_the_same_command_finishes_it(tmp_path, monkeypatch):
+    from charrnn import checkpoint as ck
+    from charrnn import compare as compare_module
+    from charrnn import pipeline
+
+    corpus = tmp_path / "play.txt"
+    corpus.write_text(make_text(20_000), encoding="utf-8")
+    out = tmp_path / "report"
+    calls = []
+
+    def in_process(opts, overrides):  # train_one without the child process; Ctrl-C during the first model
+        calls.append((opts.resume, dict(overrides)))
+        stop = None
+        if len(calls) == 1:
+            stop = lambda t: t.hooks.on_step.append(lambda t: t.request_stop() if t.progress.step == 5 else None)  # noqa: E731
+        return pipeline.train(opts, overrides, on_trainer=stop)
+
+    monkeypatch.setattr(compare_module, "train_one", in_process)
+    args = ["compare", corpus, "--models", "lstm,gru", "--max-time", "1s", "--out", out, "--device", "cpu",
+            "--precision", "fp32", "--quiet"]
+    first = run(*args)
+    assert first.exit_code == 130 and "run the same command again" in first.stderr
+    assert "Error" not in first.stderr and not (out / "report.json").exists()
+    assert "unfinished comparison with other settings (max_time)" in one_line_error(
+        run(*[a if a != "1s" else "2s" for a in args]))
+    second = run(*args)
+    assert second.exit_code == 0, second.output
+    assert [(resume, "model" in o) for resume, o in calls] == [(False, True), (True, False), (False, True)]
+    assert (out / "report.json").exists() and not (out / "compare.json").exists()
+    steps = [r["step"] for r in ck.read_metrics(out / "runs" / "lstm", "train")]
+    assert steps == sorted(set(steps)) and steps[-1] > 5  # continued from the interruption, each step once

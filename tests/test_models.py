@@ -92,3 +92,14 @@ def test_cuda_step_equals_forward():
         logits, state = m.step(idx[:, t], state)
         steps.append(logits)
     torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("config", [
+    dict(model="lstm", n_layers=1, hidden=24, embed=8), dict(model="gru", n_layers=3, hidden=17, embed=5),
+    dict(model="rnn", n_layers=2, hidden=40, embed=64), dict(model="transformer", n_layers=3, hidden=24, heads=4,
+                                                             context=19)])
+def test_param_count_by_formula_equals_the_built_model(config):
+    from charrnn.models import param_count
+
+    c = ModelConfig(vocab_size=77, **config)
+    assert param_count(c) == build_model(c).num_params()

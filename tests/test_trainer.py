@@ -194,3 +194,86 @@ def test_a_batch_grad_accum_cannot_split_is_refused():
     x = torch.randint(0, 10, (6, 5))  # 6 rows in 4 micro-batches would be 3 chunks, each loss scaled by 1/4
     with pytest.raises(ValueError, match="does not split into 4"):
         t.train_step(x, x, 1e-3)
+
+
+# --- non-finite steps --------------------------------------------------------------------------------
+class _Poisoned(torch.nn.Module):
+    """A model whose loss is NaN at the steps in `bad` (counted by forward calls), finite otherwise."""
+
+    stateful = True
+
+    def __init__(self, bad):
+        super().__init__()
+        self.inner = CharRNN(ModelConfig(vocab_size=20, model="gru", n_layers=1, hidden=8, embed=4))
+        self.bad, self.calls = set(bad), 0
+
+    def forward(self, idx, state=None, targets=None):
+        logits, loss, state = self.inner(idx, state, targets)
+        self.calls += 1
+        if self.calls in self.bad:
+            loss = loss * float("nan")
+        return logits, loss, state
+
+
+class _Batcher:
+    def __init__(self):
+        self.ids = torch.randint(0, 20, (1000,), generator=torch.Generator().manual_seed(0))
+
+    def batches_per_epoch(self, epoch):
+        return 100
+
+    def batch(self, epoch, k):
+        chunk = self.ids[k * 9:(k + 1) * 9].view(1, 9).expand(2, 9)
+        return chunk[:, :-1], chunk[:, 1:]
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["host check", "on the device (CUDA's fused AdamW)"])
+def test_a_non_finite_step_changes_nothing_and_is_counted(monkeypatch, fused):
+    from charrnn import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "fused_adamw", lambda device: fused)  # force either branch on the CPU
+    model = _Poisoned(bad={3, 4})
+    t = Trainer(model, TrainConfig(batch_size=2, seq_len=8, max_steps=6, log_interval=3, warmup_steps=0,
+                                   grad_clip=0.0), _Batcher(), torch.device("cpu"), "fp32", quiet=True)
+    assert t.optimizer.param_groups[0]["fused"] is fused
+    weights, records = [], []
+    t.hooks.on_step.append(lambda t: weights.append([p.detach().clone() for p in t.model.parameters()]))
+    t.hooks.on_log.append(lambda t, r: records.append(r))
+    t.run()
+    same = [all(torch.equal(a, b) for a, b in zip(weights[i - 1], weights[i])) for i in range(1, 6)]
+    assert same == [False, True, True, False, False]  # steps 3 and 4 left every weight as it was
+    assert [r["skipped"] for r in records] == [1, 1] and t.progress.skipped == 2
+    assert all(r["loss"] is not None and math.isfinite(r["loss"]) for r in records)  # the finite steps' mean
+    step = next(iter(t.optimizer.state.values()))["step"]
+    assert int(step) == 4  # AdamW counted only the updates it made
+    assert t.weights_finite()
+
+
+def test_a_run_of_non_finite_steps_stops_training():
+    from charrnn.errors import TrainingDiverged
+
+    model = _Poisoned(bad=set(range(5, 100)))
+    t = Trainer(model, TrainConfig(batch_size=2, seq_len=8, max_steps=90, log_interval=10, diverge_after=20),
+                _Batcher(), torch.device("cpu"), "fp32", quiet=True)
+    saved = []
+    t.hooks.on_save.append(lambda t: saved.append(t.progress.step))
+    with pytest.raises(TrainingDiverged, match="26 updates in a row, up to step 30"):
+        t.run()
+    assert not saved and t.weights_finite()
+
+
+def test_non_finite_weights_are_never_written(corpus, tmp_path):
+    from charrnn.errors import TrainingDiverged
+
+    def poison_at_12(trainer):
+        def hook(t):
+            if t.progress.step == 12:
+                with torch.no_grad():
+                    next(t.model.parameters()).fill_(float("inf"))
+        trainer.hooks.on_step.append(hook)
+
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="keeps step 10"):
+        train(_opts(corpus, out), dict(TINY, max_steps=30, eval_interval=5), on_trainer=poison_at_12)
+    ckpt = ck.load_checkpoint(out / ck.LAST)  # loading checks the weights are finite
+    assert ckpt["trainer"]["progress"]["step"] == 10
