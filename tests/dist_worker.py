@@ -1,7 +1,8 @@
 """`charrnn` for the distributed tests, with one fault injected: run by torchrun in place of `-m charrnn`.
 
 CHARRNN_TEST_FAULT="kill:RANK:STEP" SIGKILLs that rank as it is about to train step STEP+1;
-"kill:RANK:setup" SIGKILLs it before training, at its first barrier;
+"kill:RANK:setup" SIGKILLs it before training, at its first barrier, and the other ranks get SIGTERM
+just before theirs (what torchrun sends when it sees a rank die, at the worst moment of setup);
 "stall:RANK:STEP" makes it sleep there instead, as a hung process would. With "kill", the other
 ranks also get the SIGTERM that torchrun sends when it sees a rank die, at the worst time for them:
 as they leave the process group after the failure, before they have printed why. Only the first
@@ -68,6 +69,12 @@ def killed_barrier(self):
     barrier(self)
 
 
+def sigterm_then_barrier(self):
+    if first_attempt():  # torchrun's SIGTERM, at the worst moment before training: just before a collective
+        os.kill(os.getpid(), signal.SIGTERM)
+    barrier(self)
+
+
 def close_under_sigterm(self):
     if first_attempt():
         os.kill(os.getpid(), signal.SIGTERM)
@@ -83,6 +90,8 @@ else:
     Trainer.train_step = faulty_train_step
     if kind == "kill" and os.environ["RANK"] != rank:
         World.close = close_under_sigterm
+        if step == "setup":
+            World.barrier = sigterm_then_barrier
     elif step == "setup" and os.environ["RANK"] == rank:
         World.barrier = killed_barrier
 main()
