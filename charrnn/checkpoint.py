@@ -266,6 +266,14 @@ class RunFolder:
             self._lock_held = None
 
     # --- what a run writes ---------------------------------------------------------------------
+    def recorded_precision(self) -> str | None:
+        """The precision config.json records: for checkpoints written before they recorded it themselves."""
+        try:
+            value = json.loads(read_bytes(self.path / CONFIG).decode("utf-8")).get("precision")
+        except (CharrnnError, ValueError, AttributeError):
+            return None
+        return value if value in ("fp32", "bf16", "fp16") else None
+
     def write_config(self, config: dict) -> None:
         write_json(self.path / CONFIG, config)
 

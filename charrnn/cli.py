@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .errors import CharrnnError, Interrupted, one_line
+from .units import MAX_SEED
 
 
 class DurationType(click.ParamType):
@@ -72,7 +73,7 @@ class CharrnnGroup(click.Group):
 
 OUT_OF_MEMORY = ("can't allocate memory", "CUDA out of memory", "out of memory", "DefaultCPUAllocator")
 POSITIVE_INT = click.IntRange(min=1)
-SEED = click.IntRange(0, 2**63 - 1)
+SEED = click.IntRange(0, MAX_SEED)
 
 
 @click.group(cls=CharrnnGroup, context_settings={"help_option_names": ["-h", "--help"]})

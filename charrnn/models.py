@@ -312,6 +312,11 @@ def build_model(config: ModelConfig) -> CharRNN | GPT:
     return GPT(config) if config.model == "transformer" else CharRNN(config)
 
 
+def finite_weights(model: nn.Module) -> bool:
+    """Whether every weight is a finite number (one host sync, however many tensors)."""
+    return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
+
+
 # --- sizes, without building anything ---------------------------------------------------------------
 # So that a model or batch too large for this machine is refused before anything is allocated (and
 # a config with a million layers is not built just to be counted). tests/test_models.py checks these

@@ -9,7 +9,6 @@ and one shared tail trains it.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
@@ -29,18 +28,17 @@ from .data import StreamBatcher, WindowBatcher, build_tokenizer, encode_corpus, 
 from .device import resolve_device, resolve_precision
 from .errors import CharrnnError, TrainingDiverged, one_line
 from .evaluate import EvalResult, evaluate_model
-from .fileio import read_bytes, shown
+from .fileio import shown
 from .models import RNN_ONLY, TRANSFORMER_ONLY, ModelConfig, build_model
 from .sampler import SampleConfig, Sampler
 from .tokenizer import CharTokenizer
 from .trainer import TrainConfig, Trainer
-from .units import MAX_SECONDS
+from .units import MAX_SECONDS, MAX_SEED
 
 DEFAULT_MAX_TIME = 600.0  # with no stop given, train for ten minutes
 DEFAULT_VAL_FRAC = 0.1
 EVAL_STREAMS = memory.EVAL_ROWS
 EVAL_SEQ = memory.EVAL_LENGTH
-MAX_SEED = 2**63 - 1  # torch and numpy take seeds up to here
 MAX_RATE = 1e6  # the largest --lr and --weight-decay
 SIZE_HINT = "lower --hidden, --layers, --embed or --context, or the batch (--batch-size, --seq-len, or more --grad-accum)"
 
@@ -254,7 +252,7 @@ def _resume_setup(opts: RunOptions, overrides: dict[str, Any], folder: ck.RunFol
     stops = {k: overrides.pop(k) for k in RESUME_CHANGEABLE if k in overrides}
     model_over, train_over = _split_overrides(overrides)
     train_cfg = TrainConfig(**{**saved["train_config"], **stops})
-    precision = run.get("precision") or _precision_in_config(folder.path) or resolve_precision("auto", device)
+    precision = run.get("precision") or folder.recorded_precision() or resolve_precision("auto", device)
     given = {**{k: (v, getattr(model_cfg, k, None)) for k, v in model_over.items()},
              **{k: (v, saved["train_config"].get(k)) for k, v in train_over.items()}}
     if opts.val_frac is not None:
@@ -273,15 +271,6 @@ def _resume_setup(opts: RunOptions, overrides: dict[str, Any], folder: ck.RunFol
         raise CharrnnError(f"this run trained in {precision}, which cannot continue here: {e}") from None
     check_settings(model_cfg, train_cfg, run["val_frac"])
     return _Setup(tok, model, model_cfg, train_cfg, run["val_frac"], precision, run.get("preset"), saved, path)
-
-
-def _precision_in_config(run_dir: Path) -> str | None:
-    """The precision config.json records: for checkpoints written before they recorded it themselves."""
-    try:
-        value = json.loads(read_bytes(run_dir / ck.CONFIG).decode("utf-8")).get("precision")
-    except (CharrnnError, ValueError, AttributeError):
-        return None
-    return value if value in ("fp32", "bf16", "fp16") else None
 
 
 def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, corpus_sha: str,

@@ -29,9 +29,9 @@ import torch
 from . import memory
 from .checkpoint import load_run
 from .errors import CharrnnError
+from .models import finite_weights
 from .tokenizer import CharTokenizer
-
-MAX_SEED = 2**63 - 1
+from .units import MAX_SEED
 
 
 @dataclass
@@ -144,7 +144,7 @@ class Sampler:
     by about 0.02 % (benchmarks/README.md); "auto" picks int8 where it can run, else fp32."""
 
     def __init__(self, model, tokenizer: CharTokenizer, device: torch.device | str = "cpu", weights: str = "auto"):
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        if not finite_weights(model):
             raise CharrnnError("this model's weights hold NaN or infinite values: it cannot sample")
         self.model = model.to(device).eval()
         self.tok = tokenizer

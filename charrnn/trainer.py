@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from .device import autocast, fused_adamw, grad_scaler
 from .distributed import World
+from .models import finite_weights
 from .errors import CharrnnError, TrainingDiverged, one_line
 
 
@@ -330,7 +331,7 @@ class Trainer:
 
     def weights_finite(self) -> bool:
         """Whether every weight is a finite number (a checkpoint is only ever written if so)."""
-        return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())
+        return finite_weights(self.model)
 
     def _split_state(self, n: int) -> list:
         """The carried state of this rank's rows -> one state per micro-batch."""

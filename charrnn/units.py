@@ -10,6 +10,7 @@ from .errors import CharrnnError, one_line
 
 MAX_SECONDS = 366 * 24 * 3600.0  # a year: longer is a typo, and would overflow timers further down
 MAX_COUNT = 10**12  # parameters: a trillion is already far beyond any machine this trains on
+MAX_SEED = 2**63 - 1  # torch and numpy both take seeds in [0, MAX_SEED]
 
 _PART = r"(\d+(?:\.\d+)?)\s*(h|m|s)"
 
