@@ -43,10 +43,6 @@ METRIC_KINDS = ("train", "val")
 
 
 # --- writing ---------------------------------------------------------------------------------------
-def save_checkpoint(path: Path, ckpt: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, **ckpt}, f))
-
-
 def json_safe(obj: Any) -> Any:
     """`obj` with every non-finite float replaced by None: strict JSON has no NaN or Infinity."""
     if isinstance(obj, float):
@@ -64,11 +60,6 @@ def to_json(obj: Any, indent: int | None = None) -> str:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda f: f.write((to_json(obj, indent=2) + "\n").encode("utf-8")))
-
-
-def write_tokenizer(path: Path, tok: CharTokenizer) -> None:
-    text = json.dumps(json.loads(tok.to_str()), indent=2, ensure_ascii=False) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 # --- metrics.jsonl ---------------------------------------------------------------------------------
@@ -100,22 +91,6 @@ def _metric_lines(path: Path) -> Iterator[tuple[bytes, dict | None]]:
 def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict]:
     """The readable records of a run's metrics.jsonl (of one kind, or all); torn lines are skipped."""
     return [r for _, r in _metric_lines(Path(run_dir) / METRICS) if r is not None and kind in (None, r["kind"])]
-
-
-def trim_metrics(path: Path, step: int) -> int:
-    """Drop the records after `step` (on resume they belong to a run that died after its last
-    checkpoint, and the resumed run writes those steps again) and any line that is not a record
-    (a torn last line from a killed writer). Rewritten atomically, if at all; returns lines dropped."""
-    path = Path(path)
-    keep, dropped = [], 0
-    for line, rec in _metric_lines(path):
-        if rec is None or rec["step"] > step:
-            dropped += 1
-        else:
-            keep.append(line if line.endswith(b"\n") else line + b"\n")
-    if dropped:
-        atomic_write(path, lambda f: f.writelines(keep))
-    return dropped
 
 
 # --- the folder a training process holds -----------------------------------------------------------
@@ -180,7 +155,7 @@ class RunFolder:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._lock_held: FolderLock | None = None
+        self._lock = FolderLock(self.path)
 
     @property
     def cache(self) -> Path:
@@ -200,13 +175,13 @@ class RunFolder:
             raise CharrnnError(f"no such run folder: {shown(self.path)} (nothing to --resume)")
         cache_existed = self.cache.exists()
         before = set(self.cache.iterdir()) if cache_existed and self.cache.is_dir() else set()
-        self._lock()
+        self._lock.acquire()
         ours = ok = False  # ours: the fresh run's files are all its own from here on
         try:
             if fresh:
                 taken = [n for n in RUN_FILES if (self.path / n).exists()]
                 if taken and self._abandoned(taken):  # a killed run's files, from before its first checkpoint
-                    self._take_back(True, set(self.cache.iterdir()) if self.cache.is_dir() else set())
+                    self._remove_run_files()  # (its cache is keyed by content: this run reads it too)
                     taken = []
                 if taken:
                     if any(n in taken for n in (LAST, BEST)):
@@ -225,7 +200,7 @@ class RunFolder:
                 if not ok and ours and not self.checkpoints():
                     self._take_back(cache_existed, before)
             finally:
-                self._unlock()
+                self._lock.release()
                 if not ok and not existed:
                     with contextlib.suppress(OSError):
                         self.path.rmdir()  # only if empty: anything else in it is not ours
@@ -244,26 +219,20 @@ class RunFolder:
         except (CharrnnError, ValueError):
             return False
 
+    def _remove_run_files(self) -> None:
+        for n in RUN_FILES:
+            if (self.path / n).is_file():
+                (self.path / n).unlink()
+
     def _take_back(self, cache_existed: bool, before: set) -> None:
         """Undo a fresh run that never wrote a checkpoint: nothing in it can be resumed."""
         with contextlib.suppress(OSError):
-            for n in RUN_FILES:
-                if (self.path / n).is_file():
-                    (self.path / n).unlink()
+            self._remove_run_files()
             if not cache_existed:
                 shutil.rmtree(self.cache, ignore_errors=True)
             elif self.cache.is_dir():
                 for p in set(self.cache.iterdir()) - before:
                     p.unlink()
-
-    def _lock(self) -> None:
-        self._lock_held = FolderLock(self.path)
-        self._lock_held.acquire()
-
-    def _unlock(self) -> None:
-        if self._lock_held is not None:
-            self._lock_held.release()
-            self._lock_held = None
 
     # --- what a run writes ---------------------------------------------------------------------
     def recorded_precision(self) -> str | None:
@@ -278,19 +247,29 @@ class RunFolder:
         write_json(self.path / CONFIG, config)
 
     def write_tokenizer(self, tok: CharTokenizer) -> None:
-        write_tokenizer(self.path / TOKENIZER, tok)
+        text = json.dumps(json.loads(tok.to_str()), indent=2, ensure_ascii=False) + "\n"
+        atomic_write(self.path / TOKENIZER, lambda f: f.write(text.encode("utf-8")))
 
     def append_metric(self, record: dict) -> None:
         append_line(self.path / METRICS, to_json(record))
 
     def trim_metrics(self, step: int) -> int:
+        """Drop the records after `step` (on resume they belong to a run that died after its last
+        checkpoint, and the resumed run writes those steps again) and any line that is not a record
+        (a torn last line from a killed writer). Rewritten atomically, if at all; returns lines dropped."""
         path = self.path / METRICS
-        if path.exists() and not is_regular(path):
-            raise CharrnnError(f"{shown(path)} is not a regular file")
-        return trim_metrics(path, step)
+        keep, dropped = [], 0
+        for line, rec in _metric_lines(path):
+            if rec is None or rec["step"] > step:
+                dropped += 1
+            else:
+                keep.append(line if line.endswith(b"\n") else line + b"\n")
+        if dropped:
+            atomic_write(path, lambda f: f.writelines(keep))
+        return dropped
 
     def save(self, name: str, ckpt: dict[str, Any]) -> None:
-        save_checkpoint(self.path / name, ckpt)
+        atomic_write(self.path / name, lambda f: torch.save({"format": FORMAT, **ckpt}, f))
 
 
 # --- reading ---------------------------------------------------------------------------------------

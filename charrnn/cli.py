@@ -71,7 +71,7 @@ class CharrnnGroup(click.Group):
         return rv
 
 
-OUT_OF_MEMORY = ("can't allocate memory", "CUDA out of memory", "out of memory", "DefaultCPUAllocator")
+OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "DefaultCPUAllocator")
 POSITIVE_INT = click.IntRange(min=1)
 SEED = click.IntRange(0, MAX_SEED)
 

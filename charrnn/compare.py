@@ -249,16 +249,15 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     if (out / "report.json").exists():
         raise CharrnnError(f"{shown(out)} already holds a comparison: choose another --out")
     created = not out.exists()
-    with ck.FolderLock(out):
-        try:
+    try:
+        with ck.FolderLock(out):
             return _compare(cfg, out, corpus_path, device)
-        except BaseException:
-            if created and not (out / "runs").exists():  # nothing worth keeping was written
-                with contextlib.suppress(OSError):
-                    for name in (PROGRESS, ck.LOCK):
-                        (out / name).unlink(missing_ok=True)
-                    out.rmdir()
-            raise
+    except BaseException:
+        if created and not (out / "runs").exists():  # nothing worth keeping was written
+            with contextlib.suppress(OSError):
+                (out / PROGRESS).unlink(missing_ok=True)
+                out.rmdir()
+        raise
 
 
 PROGRESS = "compare.json"  # an unfinished comparison: its settings and the models trained so far
@@ -273,18 +272,18 @@ def _settings(cfg: CompareConfig) -> dict[str, Any]:
 def _progress(cfg: CompareConfig, out: Path) -> dict[str, Any]:
     """The record of this comparison so far: a new one, or the unfinished one in `out`, which a rerun
     of the same command continues (another command there is refused)."""
-    path = out / PROGRESS
+    path, settings = out / PROGRESS, _settings(cfg)
     if not path.exists():
         if (out / "runs").exists():
             raise CharrnnError(f"{shown(out)} already holds runs of another comparison: choose another --out")
-        return {"settings": _settings(cfg), "sizes": None, "trained": {}}
+        return {"settings": settings, "sizes": None, "trained": {}}
     try:
         state = json.loads(read_bytes(path).decode("utf-8"))
         saved = state["settings"]
     except (ValueError, KeyError, TypeError):
         raise CharrnnError(f"{shown(path)} is damaged: choose another --out") from None
-    if saved != _settings(cfg):
-        diff = ", ".join(sorted(k for k in set(saved) | set(_settings(cfg)) if saved.get(k) != _settings(cfg).get(k)))
+    if saved != settings:
+        diff = ", ".join(sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k)))
         raise CharrnnError(f"{shown(out)} holds an unfinished comparison with other settings ({diff}): rerun "
                            f"its own command to finish it, or choose another --out")
     return state

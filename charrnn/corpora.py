@@ -11,12 +11,11 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
 from .errors import CharrnnError
-from .fileio import open_regular, reason, shown
+from .fileio import atomic_file, open_regular, reason, shown
 
 CORPORA_ENV = "CHARRNN_CORPORA"
 REPO_CORPORA = Path(__file__).resolve().parent.parent / "corpora"
@@ -83,22 +82,19 @@ def corpus_status(name: str) -> str:
 
 
 def _download(url: str, sha256: str, target: Path, quiet: bool) -> None:
-    tmp = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not quiet:
-            print(f"downloading {url} -> {target}", file=sys.stderr)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            while block := resp.read(1 << 20):
-                out.write(block)
-        if file_sha256(Path(tmp)) != sha256:
+    """Fetch `url` into `target`, kept only when it is whole and its sha256 matches."""
+    if not quiet:
+        print(f"downloading {url} -> {target}", file=sys.stderr)
+    with atomic_file(target) as out:
+        h = hashlib.sha256()
+        try:
+            with urllib.request.urlopen(url, timeout=60) as resp:
+                while block := resp.read(1 << 20):
+                    h.update(block)
+                    out.write(block)
+        except OSError as e:
+            raise CharrnnError(
+                f"cannot download {url} ({reason(e)}); set {CORPORA_ENV} to a folder holding {target.name}"
+            ) from None
+        if h.hexdigest() != sha256:
             raise CharrnnError(f"download of {url} does not match its sha256 {sha256[:12]}...; not kept")
-        os.replace(tmp, target)
-    except OSError as e:
-        raise CharrnnError(
-            f"cannot download {url} ({reason(e)}); set {CORPORA_ENV} to a folder holding {target.name}"
-        ) from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
