@@ -1,7 +1,7 @@
 """Run folders and checkpoints: the one module that knows what a run folder holds, writes it and reads it.
 
 A run folder holds `tokenizer.json`, a readable `config.json`, `last.pt`, `best.pt` (lowest validation
-loss), `metrics.jsonl` and `cache/`. Each checkpoint is self-sufficient: configs, weights, the
+loss), `metrics.jsonl` and `cache/` (and `inspect.html` once `charrnn inspect` has looked at it). Each checkpoint is self-sufficient: configs, weights, the
 tokenizer, and everything an exact resume needs (optimizer, scaler, RNG states, data position,
 carried hidden state, the open logging window). It holds only tensors and plain Python values, so
 `torch.load(weights_only=True)` reads it and loading never executes code from the file; its layout
@@ -38,6 +38,7 @@ from .trainer import Progress, TrainConfig
 FORMAT = "charrnn-checkpoint/1"
 LAST, BEST, CONFIG, TOKENIZER, METRICS = "last.pt", "best.pt", "config.json", "tokenizer.json", "metrics.jsonl"
 CACHE, LOCK = "cache", ".lock"
+INSPECT_PAGE = "inspect.html"  # `charrnn inspect`'s page, beside the checkpoint it inspected
 RUN_FILES = (LAST, BEST, CONFIG, TOKENIZER, METRICS)  # what a run writes at the top of its folder
 METRIC_KINDS = ("train", "val")
 

@@ -235,6 +235,41 @@ def info(run, as_json):
     click.echo(f"best val loss {'-' if best is None else f'{best:.4f} nats/char'}")
 
 
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("text", metavar="[TEXT_OR_CORPUS]", required=False)
+@click.option("--chars", type=click.IntRange(2, 5_000_000), default=20_000, show_default=True, help="Characters to analyse (from the start of the validation split, the corpus or the text).")
+@click.option("--show", type=click.IntRange(1, 5_000), default=1_000, show_default=True, help="Characters the page shows coloured (every unit's activation on each is stored in the page).")
+@click.option("--positions", type=click.IntRange(1, 1024), default=32, show_default=True, help="Positions averaged for the gradients through time.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Where to write the page.  [default: inspect.html in the run folder]")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Which positions the gradients through time are measured at.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="Where to run the model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as one JSON object.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def inspect(run, text, chars, show, positions, out, seed, device, as_json, quiet):
+    """Show what RUN's hidden state remembers, as one HTML page: units coloured over the text with the
+    text features they track, the loss on each character, gate saturation and gradients through time.
+
+    TEXT_OR_CORPUS: a file or catalog corpus (the run's own: its validation split), or text itself.
+    [default: the run's validation split]"""
+    from .pipeline import inspect_run
+
+    result = inspect_run(run, text, chars=chars, show=show, out=out, positions=positions, seed=seed, device=device,
+                         quiet=quiet, command=" ".join(["charrnn", "inspect", *sys.argv[2:]]))
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    best = result["best_units"]
+    ratio = result["gradient_ratio_50"]
+    click.echo(f"loss       {result['loss_nats']:.4f} nats/char over {result['chars']:,} characters of {result['source']}")
+    if best:
+        b = best[0]
+        click.echo(f"best unit  {b['kind']} layer {b['layer']} unit {b['unit']}: r = {b['r']:+.2f} with {b['feature']}")
+    if ratio is not None:
+        click.echo(f"gradient   50 characters back / 1 back = {ratio:.3g}")
+    click.echo(f"page       {result['page']}")
+
+
 @cli.command(name="compare")
 @click.argument("corpus")
 @click.option("--models", default="rnn,gru,lstm,transformer", show_default=True, help="Comma-separated models to train, one after another.")

@@ -37,13 +37,16 @@ from .device import cpu_name, resolve_device, resolve_precision
 from .errors import CharrnnError, Interrupted
 from .fileio import read_bytes, shown
 from .evaluate import evaluate_model
-from .models import MODEL_TYPES, ModelConfig, param_count
+from .memorization import NgramIndex
+from .microscope import gradients_through_time
+from .models import MODEL_TYPES, ModelConfig, macs_per_char, param_count
 from .probe import MIN_PAIRS, bracket_probe, char_losses, context_probe, find_pairs, probe_targets
 from .report import write_reports
 from .sampler import SampleConfig, Sampler
 
 PROBE_LENGTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PROBE_CHARS = 100_000  # the probes read at most this much of the validation split
+MEMO_NS = (10, 20, 40)  # n-gram lengths of the memorization measurement
 
 
 @dataclass
@@ -61,6 +64,8 @@ class CompareConfig:
     batch_streams: int = 64  # streams in the batched sampling measurement
     sample_len: int = 200  # characters in the seeded sample shown for each model
     probe_positions: int = 1000  # characters scored at each context length (200 left ±0.15 bits of noise)
+    memo_chars: int = 5000  # characters of the seeded sample (temperature 1) whose n-grams are looked up
+    gradient_positions: int = 32  # positions averaged for the gradients through time
     quiet: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # settings applied to every model (e.g. batch_size)
 
@@ -215,6 +220,9 @@ def measure(name: str, run_dir: Path, summary: dict[str, Any], val_ids: np.ndarr
     one = sampling_speed(sampler, 1, cfg.speed_chars)
     many = sampling_speed(sampler, cfg.batch_streams, max(cfg.speed_chars // 4, 1))
     text = sampler.sample(length=cfg.sample_len, temperature=0.8, seed=1)
+    # the model's own distribution (temperature 1), as makemore labels its samples
+    long_sample = tok.encode(sampler.sample(length=cfg.memo_chars, temperature=1.0, seed=cfg.seed),
+                             unknown="bytes" if tok.byte_fallback else "error")
     train_cfg = ckpt["train_config"]
     row = {
         "model": name,
@@ -229,6 +237,8 @@ def measure(name: str, run_dir: Path, summary: dict[str, Any], val_ids: np.ndarr
         "sample_batched_chars_per_s": many,
         "sample_weights": sampler.weights,  # int8 or fp32: the speed depends on it
         "state_bytes": state_bytes(model),
+        "macs_per_char": macs_per_char(model.config),
+        "long_sample_ids": long_sample,  # replaced by the memorization shares before the report is written
         "peak_rss_mib": summary.get("peak_rss_mib"),
         "peak_gpu_mib": summary.get("peak_gpu_mib"),
         "sample": text,
@@ -333,7 +343,9 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
     lengths = [k for k in PROBE_LENGTHS if k < len(probe_ids) // 2]
     pairs = find_pairs(tok.decode(probe_ids))
     targets = probe_targets(len(probe_ids), max(lengths), cfg.probe_positions, cfg.seed) if lengths else None
-    closer_losses, context = {}, {}
+    closer_losses, context, gradients = {}, {}, {}
+    index = NgramIndex(split(ids, cfg.val_frac)[0], ns=MEMO_NS)
+    memo_val = {str(n): v for n, v in index.shares(np.asarray(val_ids[:cfg.memo_chars])).items()}
     for name in cfg.models:
         if not cfg.quiet:
             print(f"measuring {name}", file=sys.stderr, flush=True)
@@ -344,6 +356,9 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
                 closer_losses[name] = full
             # the same characters with k characters of context, then with all of it
             context[name] = context_probe(model, probe_ids, device, lengths, targets) + [float(full[targets - 1].mean())]
+        gradients[name] = gradients_through_time(model, probe_ids, device, positions=cfg.gradient_positions,
+                                                 seed=cfg.seed)[0]
+        row["memorized"] = {str(n): v for n, v in index.shares(np.asarray(row.pop("long_sample_ids"))).items()}
         rows.append(row)
 
     report = {
@@ -359,6 +374,8 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
         "probe_chars": len(probe_ids),
         "brackets": bracket_probe(closer_losses, pairs).to_dict() if closer_losses else {"pairs": len(pairs)},
         "context_probe": {"lengths": lengths, "loss": context, "positions": 0 if targets is None else len(targets)},
+        "gradients": {"loss": gradients, "positions": cfg.gradient_positions},
+        "memorized_validation": memo_val,
     }
     write_reports(out, report)
     (out / PROGRESS).unlink(missing_ok=True)  # the comparison is complete: report.json says so

@@ -6,6 +6,8 @@ Every model honours one contract, so the trainer, sampler and evaluator serve th
     prefill(idx) -> (logits, state)                 # read a prime; logits predict what follows it
     step(idx, state=None) -> (logits, state)        # one character per stream, for sampling
     stateful                                        # True: state carries across chunks (RNNs)
+    iter_trace(ids) -> Iterator[Trace]              # what the units do on a text (`charrnn inspect`)
+    grad_through_time(rows, k_max) -> (B, k_max)    # how far back the loss's gradient reaches
 
 For the RNNs `state` is a tuple of tensors, each (n_layers, B, hidden): (h, c) for an LSTM, (h,)
 otherwise. Training runs the fused `nn.LSTM/GRU/RNN` (cuDNN on CUDA, oneDNN on CPU); `step` runs
@@ -20,6 +22,7 @@ so a step costs O(context), not O(context^2); see `window_start` for how the win
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -32,7 +35,20 @@ RNN_TYPES = ("lstm", "gru", "rnn")
 MODEL_TYPES = RNN_TYPES + ("transformer",)
 TRANSFORMER_ONLY = ("heads", "context")  # ModelConfig fields only the Transformer reads
 RNN_ONLY = ("embed",)  # the Transformer's embedding width is `hidden`
+GATE_NAMES = {"lstm": ("input", "forget", "output"), "gru": ("reset", "update"), "rnn": ()}
 State = tuple[torch.Tensor, ...]
+TRACE_CHUNK = 1024  # characters per Trace: long enough to be fast, short enough for a progress bar
+
+
+@dataclass
+class Trace:
+    """What a model computes on one stretch of a text, one entry per character read (for the
+    microscope, `charrnn inspect`). Entry t is the model after reading character `start + t`."""
+
+    start: int
+    logits: torch.Tensor  # (T, vocab): the prediction of the character after each one
+    units: dict[str, torch.Tensor]  # kind -> (T, n_layers, width), e.g. "hidden", "cell" (tanh c)
+    gates: dict[str, torch.Tensor]  # gate -> (T, n_layers, hidden) in [0, 1]; empty without gates
 
 
 @dataclass
@@ -126,6 +142,112 @@ class CharRNN(nn.Module):
         if cache.get(weights, (None,))[0] != key:
             cache[weights] = (key, CellStepper(self, weights))
         return cache[weights][1]
+
+    # --- instruments: `charrnn inspect` and compare's gradients through time -------------------------
+    def _layer_weights(self, k: int) -> tuple[torch.Tensor, ...]:
+        r = self.rnn
+        return tuple(getattr(r, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+    def cell(self, k: int, x: torch.Tensor, state: State) -> State:
+        """One differentiable step of layer k: x (B, in), state ((B, H), ...) -> the new state, by the
+        equations of nn.LSTM, nn.GRU and nn.RNN (gate rows i, f, g, o and r, z, n)."""
+        w_ih, w_hh, b_ih, b_hh = self._layer_weights(k)
+        gi, gh = F.linear(x, w_ih, b_ih), F.linear(state[0], w_hh, b_hh)
+        if self.config.model == "lstm":
+            i, f, g, o = (gi + gh).chunk(4, 1)
+            c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
+            return torch.sigmoid(o) * torch.tanh(c), c
+        if self.config.model == "gru":
+            (ir, iz, i_n), (hr, hz, hn) = gi.chunk(3, 1), gh.chunk(3, 1)
+            r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+            n = torch.tanh(i_n + r * hn)
+            return ((1 - z) * n + z * state[0],)
+        return (torch.tanh(gi + gh),)
+
+    def _single_layer(self, k: int) -> nn.Module:
+        """Layer k alone as a fused module (nn.LSTM and friends return only the top layer's outputs)."""
+        c = self.config
+        m = type(self.rnn)(c.embed if k == 0 else c.hidden, c.hidden, num_layers=1, batch_first=True)
+        m.load_state_dict(dict(zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"),
+                                   self._layer_weights(k))))
+        return m.to(self.head.weight.device).eval()
+
+    @torch.no_grad()
+    def iter_trace(self, ids: torch.Tensor, chunk: int = TRACE_CHUNK) -> Iterator[Trace]:
+        """ids: (N,), read as one stream from a zero state, `chunk` characters per Trace with the state
+        carried. Units: every layer's h ("hidden") and, for an LSTM, tanh(c) ("cell", as Karpathy's
+        pictures colour it). Gates: LSTM input, forget and output; GRU reset and update.
+
+        Each layer's h comes from the fused module; its gates are then computed for all steps at once
+        from x_t and h_{t-1}, and the LSTM's c by a loop over its elementwise recurrence."""
+        c = self.config
+        layers = [self._single_layer(k) for k in range(c.n_layers)]
+        zero = torch.zeros(1, c.hidden, device=ids.device)
+        h_last = [zero] * c.n_layers
+        c_last = [zero] * c.n_layers
+        for s in range(0, len(ids), chunk):
+            x = self.embed(ids[s:s + chunk])  # (T, E)
+            units: dict[str, list[torch.Tensor]] = {"hidden": []} | ({"cell": []} if c.model == "lstm" else {})
+            gates: dict[str, list[torch.Tensor]] = {g: [] for g in GATE_NAMES[c.model]}
+            for k, layer in enumerate(layers):
+                start = (h_last[k][None], c_last[k][None]) if c.model == "lstm" else h_last[k][None]
+                h = layer(x[None], start)[0][0]  # (T, H)
+                w_ih, w_hh, b_ih, b_hh = self._layer_weights(k)
+                gi = F.linear(x, w_ih, b_ih)
+                gh = F.linear(torch.cat([h_last[k], h[:-1]]), w_hh, b_hh)  # from h_{t-1}
+                if c.model == "lstm":
+                    i, f, g, o = (gi + gh).chunk(4, 1)
+                    i, f, o = i.sigmoid(), f.sigmoid(), o.sigmoid()
+                    update = i * g.tanh()
+                    cs = torch.empty_like(f)
+                    prev = c_last[k][0]
+                    for t in range(len(cs)):  # c_t = f_t * c_{t-1} + i_t * g_t
+                        prev = torch.addcmul(update[t], f[t], prev, out=cs[t])
+                    c_last[k] = cs[-1:]
+                    units["cell"].append(cs.tanh())
+                    gates["input"].append(i), gates["forget"].append(f), gates["output"].append(o)
+                elif c.model == "gru":
+                    r, z = (gi[:, : 2 * c.hidden] + gh[:, : 2 * c.hidden]).sigmoid().chunk(2, 1)
+                    gates["reset"].append(r), gates["update"].append(z)
+                units["hidden"].append(h)
+                h_last[k] = h[-1:]
+                x = h
+            yield Trace(s, self.head(x), {k: torch.stack(v, 1) for k, v in units.items()},
+                        {k: torch.stack(v, 1) for k, v in gates.items()})
+
+    def grad_through_time(self, rows: torch.Tensor, k_max: int) -> torch.Tensor:
+        """rows: (B, W) windows of text. The loss is each row's last character, predicted from those
+        before it. Returns (B, k_max): the norm of that loss's gradient with respect to the whole
+        recurrent state (every layer's h, and c for an LSTM) after reading the input k characters
+        before the last one, for k = 1..k_max. The first W - k_max - 2 inputs only warm the state up."""
+        B, W = rows.shape
+        warm = W - 2 - k_max
+        if warm < 0:
+            raise ValueError(f"rows of {W} characters are too short for k_max={k_max}")
+        with torch.no_grad():
+            state = self(rows[:, :warm])[2] if warm else self.init_state(B, rows.device)
+            x = self.embed(rows[:, warm:-1])  # (B, k_max + 1, E)
+        layer_state = [tuple(s[k] for s in state) for k in range(self.config.n_layers)]
+        # The state after step j as the next step reads it is tapped with zeros: the gradient of a tap is
+        # the partial derivative with respect to that state as a whole, without the path by which a
+        # layer's new h also feeds the layer above within the same step.
+        taps: list[torch.Tensor] = []
+        with torch.enable_grad():
+            for j in range(k_max + 1):
+                inp = x[:, j]
+                for k in range(self.config.n_layers):
+                    new = self.cell(k, inp, layer_state[k])
+                    inp = new[0]
+                    if j < k_max:
+                        zeros = [torch.zeros_like(t, requires_grad=True) for t in new]
+                        taps += zeros
+                        new = tuple(t + z for t, z in zip(new, zeros))
+                    layer_state[k] = new
+            loss = F.cross_entropy(self.head(inp), rows[:, -1], reduction="sum")  # rows are independent
+            grads = torch.autograd.grad(loss, taps)
+        per = len(taps) // k_max  # tensors per step
+        sq = torch.stack([sum(g.pow(2).sum(1) for g in grads[j * per:(j + 1) * per]) for j in range(k_max)], 1)
+        return sq.sqrt().flip(1)  # column k - 1 holds k: step j is k_max - j characters back
 
 
 # --- the Transformer ------------------------------------------------------------------------------
@@ -306,6 +428,48 @@ class GPT(nn.Module):
         cache.length = pos + 1
         return self.head(self.ln_f(x[:, 0])), cache
 
+    # --- instruments: `charrnn inspect` and compare's gradients through time -------------------------
+    @torch.no_grad()
+    def iter_trace(self, ids: torch.Tensor) -> Iterator[Trace]:
+        """ids: (N,), read through the strided windows of `window_start` (one Trace per window), so that
+        each character is seen with the context it has in sampling and evaluation. Units: the residual
+        stream after each block ("residual"). No gates."""
+        C = self.config.context
+        S = max(1, C // 2)
+        done, w = 0, 0  # characters traced; window index
+        while done < len(ids):
+            lo = w * S
+            window = ids[lo:lo + C][None]  # (1, <= C)
+            x = self._embed(window)
+            layers = []
+            for block in self.blocks:
+                x, _, _ = block(x)
+                layers.append(x[0])
+            keep = slice(done - lo, window.size(1))  # window 0 keeps all of it, each later one its last S
+            yield Trace(done, self.head(self.ln_f(x[0, keep])), {"residual": torch.stack(layers, 1)[keep]}, {})
+            done, w = lo + window.size(1), w + 1
+
+    def grad_through_time(self, rows: torch.Tensor, k_max: int) -> torch.Tensor:
+        """rows: (B, W). The loss is each row's last character, predicted from the window of at most
+        `context` characters before it. Returns (B, k_max): the norm of the loss's gradient with respect
+        to the attention input (token + position embedding) k characters before the last input; NaN
+        where k is beyond the window (the model cannot see that far)."""
+        B, W = rows.shape
+        n = min(self.config.context, W - 1)
+        inp = rows[:, W - 1 - n:W - 1]
+        with torch.enable_grad():
+            x0 = (self.wte(inp) + self.wpe(torch.arange(n, device=rows.device))).detach().requires_grad_()
+            x = x0
+            for block in self.blocks:
+                x, _, _ = block(x)
+            loss = F.cross_entropy(self.head(self.ln_f(x[:, -1])), rows[:, -1], reduction="sum")
+            (g,) = torch.autograd.grad(loss, [x0])
+        norms = g.norm(dim=2)  # (B, n)
+        out = torch.full((B, k_max), math.nan, device=rows.device)
+        k = min(k_max, n - 1)
+        out[:, :k] = norms[:, : n - 1].flip(1)[:, :k]  # k characters back: position n - 1 - k
+        return out
+
 
 def build_model(config: ModelConfig) -> CharRNN | GPT:
     """The model `config.model` names."""
@@ -355,3 +519,30 @@ def sampling_state_floats(c: ModelConfig, streams: int) -> int:
     if c.model == "transformer":
         return 2 * c.n_layers * streams * c.context * c.hidden + 2 * streams * c.context  # + the window's ids
     return c.n_layers * streams * c.hidden * (2 if c.model == "lstm" else 1)
+
+
+def macs_per_char(c: ModelConfig) -> dict[str, float]:
+    """Multiply-adds per character, by formula: {"train": forward and backward, "sample": one step}.
+
+    Counted are the matrix products as the model defines them (embedding lookups, elementwise work
+    and the sampler's shortcuts are not). The backward pass is counted as twice the forward (the
+    gradients of the inputs and of the weights). An RNN's step costs the same at every character. A
+    Transformer trains on windows of `context` characters, each attending on average to half the
+    window (causal); sampling attends to the whole key/value cache and rebuilds the window each
+    time it slides (`window_start`), which this counts too."""
+    V, H, L = c.vocab_size, c.hidden, c.n_layers
+    if c.model != "transformer":
+        G = GATES[c.model]
+        forward = G * H * (c.embed + H) + (L - 1) * G * H * 2 * H + H * V
+        return {"train": 3.0 * forward, "sample": float(forward)}
+    C, S = c.context, max(1, c.context // 2)
+    dense = 12 * H * H * L  # qkv, projection and MLP per position
+    # training: position p of a window attends to p + 1 keys; the output layer at every position
+    attend = sum(p + 1 for p in range(C)) / C
+    train = 3.0 * (dense + 2 * H * L * attend + H * V)
+    # sampling, one cycle of S characters once the window is full: a rebuild over the C - S + 1
+    # characters kept (causal attention among them, the output layer once), then S - 1 cached steps
+    n = C - S + 1
+    cycle = n * dense + 2 * H * L * n * (n + 1) / 2 + H * V
+    cycle += sum(dense + 2 * H * L * keys + H * V for keys in range(n + 1, C + 1))
+    return {"train": train, "sample": cycle / S}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -28,7 +29,7 @@ from .data import StreamBatcher, WindowBatcher, build_tokenizer, encode_corpus, 
 from .device import resolve_device, resolve_precision
 from .errors import CharrnnError, TrainingDiverged, one_line
 from .evaluate import EvalResult, evaluate_model
-from .fileio import shown
+from .fileio import atomic_write, shown
 from .models import RNN_ONLY, TRANSFORMER_ONLY, ModelConfig, build_model
 from .sampler import SampleConfig, Sampler
 from .tokenizer import CharTokenizer
@@ -494,3 +495,54 @@ def run_info(run: str | Path) -> dict[str, Any]:
             "epoch": progress.get("epoch", 0), "chars_trained": progress.get("chars", 0),
             "elapsed_s": round(progress.get("elapsed", 0.0), 1), "skipped": progress.get("skipped", 0),
             "best_val_loss": None if best == math.inf else best}
+
+
+# --- charrnn inspect -----------------------------------------------------------------------------------
+MAX_INSPECT_CHARS = 5_000_000  # the text features are computed in Python, about 1 s per 100k characters
+LOOKS_LIKE_PATH = re.compile(r"^~|^[^\s/]*/\S*$|^\S+\.[A-Za-z0-9]{1,5}$")  # ~/x, a/b, notes.txt: a file, not text
+
+
+def _inspect_text(text: str | None, tok: CharTokenizer, ckpt: dict[str, Any], cache: Path | None):
+    """Ids and where they came from: the run's validation split (no TEXT, or the run's own corpus),
+    another corpus from its start, or TEXT itself."""
+    from .corpora import load_catalog
+
+    unknown = "bytes" if tok.byte_fallback else "error"
+    run = ckpt["run"]
+    if text is not None and not (Path(text).expanduser().exists() or text in load_catalog()):
+        if LOOKS_LIKE_PATH.search(text):
+            resolve_corpus(text)  # says: no such file or catalog corpus
+        return tok.encode(text, unknown=unknown), "the text given"
+    corpus_path = resolve_corpus(run["corpus"] if text is None else text)
+    sha = file_sha256(corpus_path)
+    ids = encode_corpus(corpus_path, tok, cache, unknown=unknown, sha256=sha)
+    if sha == run["corpus_sha256"]:
+        return split(ids, run["val_frac"])[1], f"the validation split of {shown(corpus_path)}"
+    return ids, shown(corpus_path)
+
+
+def inspect_run(run: str | Path, text: str | None = None, chars: int = 20_000, show: int = 1000,
+                out: Path | None = None, positions: int = 32, seed: int = 0, device: str = "auto",
+                quiet: bool = False, command: str = "") -> dict[str, Any]:
+    """`charrnn inspect`: the microscope over `chars` characters of a run's text, as one HTML page
+    (default inspect.html beside the checkpoint). Returns the summary and the page's path."""
+    from .inspect_page import render_inspect
+    from .microscope import inspect_model
+
+    if not 2 <= chars <= MAX_INSPECT_CHARS:
+        raise CharrnnError(f"--chars must be between 2 and {MAX_INSPECT_CHARS:,}, not {chars}")
+    model, tok, ckpt, path = ck.load_run(run)
+    dev = resolve_device(device)
+    page = Path(out) if out is not None else path.parent / ck.INSPECT_PAGE
+    cache = path.parent / ck.CACHE if os.access(path.parent, os.W_OK) else None
+    ids, source = _inspect_text(text, tok, ckpt, cache)
+    ids = np.asarray(ids[:chars])
+    if len(ids) < 2:
+        raise CharrnnError(f"{source} holds {len(ids)} character(s): inspect needs at least 2")
+    insp = inspect_model(model.to(dev), tok, ids, dev, show=show, positions=positions, seed=seed, quiet=quiet)
+    c = ckpt["model_config"]
+    shape = f"{c['model']} {c['n_layers']}x{c['hidden']}, {model.num_params():,} parameters, step {ckpt['trainer']['progress'].get('step', 0):,}"
+    html = render_inspect(insp, {"run": shown(path), "model": c["model"], "shape": shape, "source": source,
+                                 "command": command or f"charrnn inspect {shown(path)}"})
+    atomic_write(page, lambda f: f.write(html.encode("utf-8")))
+    return {**insp.summary(), "page": str(page), "checkpoint": shown(path), "source": source}

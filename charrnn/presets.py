@@ -11,6 +11,7 @@ device and precision, largest first, and take the largest preset that can train 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -148,7 +149,13 @@ def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torc
             settings["seq_len"] = settings["context"]
         shape = tuple(settings.get(k) for k in SHAPE_KEYS)
         if shape not in speeds:
-            speeds[shape] = measure_speed(settings, vocab_size, device, precision)
+            try:
+                speeds[shape] = measure_speed(settings, vocab_size, device, precision)
+            except ValueError:  # the user's settings do not fit this preset (heads that do not divide hidden)
+                speeds[shape] = math.nan
+                last = Choice(preset.name, {k: settings[k] for k in preset.settings}, budget_s, math.nan)
+                continue
         if speeds[shape] * budget_s >= preset.min_chars:
             return Choice(preset.name, {k: settings[k] for k in preset.settings}, budget_s, speeds[shape])
-    raise AssertionError("the smallest preset has min_chars 0")
+    # no preset fits the user's settings: the smallest with them on top, which the run's checks refuse in one line
+    return last

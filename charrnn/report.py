@@ -10,19 +10,21 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .charts import line_chart
 from .checkpoint import to_json
 from .fileio import atomic_write
 from .pipeline import EVAL_STREAMS
 
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 LN2 = math.log(2)
 
 TABLE_COLUMNS = (
     ("model", "model"), ("shape", "shape"), ("params", "parameters"), ("train_chars_per_s", "train chars/s"),
     ("val_loss", "val loss (nats)"), ("val_bpc", "val bits/char"), ("sample_1_chars_per_s", "sample chars/s, 1 stream"),
     ("sample_batched_chars_per_s", "sample chars/s, batched"), ("state_bytes", "state per stream"),
+    ("macs_per_char", "multiply-adds/char, train / sample"), ("memorized", "sample n-grams in training text, n=10/20/40"),
     ("peak_rss_mib", "peak memory"), ("sample", "sample (seed 1)"),
 )
+GRADIENT_KS = (1, 2, 4, 8, 16, 32, 50, 64, 128, 256)  # the columns of the Markdown table
 SAMPLE_CELL = 40  # characters of the seeded sample shown in the table; the full one is further down
 
 METHOD = """\
@@ -37,7 +39,11 @@ one stream, and {batch_len} characters for each of {batch} streams at once (all 
 the Transformer samples with a key/value cache. Weights while sampling: {weights}. *state per stream* is what one sampling stream
 carries from character to character: an RNN's hidden state, the same size however long the text, or
 the Transformer's key/value cache, which grows with its context. *peak memory* is the peak resident memory of the
-training process (the Python interpreter and torch included){gpu}."""
+training process (the Python interpreter and torch included){gpu}. *multiply-adds/char* counts the matrix
+products per character of training (forward and backward) and of sampling (`models.macs_per_char`),
+beside the state a stream carries: an RNN's state is its whole memory and its step cost grows with the
+square of it, while a Transformer's per-character cost follows its width and context, not a state it must
+squeeze the past into. *sample n-grams in training text*: see Memorization below."""
 
 CONTEXT_TEXT = """\
 **Where memory runs out: loss against the context a model may read.** For {positions} fixed characters
@@ -63,6 +69,22 @@ measure here; run `charrnn compare` on text that has them (source code, Wikipedi
 The context probe above measures the same thing on any text."""
 
 
+GRADIENT_TEXT = """\
+**Gradients through time.** The norm of the gradient of the loss on a character with respect to the
+model's state k characters earlier (every layer's h, and c for an LSTM; for the Transformer, its
+attention input k positions back), averaged over {positions} positions of the validation text. A plain
+RNN's gradient usually shrinks by orders of magnitude within a few dozen characters (vanishing
+gradients: truncated BPTT cannot teach it what lies further back); the gated cells keep it far longer;
+the Transformer reaches every position in its window directly and nothing beyond it (-)."""
+
+MEMO_TEXT = """\
+**Memorization.** Of all n-grams in a {chars:,}-character sample of each model (seeded, temperature 1:
+the model's own distribution), the share that occurs verbatim in the training text; the last row is
+the same share for the start of the validation text, which is what a model that generalises like the
+author would produce. A share well above that row is text recalled rather than composed ("RNNs
+memorize sequences extremely well"); shares are of every position, so repeats in a sample count each time."""
+
+
 def _fmt(key: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -76,9 +98,21 @@ def _fmt(key: str, value: Any) -> str:
         return f"{value / 2**20:.1f} MiB" if value >= 2**20 else f"{value / 2**10:.1f} KiB"
     if key.endswith("chars_per_s"):
         return f"{value:,.0f}"
+    if key == "macs_per_char":
+        return f"{_si(value['train'])} / {_si(value['sample'])}"
+    if key == "memorized":
+        return _shares(value)
     if key == "sample":
         return value.strip()[:SAMPLE_CELL].rstrip().replace("\r", "").replace("\n", " \u23ce ")
     return str(value)
+
+
+def _si(v: float) -> str:
+    return next((f"{v / d:.3g}{u}" for d, u in ((1e9, "G"), (1e6, "M"), (1e3, "k")) if v >= d), f"{v:.3g}")
+
+
+def _shares(shares: dict[str, float | None]) -> str:
+    return " / ".join("-" if v is None else f"{100 * v:.0f}" for v in shares.values()) + " %"
 
 
 def _memory(row: dict[str, Any]) -> str:
@@ -144,7 +178,23 @@ def _probe_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[lis
                     + " Bits on the closing character:", head, body))
     else:
         out.append((NO_BRACKETS.format(chars=report["probe_chars"], pairs=br["pairs"]), [], []))
+    gr = report.get("gradients")  # reports written before these measurements have none
+    if gr and any(gr["loss"].values()):
+        ks = [k for k in GRADIENT_KS if any(len(g) >= k for g in gr["loss"].values())]
+        body = [[name] + ["-" if len(g) < k or g[k - 1] is None else f"{g[k - 1]:.2e}" for k in ks]
+                for name, g in gr["loss"].items()]
+        out.append((GRADIENT_TEXT.format(positions=gr["positions"]), ["model"] + [f"k={k}" for k in ks], body))
+    if report.get("memorized_validation"):
+        ns = list(report["memorized_validation"])
+        body = [[r["model"]] + [_share(r["memorized"][n]) for n in ns] for r in report["rows"] if r.get("memorized")]
+        body.append(["validation text"] + [_share(v) for v in report["memorized_validation"].values()])
+        out.append((MEMO_TEXT.format(chars=report["settings"].get("memo_chars", "?")),
+                    ["sample of"] + [f"{n}-grams" for n in ns], body))
     return out
+
+
+def _share(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f} %"
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -168,70 +218,6 @@ def render_markdown(report: dict[str, Any]) -> str:
         [r["model"], json.dumps(r["model_config"]), json.dumps(r["train_config"]), f"{r['steps']:,}",
          f"{r['chars_trained']:,}"] for r in report["rows"]]))
     return "\n\n".join(parts) + "\n"
-
-
-# --- SVG -------------------------------------------------------------------------------------------
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    if hi <= lo:
-        hi = lo + 1.0
-    raw = (hi - lo) / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-def line_chart(series: dict[str, list[tuple[float, float]]], x_label: str, y_label: str, log2_x: bool = False,
-               x_names: list[str] | None = None, width: int = 680, height: int = 380) -> str:
-    """An inline SVG line chart: one line with markers per series, axes, ticks and a legend.
-    `x_names`: the x values are 0..n-1 and these are their tick labels (categories)."""
-    pts = [p for s in series.values() for p in s if p[1] is not None and math.isfinite(p[1])]
-    if not pts:
-        return ""
-    left, right, top, bottom = 64, 150, 16, 48
-    tx = (lambda v: math.log2(v)) if log2_x else (lambda v: v)
-    xs, ys = [tx(p[0]) for p in pts], [p[1] for p in pts]
-    x0, x1 = (min(xs), max(xs)) if max(xs) > min(xs) else (min(xs) - 1, max(xs) + 1)
-    pad = (max(ys) - min(ys)) * 0.05 or 0.1
-    y0, y1 = min(ys) - pad, max(ys) + pad
-    pw, ph = width - left - right, height - top - bottom
-
-    def X(v: float) -> float:
-        return left + (tx(v) - x0) / (x1 - x0) * pw
-
-    def Y(v: float) -> float:
-        return top + (y1 - v) / (y1 - y0) * ph
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-           f'font-family="sans-serif" font-size="12">',
-           f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
-    for v in _nice_ticks(y0, y1):
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#eee"/>'
-                   f'<text x="{left - 6}" y="{Y(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
-    if x_names:
-        xticks = [(i, name) for i, name in enumerate(x_names)]
-    elif log2_x:
-        xticks = [(v, f"{v:g}") for v in sorted({p[0] for p in pts})]
-    else:
-        xticks = [(v, f"{v:g}") for v in _nice_ticks(x0, x1) if x0 <= v <= x1]
-    for v, name in xticks:
-        out.append(f'<line x1="{X(v):.1f}" x2="{X(v):.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#999"/>'
-                   f'<text x="{X(v):.1f}" y="{top + ph + 18}" text-anchor="middle">{html.escape(name)}</text>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 8}" text-anchor="middle">{html.escape(x_label)}</text>')
-    out.append(f'<text x="14" y="{top + ph / 2}" text-anchor="middle" transform="rotate(-90 14 {top + ph / 2})">'
-               f'{html.escape(y_label)}</text>')
-    for i, (name, s) in enumerate(series.items()):
-        color = COLORS[i % len(COLORS)]
-        s = [p for p in s if p[1] is not None and math.isfinite(p[1])]
-        path = " ".join(f"{X(x):.1f},{Y(y):.1f}" for x, y in s)
-        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
-        out += [f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3" fill="{color}"><title>{html.escape(name)}: '
-                f'{x:g}, {y:.4f}</title></circle>' for x, y in s]
-        ly = top + 14 + 18 * i
-        out.append(f'<line x1="{left + pw + 12}" x2="{left + pw + 32}" y1="{ly - 4}" y2="{ly - 4}" stroke="{color}" '
-                   f'stroke-width="2"/><text x="{left + pw + 38}" y="{ly}">{html.escape(name)}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
 
 
 def _html_table(head: list[str], body: list[list[str]]) -> str:
@@ -278,6 +264,9 @@ def render_html(report: dict[str, Any]) -> str:
                       for name, losses in br["loss"].items()}
             parts.append(line_chart(series, "characters from the opener to the closer", "bits on the closer",
                                     x_names=br["labels"]))
+        if text.startswith("**Gradients through time"):
+            series = {name: [(k + 1, v) for k, v in enumerate(g)] for name, g in report["gradients"]["loss"].items()}
+            parts.append(line_chart(series, "k: characters back", "gradient norm (log scale)", log_y=True))
     parts.append("<h2>Samples</h2><p>Each model, seed 1, temperature 0.8, from a line break.</p>")
     for row in report["rows"]:
         parts.append(f"<h3>{html.escape(row['model'])} <small>({html.escape(row['shape'])})</small></h3>"

@@ -147,8 +147,20 @@ def test_tiny_compare_through_the_cli_writes_both_reports(tmp_path):
     assert report["command"].endswith(f"--device cpu --precision fp32 --out {out}")
     assert report["brackets"]["pairs"] >= 10 and "Bits on the closing character" in md
     assert report["context_probe"]["lengths"][0] == 1 and set(report["context_probe"]["loss"]) == {"lstm", "transformer"}
+    # gradients through time: the RNN reaches every k, the Transformer only inside its context
+    grads = report["gradients"]["loss"]
+    assert len(grads["lstm"]) == 256 and all(g is not None and g > 0 for g in grads["lstm"])
+    context = report["rows"][1]["model_config"]["context"]
+    assert grads["transformer"][context - 2] is not None and grads["transformer"][context - 1] is None
+    assert "Gradients through time" in md and "k=256" in md
+    # memorization: shares in [0, 1] for each n, falling as n grows, for each model and the validation text
+    for shares in [r["memorized"] for r in report["rows"]] + [report["memorized_validation"]]:
+        assert list(shares) == ["10", "20", "40"] and 1 >= shares["10"] >= shares["20"] >= shares["40"] >= 0
+    assert "validation text" in md and "sample n-grams in training text" in md
+    for row in report["rows"]:
+        assert row["macs_per_char"]["train"] > row["macs_per_char"]["sample"] > 0
     # the HTML stands alone: inline SVG charts, nothing fetched from the network
-    assert page.count("<svg") >= 3 and not re.search(r"""(src|href)\s*=\s*["']?https?:""", page)
+    assert page.count("<svg") >= 4 and not re.search(r"""(src|href)\s*=\s*["']?https?:""", page)
     assert "<table>" in page
     # and a second comparison into the same folder is refused, leaving the first intact
     again = run("compare", corpus, "--models", "lstm", "--max-time", "1s", "--out", out, "--quiet")

@@ -1,0 +1,63 @@
+"""The pages `charrnn inspect` and `charrnn compare` write, opened in a real headless Chromium: the coloured text
+and the charts are in the rendered page, and no script error occurred."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from browser import render, require_chromium
+from charrnn.cli import cli
+from conftest import make_text
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def spans_in(dom: str, box: str) -> list[str]:
+    """The spans the page's script put into the element with id `box`."""
+    m = re.search(rf'<div id="{box}" class="text">(.*?)</div>', dom, re.S)
+    assert m, f"no #{box} in the rendered page"
+    return re.findall(r"<span [^>]*>", m.group(1))
+
+
+def test_inspect_page_renders_its_coloured_text_and_charts(trained_run, tmp_path):
+    require_chromium()
+    page = tmp_path / "inspect.html"
+    assert run("inspect", trained_run, "--out", page, "--show", "400", "-q").exit_code == 0
+    shown = render(page)
+    assert shown.console_errors == [], shown.console_errors
+    assert 'data-ready="1"' in shown.dom  # the script ran to its end
+    assert re.search(r'<div id="errors"></div>', shown.dom)  # and window.onerror wrote nothing
+    cells = spans_in(shown.dom, "cells-text")
+    assert len(cells) == 400 and all("background" in s for s in cells)
+    assert len({re.search(r"background: ([^;]+)", s).group(1) for s in cells}) > 20  # a unit that varies
+    surprise = spans_in(shown.dom, "surprise-text")
+    assert len(surprise) == 400 and sum("background" in s for s in surprise) == 399  # the first has no prediction
+    assert shown.dom.count("<svg") == 4 and shown.dom.count('class="point"') == 3 * 2 * 32  # gates: 3 x layers x hidden
+    assert 'class="series"' in shown.dom  # the gradient curve
+    # a link names the unit to show, and the page shows that one
+    linked = render(page, fragment="unit=cell/1/5")
+    assert linked.console_errors == [] and "cell layer 1 unit 5: r with" in linked.dom
+
+
+@pytest.mark.slow
+def test_compare_page_renders_its_charts(tmp_path):
+    require_chromium()
+    corpus = tmp_path / "play.txt"
+    corpus.write_text(make_text(30_000), encoding="utf-8")
+    out = tmp_path / "report"
+    result = run("compare", corpus, "--models", "rnn,lstm", "--max-time", "1s", "--params", "8k", "--out", out,
+                 "--device", "cpu", "--precision", "fp32", "--quiet")
+    assert result.exit_code == 0, result.output
+    shown = render(out / "report.html")
+    assert shown.console_errors == []
+    # training curves, context probe, gradients through time (log scale), one line per model in each
+    assert shown.dom.count("<svg") >= 3
+    grad = shown.dom[shown.dom.index("Gradients through time"):]
+    assert grad.count('class="series"', 0, grad.index("</svg>")) == 2
+    assert "sample n-grams in training text" in shown.dom and "validation text" in shown.dom
+    assert "multiply-adds/char" in shown.dom
