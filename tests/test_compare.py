@@ -211,3 +211,25 @@ def test_an_interrupted_comparison_exits_130_and_the_same_command_finishes_it(tm
     assert (out / "report.json").exists() and not (out / "compare.json").exists()
     steps = [r["step"] for r in ck.read_metrics(out / "runs" / "lstm", "train")]
     assert steps == sorted(set(steps)) and steps[-1] > 5  # continued from the interruption, each step once
+
+
+def test_a_width_that_a_larger_presets_heads_do_not_divide_takes_a_preset_they_do(corpus, tmp_path, monkeypatch):
+    """--hidden 64 with a budget that would pick `large` (6 heads): that preset is skipped, not a traceback."""
+    from charrnn import presets
+
+    monkeypatch.setattr(presets, "measure_speed", lambda settings, *args, **kw: _speed(settings))
+    out = tmp_path / "run"
+    result = run("train", corpus, "--out", out, "--model", "transformer", "--hidden", "64", "--max-time", "1h",
+                 "--max-steps", "2", "--device", "cpu", "--precision", "fp32", "--quiet")
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["hidden"] == 64 and 64 % config["model"]["heads"] == 0
+    assert "must divide hidden" in one_line_error(run("train", corpus, "--out", tmp_path / "r2", "--model",
+                                                      "transformer", "--hidden", "61", "--max-steps", "2", "--quiet"))
+
+
+def _speed(settings):
+    """A fast machine (every preset fits a 1-hour budget), that refuses what the real timing would."""
+    if settings["hidden"] % settings["heads"]:
+        raise ValueError("heads must divide hidden")
+    return 1e9
