@@ -21,13 +21,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 from statistics import median
 
-import numpy as np
 import torch
 
 from .common import NOT_SUPPORTED_BF16, Section, write_corpus

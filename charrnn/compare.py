@@ -307,8 +307,11 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
         if cfg.params:  # the budget's preset for each model (timed here, as its run would), then its width
             precision = resolve_precision(cfg.precision, device)
             for m in cfg.models:
-                preset = presets.choose(cfg.max_time, {**cfg.extra, "model": m}, tok.vocab_size, device, precision)
-                sizes[m] = {**preset.settings, **size_for_params(m, cfg.params, tok.vocab_size, preset.settings)}
+                outputs = {"n_outputs": tok.n_chars}  # as `charrnn train` builds it
+                preset = presets.choose(cfg.max_time, {**cfg.extra, "model": m, **outputs}, tok.vocab_size, device,
+                                        precision)
+                sizes[m] = {**preset.settings,
+                            **size_for_params(m, cfg.params, tok.vocab_size, {**preset.settings, **outputs})}
         state["sizes"] = sizes
         ck.write_json(out / PROGRESS, state)
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .device import autocast
+from .models import token_losses
 
 
 @dataclass
@@ -62,12 +62,6 @@ def evaluate_model(model, ids: np.ndarray, device: torch.device, precision: str 
     return evaluate_windows(model, ids, device, precision, stride=stride, per_char=per_char, shard=shard)
 
 
-def _ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(B, T, V), (B, T) -> (B, T) losses in fp32."""
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
-                           reduction="none").view(targets.shape)
-
-
 @torch.no_grad()
 def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp32",
              n_streams: int = 16, seq_len: int = 256, per_char: bool = False,
@@ -99,7 +93,7 @@ def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp3
             window = _ids(ids, rows, device)  # (B, t1-t0+1)
             with autocast(device, precision):
                 logits, _, state = model(window[:, :-1], state)
-            ce = _ce(logits, window[:, 1:])
+            ce = token_losses(logits, window[:, 1:])
             total += ce.sum().item()
             count += ce.numel()
             if per_char:
@@ -111,7 +105,7 @@ def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp3
             window = _ids(ids, pos, device)
             with autocast(device, precision):
                 logits, _, _ = model(window[:, :-1], last)
-            ce = _ce(logits, window[:, 1:])
+            ce = token_losses(logits, window[:, 1:])
             total += ce.sum().item()
             count += rest
             if per_char:
@@ -156,7 +150,7 @@ def evaluate_windows(model, ids: np.ndarray, device: torch.device, precision: st
         window = _ids(ids, rows, device)
         with autocast(device, precision):
             logits, _, _ = model(window[:, :-1])
-        ce = _ce(logits, window[:, 1:])
+        ce = token_losses(logits, window[:, 1:])
         keep = np.zeros((len(ws), length), dtype=bool)
         keep[:, C - S:] = True  # a later window scores its last S predictions ...
         keep[np.asarray(ws) == 0] = True  # ... the first one all of them

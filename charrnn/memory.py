@@ -49,7 +49,7 @@ def sampling_need(c: ModelConfig, streams: int, prime_len: int, kept_chars: int 
     each stream's state and logits, and `kept_chars` characters held until they are returned."""
     prime = max(1, min(prime_len, c.context) if c.model == "transformer" else prime_len)
     act = (activation_floats(c, streams, prime, training=False) + 2 * sampling_state_floats(c, streams)
-           + 4 * streams * c.vocab_size) * FLOAT + streams * prime_len * 8 + kept_chars * CHARS_KEPT_BYTES
+           + 4 * streams * c.outputs) * FLOAT + streams * prime_len * 8 + kept_chars * CHARS_KEPT_BYTES
     return Need(param_count(c) * 2 * FLOAT, act)
 
 

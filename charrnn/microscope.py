@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+from .models import token_losses
 
 PROGRESS_FROM = 20_000  # characters: longer texts get a progress bar
 SATURATED = (0.1, 0.9)  # a gate below the first is left-saturated, above the second right-saturated
@@ -208,7 +209,7 @@ def inspect_model(model, tok, ids: np.ndarray, device: torch.device, show: int =
             logits = tr.logits.float()
             # entry t predicts character s + t + 1
             targets = ids_t[s + 1:s + T + 1]
-            ce = F.cross_entropy(logits[:len(targets)], targets, reduction="none")
+            ce = token_losses(logits[:len(targets)], targets)
             loss_sum += ce.sum().item()
             if s < show:
                 m = min(T, show - s)

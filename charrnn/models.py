@@ -61,14 +61,26 @@ class ModelConfig:
     dropout: float = 0.0
     heads: int = 4  # attention heads (Transformer); must divide hidden
     context: int = 128  # the most characters the Transformer attends to (its block size)
+    # Tokens the output layer scores: the corpus's characters, which come first in the vocabulary. The
+    # byte tokens after them are read (a prime or an eval text may hold characters the corpus has not)
+    # but never predicted, so they cost nothing in training. None: every token, as checkpoints written
+    # before this field have it.
+    n_outputs: int | None = None
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_TYPES:
             raise ValueError(f"model must be one of {MODEL_TYPES}, not {self.model!r}")
+        if self.n_outputs is not None and not 1 <= self.n_outputs <= self.vocab_size:
+            raise ValueError(f"n_outputs must be in [1, vocab_size={self.vocab_size}], not {self.n_outputs}")
+
+    @property
+    def outputs(self) -> int:
+        return self.vocab_size if self.n_outputs is None else self.n_outputs
 
     def to_dict(self) -> dict:
         """The fields this kind of model reads (an RNN's config has no heads or context)."""
         skip = RNN_ONLY if self.model == "transformer" else TRANSFORMER_ONLY
+        skip += ("n_outputs",) if self.n_outputs is None else ()  # an old config reads back as it was written
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -77,13 +89,14 @@ class CharRNN(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.embed = nn.Embedding(c.vocab_size, c.embed)
+        self.embed = nn.Embedding(c.outputs, c.embed)
         rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[c.model]
         # nn.RNN's dropout acts between layers; `self.drop` adds it after the last one.
         self.rnn = rnn_cls(c.embed, c.hidden, num_layers=c.n_layers, batch_first=True,
                            dropout=c.dropout if c.n_layers > 1 else 0.0)
         self.drop = nn.Dropout(c.dropout)
-        self.head = nn.Linear(c.hidden, c.vocab_size)
+        self.head = nn.Linear(c.hidden, c.outputs)
+        self.embed = _with_input_only_rows(self.embed, c.vocab_size)
 
     stateful = True  # the hidden state carries from one chunk of a stream to the next
 
@@ -243,7 +256,7 @@ class CharRNN(nn.Module):
                         taps += zeros
                         new = tuple(t + z for t, z in zip(new, zeros))
                     layer_state[k] = new
-            loss = F.cross_entropy(self.head(inp), rows[:, -1], reduction="sum")  # rows are independent
+            loss = token_losses(self.head(inp), rows[:, -1]).sum()  # rows are independent
             grads = torch.autograd.grad(loss, taps)
         per = len(taps) // k_max  # tensors per step
         sq = torch.stack([sum(g.pow(2).sum(1) for g in grads[j * per:(j + 1) * per]) for j in range(k_max)], 1)
@@ -349,18 +362,25 @@ class GPT(nn.Module):
         self.config = c = config
         if c.hidden % c.heads:
             raise ValueError(f"heads ({c.heads}) must divide hidden ({c.hidden})")
-        self.wte = nn.Embedding(c.vocab_size, c.hidden)
+        self.wte = nn.Embedding(c.outputs, c.hidden)
         self.wpe = nn.Embedding(c.context, c.hidden)
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
         self.ln_f = nn.LayerNorm(c.hidden, bias=False)
-        self.head = nn.Linear(c.hidden, c.vocab_size, bias=False)
+        self.head = nn.Linear(c.hidden, c.outputs, bias=False)
         self.head.weight = self.wte.weight  # weight tying: fewer parameters, learns faster
         # GPT-2 initialisation: N(0, 0.02), residual projections scaled down by depth
         for name, p in self.named_parameters():
             if p.dim() >= 2:
                 std = 0.02 / math.sqrt(2 * c.n_layers) if name.endswith(("proj.weight", "mlp.2.weight")) else 0.02
                 nn.init.normal_(p, 0.0, std)
+        self.wte = _with_input_only_rows(self.wte, c.vocab_size, std=0.02)
+        self.head.weight = self.wte.weight  # tied to the whole table; `_logits` reads its output rows
+        self.head.out_features = c.vocab_size
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., hidden) -> (..., outputs): the tied output layer over the characters it predicts."""
+        return F.linear(x, self.wte.weight[: self.config.outputs])
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # the tied matrix counts once
@@ -379,7 +399,7 @@ class GPT(nn.Module):
         x = self._embed(idx)
         for block in self.blocks:
             x, _, _ = block(x)
-        logits = self.head(self.ln_f(x))
+        logits = self._logits(self.ln_f(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
@@ -407,7 +427,7 @@ class GPT(nn.Module):
             cache.v[i, :, :, :n] = v
         cache.tokens[:, :n] = idx
         cache.length = n
-        return self.head(self.ln_f(x[:, -1])), cache
+        return self._logits(self.ln_f(x[:, -1])), cache
 
     @torch.no_grad()
     def step(self, idx: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
@@ -426,7 +446,7 @@ class GPT(nn.Module):
             x = block.step(x, cache.k[i], cache.v[i], pos)
         cache.tokens[:, pos] = idx
         cache.length = pos + 1
-        return self.head(self.ln_f(x[:, 0])), cache
+        return self._logits(self.ln_f(x[:, 0])), cache
 
     # --- instruments: `charrnn inspect` and compare's gradients through time -------------------------
     @torch.no_grad()
@@ -446,7 +466,7 @@ class GPT(nn.Module):
                 x, _, _ = block(x)
                 layers.append(x[0])
             keep = slice(done - lo, window.size(1))  # window 0 keeps all of it, each later one its last S
-            yield Trace(done, self.head(self.ln_f(x[0, keep])), {"residual": torch.stack(layers, 1)[keep]}, {})
+            yield Trace(done, self._logits(self.ln_f(x[0, keep])), {"residual": torch.stack(layers, 1)[keep]}, {})
             done, w = lo + window.size(1), w + 1
 
     def grad_through_time(self, rows: torch.Tensor, k_max: int) -> torch.Tensor:
@@ -462,7 +482,7 @@ class GPT(nn.Module):
             x = x0
             for block in self.blocks:
                 x, _, _ = block(x)
-            loss = F.cross_entropy(self.head(self.ln_f(x[:, -1])), rows[:, -1], reduction="sum")
+            loss = token_losses(self._logits(self.ln_f(x[:, -1])), rows[:, -1]).sum()
             (g,) = torch.autograd.grad(loss, [x0])
         norms = g.norm(dim=2)  # (B, n)
         out = torch.full((B, k_max), math.nan, device=rows.device)
@@ -471,9 +491,38 @@ class GPT(nn.Module):
         return out
 
 
+def _with_input_only_rows(table: nn.Embedding, vocab_size: int, std: float = 1.0) -> nn.Embedding:
+    """`table` (one row per output) grown to `vocab_size` rows with the byte tokens' rows, drawn after
+    every other weight: the model's initial weights, and so its whole training on text without byte
+    tokens, are then the same with byte fallback as without."""
+    extra = vocab_size - table.num_embeddings
+    if extra <= 0:
+        return table
+    rows = torch.randn(extra, table.embedding_dim, device=table.weight.device, dtype=table.weight.dtype) * std
+    return nn.Embedding.from_pretrained(torch.cat([table.weight.detach(), rows]), freeze=False)
+
+
 def build_model(config: ModelConfig) -> CharRNN | GPT:
     """The model `config.model` names."""
     return GPT(config) if config.model == "transformer" else CharRNN(config)
+
+
+def unscored_loss(outputs: int) -> float:
+    """The loss charged for a token the output layer does not score: a byte token, which stands for a
+    character outside the corpus's vocabulary (each of its UTF-8 bytes is one token). The model never
+    predicts bytes, so each costs ln(outputs) + ln(256) nats, a uniform guess among the characters it
+    knows and then among the 256 byte values: finite, and more than any character it can predict costs
+    a model no better than uniform."""
+    return math.log(outputs) + math.log(256)
+
+
+def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(..., outputs), (...) -> (...) losses in fp32; a target beyond the outputs costs `unscored_loss`."""
+    outputs = logits.size(-1)
+    beyond = targets >= outputs
+    ce = F.cross_entropy(logits.float().reshape(-1, outputs), targets.clamp(max=outputs - 1).reshape(-1),
+                         reduction="none").view(targets.shape)
+    return torch.where(beyond, torch.full_like(ce, unscored_loss(outputs)), ce)
 
 
 def finite_weights(model: nn.Module) -> bool:
@@ -495,15 +544,15 @@ def param_count(c: ModelConfig) -> int:
         # token (tied with the output layer) and position embeddings; per block two LayerNorm weights,
         # qkv 3H^2, proj H^2, MLP 8H^2; the final LayerNorm
         return V * H + c.context * H + L * (12 * H * H + 2 * H) + H
-    G = GATES[c.model]
+    G, O = GATES[c.model], c.outputs
     layers = G * H * (c.embed + H) + (L - 1) * G * H * 2 * H + L * 2 * G * H  # W_ih, W_hh, b_ih, b_hh
-    return V * c.embed + layers + H * V + V
+    return V * c.embed + layers + H * O + O
 
 
 def activation_floats(c: ModelConfig, rows: int, length: int, training: bool = True) -> int:
     """About how many floats one forward pass over (rows, length) keeps alive, and its backward with
     `training`: embeddings, each layer's outputs and gates, the logits and their gradient."""
-    V, H, L, n = c.vocab_size, c.hidden, c.n_layers, rows * length
+    V, H, L, n = c.outputs, c.hidden, c.n_layers, rows * length  # the logits: one per output
     if c.model == "transformer":
         # per block: residual, 2 LayerNorms, q/k/v, attention output, projection, MLP in and out (4H
         # each). The attention matrix is not counted: SDPA's fused kernels never materialise it.
@@ -530,7 +579,7 @@ def macs_per_char(c: ModelConfig) -> dict[str, float]:
     Transformer trains on windows of `context` characters, each attending on average to half the
     window (causal); sampling attends to the whole key/value cache and rebuilds the window each
     time it slides (`window_start`), which this counts too."""
-    V, H, L = c.vocab_size, c.hidden, c.n_layers
+    V, H, L = c.outputs, c.hidden, c.n_layers
     if c.model != "transformer":
         G = GATES[c.model]
         forward = G * H * (c.embed + H) + (L - 1) * G * H * 2 * H + H * V

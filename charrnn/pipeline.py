@@ -216,8 +216,10 @@ def _fresh_setup(opts: RunOptions, overrides: dict[str, Any], corpus_path: Path,
     if has_bom(corpus_path) and not opts.quiet:
         _say(f"note: {shown(corpus_path)} starts with a UTF-8 byte-order mark; it is dropped")
     tok = build_tokenizer(corpus_path, byte_fallback=opts.byte_fallback is not False)
+    outputs = {"n_outputs": tok.n_chars}  # byte tokens are read, never predicted (ModelConfig.n_outputs)
     # The user's own values are checked (and sized) before any time is spent timing presets with them.
-    first = _configs(kind, {**presets.presets_for(kind)[0].settings, **overrides}, tok.vocab_size, val_frac)
+    first = _configs(kind, {**presets.presets_for(kind)[0].settings, **overrides, **outputs}, tok.vocab_size,
+                     val_frac)
     if "batch_size" in overrides:
         world.rows(overrides["batch_size"], overrides.get("grad_accum", 1))
     _check_memory(*first, world, device)
@@ -225,14 +227,14 @@ def _fresh_setup(opts: RunOptions, overrides: dict[str, Any], corpus_path: Path,
     if presets.needs_choice(overrides):  # some settings are left to the budget
         budget = overrides.get("max_time") or DEFAULT_MAX_TIME
         # Rank 0 times the presets as if alone, and every rank trains what it chose.
-        choice = world.from_main(presets.choose(budget, overrides, tok.vocab_size, device, precision)
+        choice = world.from_main(presets.choose(budget, {**overrides, **outputs}, tok.vocab_size, device, precision)
                                  if world.is_main else None)
         base = dict(choice.settings)
         if not opts.quiet:
             _say(f"settings from the budget: {choice.describe()}")
     if not any(k in overrides for k in ("max_steps", "max_epochs", "max_time")):
         base["max_time"] = DEFAULT_MAX_TIME
-    model_cfg, train_cfg = _configs(kind, {**base, **overrides}, tok.vocab_size, val_frac)
+    model_cfg, train_cfg = _configs(kind, {**base, **overrides, **outputs}, tok.vocab_size, val_frac)
     _check_memory(model_cfg, train_cfg, world, device, "this run" if choice is None else f"preset {choice.name}")
     torch.manual_seed(train_cfg.seed)  # the same seed, the same initial weights
     model = build_model(model_cfg)

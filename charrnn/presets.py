@@ -115,7 +115,7 @@ def measure_speed(settings: dict[str, Any], vocab_size: int, device: torch.devic
         model = build_model(config).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         length = settings["seq_len"] if not model.stateful else min(settings["seq_len"], 32)
-        x = torch.randint(0, vocab_size, (settings["batch_size"], length + 1), device=device)
+        x = torch.randint(0, config.outputs, (settings["batch_size"], length + 1), device=device)
         state, steps, t0 = None, 0, 0.0
         while True:
             if steps == 1:  # the first step pays for allocation and kernel selection

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .evaluate import evaluate_model
+from .models import token_losses
 
 OPEN_CLOSE = {"(": ")", "[": "]", "{": "}", "\u201c": "\u201d", "\u2018": "\u2019", "\u00ab": "\u00bb"}
 SELF_CLOSING = ('"',)  # a straight double quote opens and closes by turns
@@ -110,7 +110,7 @@ def context_probe(model, ids: np.ndarray, device: torch.device, lengths: list[in
                 t = targets[i:i + batch_size]
                 rows = torch.from_numpy(np.asarray(ids[t[:, None] + np.arange(-k, 1)], dtype=np.int64)).to(device)
                 logits, _, _ = model(rows[:, :-1])  # from a fresh state: only these k characters
-                total += F.cross_entropy(logits[:, -1].float(), rows[:, -1], reduction="sum").item()
+                total += token_losses(logits[:, -1], rows[:, -1]).sum().item()
             out.append(total / len(targets))
     finally:
         model.train(was_training)

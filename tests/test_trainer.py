@@ -35,7 +35,7 @@ def test_loss_falls_well_below_the_unigram_entropy(corpus, tmp_path):
     summary = train(_opts(corpus, tmp_path / "run"), settings)
     losses = [r["loss"] for r in _records(tmp_path / "run", "train")]
     vals = [r["loss_nats"] for r in _records(tmp_path / "run", "val")]
-    assert losses[0] > math.log(50)  # starts near uniform over the vocabulary
+    assert losses[0] > unigram + 0.3  # starts near uniform over the characters, far above their frequencies
     assert vals[-1] < unigram - 1.0  # it learned more than character frequencies
     assert summary["best_val"] == min(vals)
 
