@@ -212,7 +212,7 @@ def _shape(cfg: dict[str, Any]) -> str:
 
 
 def measure(name: str, run_dir: Path, summary: dict[str, Any], val_ids: np.ndarray, device: torch.device,
-            cfg: CompareConfig) -> tuple[dict[str, Any], Any, Sampler]:
+            cfg: CompareConfig, training_text: NgramIndex) -> tuple[dict[str, Any], Any, Sampler]:
     model, tok, ckpt, _ = ck.load_run(run_dir)
     model = model.to(device)
     result = evaluate_model(model, val_ids, device, "fp32", n_streams=pipeline.EVAL_STREAMS, seq_len=pipeline.EVAL_SEQ)
@@ -223,6 +223,7 @@ def measure(name: str, run_dir: Path, summary: dict[str, Any], val_ids: np.ndarr
     # the model's own distribution (temperature 1), as makemore labels its samples
     long_sample = tok.encode(sampler.sample(length=cfg.memo_chars, temperature=1.0, seed=cfg.seed),
                              unknown="bytes" if tok.byte_fallback else "error")
+    memorized = {str(n): v for n, v in training_text.shares(long_sample).items()}
     train_cfg = ckpt["train_config"]
     row = {
         "model": name,
@@ -238,7 +239,7 @@ def measure(name: str, run_dir: Path, summary: dict[str, Any], val_ids: np.ndarr
         "sample_weights": sampler.weights,  # int8 or fp32: the speed depends on it
         "state_bytes": state_bytes(model),
         "macs_per_char": macs_per_char(model.config),
-        "long_sample_ids": long_sample,  # replaced by the memorization shares before the report is written
+        "memorized": memorized,  # shares of the long sample's n-grams found in the training text
         "peak_rss_mib": summary.get("peak_rss_mib"),
         "peak_gpu_mib": summary.get("peak_gpu_mib"),
         "sample": text,
@@ -352,7 +353,7 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
     for name in cfg.models:
         if not cfg.quiet:
             print(f"measuring {name}", file=sys.stderr, flush=True)
-        row, model, _ = measure(name, out / "runs" / name, summaries[name], val_ids, device, cfg)
+        row, model, _ = measure(name, out / "runs" / name, summaries[name], val_ids, device, cfg, index)
         if lengths:
             full = char_losses(model, probe_ids, device)  # each character with all the context the model can use
             if len(pairs) >= MIN_PAIRS:
@@ -361,7 +362,6 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
             context[name] = context_probe(model, probe_ids, device, lengths, targets) + [float(full[targets - 1].mean())]
         gradients[name] = gradients_through_time(model, probe_ids, device, positions=cfg.gradient_positions,
                                                  seed=cfg.seed)[0]
-        row["memorized"] = {str(n): v for n, v in index.shares(np.asarray(row.pop("long_sample_ids"))).items()}
         rows.append(row)
 
     report = {

@@ -543,7 +543,8 @@ def inspect_run(run: str | Path, text: str | None = None, chars: int = 20_000, s
         raise CharrnnError(f"{source} holds {len(ids)} character(s): inspect needs at least 2")
     insp = inspect_model(model.to(dev), tok, ids, dev, show=show, positions=positions, seed=seed, quiet=quiet)
     c = ckpt["model_config"]
-    shape = f"{c['model']} {c['n_layers']}x{c['hidden']}, {model.num_params():,} parameters, step {ckpt['trainer']['progress'].get('step', 0):,}"
+    step = ckpt["trainer"]["progress"].get("step", 0)
+    shape = f"{c['model']} {c['n_layers']}x{c['hidden']}, {model.num_params():,} parameters, step {step:,}"
     html = render_inspect(insp, {"run": shown(path), "model": c["model"], "shape": shape, "source": source,
                                  "command": command or f"charrnn inspect {shown(path)}"})
     atomic_write(page, lambda f: f.write(html.encode("utf-8")))

@@ -143,7 +143,7 @@ def _sync(device: torch.device) -> None:
 def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torch.device, precision: str) -> Choice:
     """The largest preset that can train on its `min_chars` in the budget, with the user's settings on top."""
     speeds: dict[tuple, float] = {}  # presets the user's settings make identical in shape are timed once
-    for preset in reversed(presets_for(given.get("model", "lstm"))):
+    for preset in reversed(presets_for(given.get("model", "lstm"))):  # largest first
         settings = {**preset.settings, **given}
         if settings["model"] == "transformer":  # its batches are windows of `context` characters
             settings["seq_len"] = settings["context"]
@@ -152,10 +152,9 @@ def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torc
             try:
                 speeds[shape] = measure_speed(settings, vocab_size, device, precision)
             except ValueError:  # the user's settings do not fit this preset (heads that do not divide hidden)
-                speeds[shape] = math.nan
-                last = Choice(preset.name, {k: settings[k] for k in preset.settings}, budget_s, math.nan)
-                continue
+                speeds[shape] = math.nan  # never chosen: NaN fails every comparison
         if speeds[shape] * budget_s >= preset.min_chars:
             return Choice(preset.name, {k: settings[k] for k in preset.settings}, budget_s, speeds[shape])
-    # no preset fits the user's settings: the smallest with them on top, which the run's checks refuse in one line
-    return last
+    # No preset fits the user's settings: the smallest (the loop's last) with them on top, which the run's
+    # own checks then refuse in one line.
+    return Choice(preset.name, {k: settings[k] for k in preset.settings}, budget_s, math.nan)
