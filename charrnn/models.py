@@ -46,7 +46,7 @@ class Trace:
     microscope, `charrnn inspect`). Entry t is the model after reading character `start + t`."""
 
     start: int
-    logits: torch.Tensor  # (T, vocab): the prediction of the character after each one
+    logits: torch.Tensor  # (T, outputs): the prediction of the character after each one
     units: dict[str, torch.Tensor]  # kind -> (T, n_layers, width), e.g. "hidden", "cell" (tanh c)
     gates: dict[str, torch.Tensor]  # gate -> (T, n_layers, hidden) in [0, 1]; empty without gates
 

@@ -188,7 +188,7 @@ def _probe_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[lis
         ns = list(report["memorized_validation"])
         body = [[r["model"]] + [_share(r["memorized"][n]) for n in ns] for r in report["rows"] if r.get("memorized")]
         body.append(["validation text"] + [_share(v) for v in report["memorized_validation"].values()])
-        out.append((MEMO_TEXT.format(chars=report["settings"].get("memo_chars", "?")),
+        out.append((MEMO_TEXT.format(chars=report["settings"]["memo_chars"]),
                     ["sample of"] + [f"{n}-grams" for n in ns], body))
     return out
 
