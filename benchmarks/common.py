@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -125,4 +126,25 @@ def write_corpus(path: Path, n_bytes: int, seed: int = 0) -> Path:
                 break
             f.write(piece)
             written += len(piece)
+    return path
+
+
+def python_sources(path: Path, limit: int = 5_000_000) -> Path:
+    """A corpus of Python source: the installed interpreter's standard library, concatenated (.py files
+    in a seeded shuffled order, cut at `limit` characters). Built on the machine at run time, never
+    stored in the repository; the same interpreter gives the same text."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(stdlib.rglob("*.py"))
+    random.Random(0).shuffle(files)  # in name order the validation split would be encodings/'s codec tables
+    parts, size = [], 0
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        parts.append(text)
+        size += len(text) + 1
+        if size >= limit:
+            break
+    path.write_text("\n".join(parts)[:limit], encoding="utf-8")
     return path

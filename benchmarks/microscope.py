@@ -25,7 +25,6 @@ import random
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import machine, python_sources  # noqa: E402
 from charrnn import checkpoint as ck  # noqa: E402
 from charrnn.data import encode_corpus, split  # noqa: E402
 from charrnn.evaluate import evaluate_model  # noqa: E402
@@ -55,24 +54,6 @@ def copy_task(path: Path, n_chars: int = 1_000_000, seed: int = 0) -> Path:
         lines.append(line)
         size += len(line)
     path.write_text("".join(lines), encoding="utf-8")
-    return path
-
-
-def python_sources(path: Path, limit: int = 5_000_000) -> Path:
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(stdlib.rglob("*.py"))
-    random.Random(0).shuffle(files)  # in name order the validation split would be encodings/'s codec tables
-    parts, size = [], 0
-    for f in files:
-        try:
-            text = f.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
-        parts.append(text)
-        size += len(text) + 1
-        if size >= limit:
-            break
-    path.write_text("\n".join(parts)[:limit], encoding="utf-8")
     return path
 
 

@@ -1,12 +1,19 @@
-"""Quality bar: train on tinyshakespeare under a time budget with the plain CLI, then score the best
-checkpoint on the validation split with `charrnn eval`.
+"""The defaults against a plain PyTorch loop: `charrnn train CORPUS --max-time T`, no other setting,
+beside the yardstick `../shared/bench/lstm_reference.py CORPUS --seconds T`, same machine, same run.
 
-    python benchmarks/quality.py --budget 60s --budget 15m [--out benchmarks/runs] [-- extra train args]
+    python benchmarks/quality.py [--budget 60s --budget 5m] [--corpus tinyshakespeare --corpus python]
+                                 [--precision fp32] [--out benchmarks/runs/quality]
 
-Each budget runs `charrnn train tinyshakespeare --max-time T` in a child process (so its peak RSS is
-its own), then `charrnn eval RUN tinyshakespeare --json`. Prints one JSON line per budget and appends
-it to benchmarks/quality.jsonl. Needs the corpus: set CHARRNN_CORPORA (the Makefile points it at
-../shared/corpora) or let it download once.
+For each corpus and budget, one after the other in child processes (nothing else running): the
+reference loop (it prints its validation loss), then `charrnn train CORPUS --max-time T` and
+`charrnn eval RUN CORPUS --json` (every validation character once, fp32, the reference's method and
+split: the last 10 %). Prints the two losses and ours minus the reference (bar: <= -0.02 nats), one
+JSON line each, appended to benchmarks/quality.jsonl.
+
+Corpora: `tinyshakespeare` (CHARRNN_CORPORA, which the Makefile points at ../shared/corpora), and
+`python`: 5 MB of the installed interpreter's standard library, built at run time
+(benchmarks.common.python_sources), never stored. `--precision fp32` trains both in fp32, as on a
+CPU without native bf16 (a stand-in measured on this CPU; a real one is slower as well).
 """
 
 from __future__ import annotations
@@ -14,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -24,56 +29,76 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
-from charrnn.device import cpu_name  # noqa: E402
+from benchmarks.common import machine, python_sources  # noqa: E402
+from charrnn.corpora import resolve_corpus  # noqa: E402
+from charrnn.units import parse_duration  # noqa: E402
+
+REFERENCE = HERE.parent.parent / "shared" / "bench" / "lstm_reference.py"
+BAR = -0.02  # ours minus the reference, nats
 
 
-def run_budget(budget: str, out: Path, extra: list[str]) -> dict:
-    run_dir = out / f"tinyshakespeare-{budget}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    train_cmd = [sys.executable, "-m", "charrnn", "train", "tinyshakespeare", "--max-time", budget,
-                 "--out", str(run_dir), "--quiet", *extra]
+def corpus_path(name: str, work: Path) -> Path:
+    if name == "python":
+        path = work / "python-stdlib-5mb.txt"
+        return path if path.is_file() else python_sources(path, 5_000_000)
+    return resolve_corpus(name)
+
+
+def reference(script: Path, corpus: Path, seconds: float, precision: str | None) -> dict:
+    cmd = [sys.executable, str(script), str(corpus), "--seconds", f"{seconds:g}"]
+    if precision:
+        cmd += ["--precision", precision]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def ours(corpus: Path, budget: str, run_dir: Path, precision: str | None) -> dict:
+    charrnn = [sys.executable, "-m", "charrnn"]
+    cmd = ["train", str(corpus), "--max-time", budget, "--out", str(run_dir), "--quiet"]
+    if precision:
+        cmd += ["--precision", precision]
+    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(train_cmd)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: its peak RSS
+    subprocess.run(charrnn + cmd, check=True, cwd=HERE.parent)
     wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"training failed: {' '.join(train_cmd)}")
-    eval_cmd = [sys.executable, "-m", "charrnn", "eval", str(run_dir), "tinyshakespeare", "--json"]
-    result = json.loads(subprocess.run(eval_cmd, check=True, capture_output=True, text=True).stdout)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in records if r["kind"] == "train"]
+    result = json.loads(subprocess.run(charrnn + ["eval", str(run_dir), str(corpus), "--json"], check=True,
+                                       capture_output=True, text=True, cwd=HERE.parent).stdout)
     config = json.loads((run_dir / "config.json").read_text())
-    return {
-        "budget": budget,
-        "command": " ".join(["charrnn", "train", "tinyshakespeare", "--max-time", budget, *extra]),
-        "val_loss_nats": round(result["loss_nats"], 4),
-        "val_bpc": round(result["bpc"], 4),
-        "best_val_during_training": round(min(r["loss_nats"] for r in records if r["kind"] == "val"), 4),
-        "steps": train[-1]["step"],
-        "chars_per_s": round(train[-1]["step"] * config["train"]["batch_size"] * config["train"]["seq_len"]
-                             / train[-1]["elapsed"]),
-        "wall_s": round(wall, 1),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024),
-        "preset": config["run"].get("preset"),
-        "model": config["model"],
-        "train": {k: config["train"][k] for k in ("batch_size", "seq_len", "lr", "warmup_steps", "weight_decay")},
-        "params": config["params"],
-        "precision": config["precision"],
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {cpu_name()}",
-    }
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in records if r["kind"] == "train"][-1]
+    return {"command": "charrnn " + " ".join(cmd[:4] + cmd[6:]), "val_loss": result["loss_nats"], "wall_s": wall,
+            "steps": last["step"], "elapsed_s": last["elapsed"], "model": config["model"],
+            "train": {k: config["train"][k] for k in ("batch_size", "seq_len", "lr", "warmup_steps")},
+            "preset": config["run"].get("preset"), "precision": config["precision"], "params": config["params"],
+            "validations": sum(r["kind"] == "val" for r in records)}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", action="append", help="time budget, e.g. 60s or 15m (repeatable)")
-    p.add_argument("--out", type=Path, default=HERE / "runs", help="where the run folders go")
-    p.add_argument("extra", nargs="*", help="extra `charrnn train` arguments, after --")
+    p.add_argument("--budget", action="append", help="time budget, e.g. 60s or 5m (repeatable)")
+    p.add_argument("--corpus", action="append", help="tinyshakespeare, python, or a path (repeatable)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="both loops (default: each its own auto)")
+    p.add_argument("--out", type=Path, default=HERE / "runs" / "quality")
+    p.add_argument("--reference", type=Path, default=REFERENCE, help="the yardstick's path")
     args = p.parse_args()
-    for budget in args.budget or ["60s", "15m"]:
-        row = run_budget(budget, args.out, args.extra)
-        print(json.dumps(row), flush=True)
-        with open(HERE / "quality.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+    if not args.reference.is_file():
+        raise SystemExit(f"the reference loop is not at {args.reference}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    where = machine()
+    for name in args.corpus or ["tinyshakespeare", "python"]:
+        corpus = corpus_path(name, args.out)
+        for budget in args.budget or ["60s", "5m"]:
+            ref = reference(args.reference, corpus, parse_duration(budget), args.precision)
+            mine = ours(corpus, budget, args.out / f"{Path(name).stem}-{budget}", args.precision)
+            row = {"corpus": name, "corpus_chars": len(corpus.read_text(encoding="utf-8")), "budget": budget,
+                   "reference_val_loss": ref["val_loss"], "ours_val_loss": round(mine["val_loss"], 4),
+                   "difference": round(mine["val_loss"] - ref["val_loss"], 4),
+                   "meets_bar": mine["val_loss"] - ref["val_loss"] <= BAR,
+                   "reference": {k: ref[k] for k in ("steps", "chars_per_s", "epochs", "bf16")}, "ours": mine,
+                   "machine": where, "date": time.strftime("%Y-%m-%d"), "pid": os.getpid()}
+            print(json.dumps(row), flush=True)
+            with open(HERE / "quality.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ class _TimedTrainer:
 
     def __init__(self, model, cfg: TrainConfig, batcher, val_ids, device: torch.device, precision: str,
                  metrics: Path, compile: bool):
-        def validate(m):
+        def validate(m, subset):  # always the whole (small) split
             return evaluate(m, val_ids, device, precision, n_streams=8, seq_len=128)
 
         self.device = device

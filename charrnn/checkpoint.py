@@ -272,6 +272,19 @@ class RunFolder:
     def save(self, name: str, ckpt: dict[str, Any]) -> None:
         atomic_write(self.path / name, lambda f: torch.save({"format": FORMAT, **ckpt}, f))
 
+    def best_weights(self) -> dict[str, torch.Tensor] | None:
+        """The best checkpoint's weights (None if there is none)."""
+        path = self.path / BEST
+        return load_checkpoint(path)["model"] if path.is_file() else None
+
+    def set_best_loss(self, loss: float) -> None:
+        """Record the best checkpoint's full-pass validation loss in it (it was chosen on a subset)."""
+        path = self.path / BEST
+        ckpt = load_checkpoint(path)
+        ckpt["val_loss"] = loss
+        ckpt["trainer"]["progress"]["best_full"] = loss
+        self.save(BEST, {k: v for k, v in ckpt.items() if k != "format"})
+
 
 # --- reading ---------------------------------------------------------------------------------------
 def resolve_checkpoint(run: str | Path, prefer: str = BEST) -> Path:

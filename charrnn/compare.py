@@ -32,7 +32,7 @@ import torch
 from . import checkpoint as ck
 from . import pipeline, presets
 from .corpora import file_sha256, resolve_corpus
-from .data import build_tokenizer, encode_corpus, split
+from .data import encode_corpus, scan_corpus, split
 from .device import cpu_name, resolve_device, resolve_precision
 from .errors import CharrnnError, Interrupted
 from .fileio import read_bytes, shown
@@ -302,7 +302,7 @@ def _progress(cfg: CompareConfig, out: Path) -> dict[str, Any]:
 
 def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.device) -> dict[str, Any]:
     state = _progress(cfg, out)
-    tok = build_tokenizer(corpus_path)
+    tok, n_chars = scan_corpus(corpus_path)
     if state["sizes"] is None:
         sizes = {}
         if cfg.params:  # the budget's preset for each model (timed here, as its run would), then its width
@@ -310,7 +310,7 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
             for m in cfg.models:
                 outputs = {"n_outputs": tok.n_chars}  # as `charrnn train` builds it
                 preset = presets.choose(cfg.max_time, {**cfg.extra, "model": m, **outputs}, tok.vocab_size, device,
-                                        precision)
+                                        precision, int(n_chars * (1 - cfg.val_frac)))
                 sizes[m] = {**preset.settings,
                             **size_for_params(m, cfg.params, tok.vocab_size, {**preset.settings, **outputs})}
         state["sizes"] = sizes

@@ -65,14 +65,23 @@ def read_text(path: Path) -> str:
 
 
 def build_tokenizer(path: Path, byte_fallback: bool = True) -> CharTokenizer:
-    """The vocabulary of a corpus, counted chunk by chunk (bincount over code points: fast)."""
+    """The vocabulary of a corpus."""
+    return scan_corpus(path, byte_fallback)[0]
+
+
+def scan_corpus(path: Path, byte_fallback: bool = True) -> tuple[CharTokenizer, int]:
+    """The vocabulary of a corpus and its length in characters, counted chunk by chunk (bincount over
+    code points: fast)."""
     seen = np.zeros(MAX_CODEPOINT, dtype=bool)
+    n = 0
     for chunk in iter_text(path):
         cps = np.frombuffer(chunk.encode("utf-32-le"), dtype=np.uint32)
         seen |= np.bincount(cps, minlength=MAX_CODEPOINT).astype(bool)
+        n += len(cps)
     if not seen.any():
         raise CharrnnError(f"{shown(path)} is empty")
-    return CharTokenizer.from_chars((chr(c) for c in np.flatnonzero(seen).tolist()), byte_fallback=byte_fallback)
+    chars = (chr(c) for c in np.flatnonzero(seen).tolist())
+    return CharTokenizer.from_chars(chars, byte_fallback=byte_fallback), n
 
 
 # --- the id cache ----------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ by continuing that stream's state. Each stream starts from a zero state, which c
 at its first characters; 16 streams over tinyshakespeare's 111k validation characters is
 enough parallelism for speed and a negligible cold-start cost.
 
+Training's intermediate validations may pass `limit`: then only part of the split is scored (the first
+characters of every stream, or evenly spaced windows), each character exactly as the whole pass would
+score it, so successive checkpoints compare on the same text at a fraction of the cost.
+
 Under data-parallel training each rank scores a shard (`shard=(i, n)`: the i-th of n near-equal
 contiguous groups of the streams or windows) and the ranks add up their sums.
 """
@@ -32,6 +36,7 @@ class EvalResult:
     chars: int  # characters predicted
     # with per_char=True: the loss of each predicted character (entry i predicts character i + 1)
     losses: np.ndarray | None = field(default=None, repr=False, compare=False)
+    subset: bool = False  # only part of the split was scored (`limit`)
 
     @property
     def bpc(self) -> float:
@@ -45,6 +50,8 @@ class EvalResult:
     def to_dict(self) -> dict:
         """The numbers as strict JSON allows them: a value that is not finite is None."""
         out = {"loss_nats": self.loss_nats, "bpc": self.bpc, "perplexity": self.perplexity, "chars": self.chars}
+        if self.subset:
+            out["subset"] = True
         return {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in out.items()}
 
 
@@ -54,19 +61,27 @@ def _ids(ids: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tenso
 
 def evaluate_model(model, ids: np.ndarray, device: torch.device, precision: str = "fp32", n_streams: int = 16,
                    seq_len: int = 256, stride: int | None = None, per_char: bool = False,
-                   shard: tuple[int, int] = (0, 1)) -> EvalResult:
-    """Mean loss over `ids` by the method that suits the model: streams (RNN) or windows (Transformer)."""
+                   shard: tuple[int, int] = (0, 1), limit: int | None = None) -> EvalResult:
+    """Mean loss over `ids` by the method that suits the model: streams (RNN) or windows (Transformer).
+    `limit`: score about that many characters only (a part of the whole pass; see the module's note)."""
     if getattr(model, "stateful", True):
         return evaluate(model, ids, device, precision, n_streams=n_streams, seq_len=seq_len, per_char=per_char,
-                        shard=shard)
-    return evaluate_windows(model, ids, device, precision, stride=stride, per_char=per_char, shard=shard)
+                        shard=shard, limit=limit)
+    return evaluate_windows(model, ids, device, precision, stride=stride, per_char=per_char, shard=shard,
+                            limit=limit)
 
 
 @torch.no_grad()
 def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp32",
              n_streams: int = 16, seq_len: int = 256, per_char: bool = False,
-             shard: tuple[int, int] = (0, 1)) -> EvalResult:
+             shard: tuple[int, int] = (0, 1), limit: int | None = None) -> EvalResult:
     """Mean loss of `model` over `ids` (a 1-D array of token ids), on `device`.
+
+    `limit`: each stream stops after its first limit // n_streams characters (the tail is skipped),
+    so the characters scored, and their losses, are those the whole pass starts with. Stopping the
+    same streams early, rather than scoring short pieces of their own, keeps every stream start the
+    whole pass has and no other: from a zero state a model trained on carried streams can misread a
+    stretch of text badly, and extra cold starts would rank checkpoints by that.
 
     `shard=(i, n)` scores only the i-th of n near-equal contiguous groups of the streams (the last
     group also takes the leftover tail); the n results' loss_nats * chars add up to the whole sum.
@@ -76,6 +91,7 @@ def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp3
         raise ValueError("need at least two characters to evaluate")
     n_streams = max(1, min(n_streams, (n - 1) // max(seq_len, 1), (n - 1)))
     L = (n - 1) // n_streams
+    run = L if limit is None else max(1, min(L, limit // n_streams))  # characters each stream scores
     total = 0.0
     count = 0
     state = None
@@ -87,8 +103,8 @@ def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp3
     was_training = model.training
     model.eval()
     try:
-        for t0 in range(0, L, seq_len):
-            t1 = min(t0 + seq_len, L)
+        for t0 in range(0, run, seq_len):
+            t1 = min(t0 + seq_len, run)
             rows = starts[:, None] + np.arange(t0, t1 + 1)
             window = _ids(ids, rows, device)  # (B, t1-t0+1)
             with autocast(device, precision):
@@ -99,7 +115,7 @@ def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp3
             if per_char:
                 losses[rows[:, :-1]] = ce.cpu().numpy()
         rest = n - 1 - n_streams * L
-        if rest > 0 and mine[-1] == n_streams - 1:  # continue the last stream over the tail
+        if rest > 0 and mine[-1] == n_streams - 1 and run == L:  # continue the last stream over the tail
             last = None if state is None else tuple(s[:, -1:].contiguous() for s in state)
             pos = np.arange(n_streams * L, n)[None, :]
             window = _ids(ids, pos, device)
@@ -112,13 +128,13 @@ def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp3
                 losses[pos[:, :-1]] = ce.cpu().numpy()
     finally:
         model.train(was_training)
-    return EvalResult(total / count, count, losses)
+    return EvalResult(total / count, count, losses, subset=run < L)
 
 
 @torch.no_grad()
 def evaluate_windows(model, ids: np.ndarray, device: torch.device, precision: str = "fp32",
                      stride: int | None = None, batch_size: int = 32, per_char: bool = False,
-                     shard: tuple[int, int] = (0, 1)) -> EvalResult:
+                     shard: tuple[int, int] = (0, 1), limit: int | None = None) -> EvalResult:
     """Mean loss of a Transformer over `ids`: every character after the first predicted exactly once.
 
     Windows of `context` characters start every `stride` characters (default context // 2).
@@ -128,6 +144,7 @@ def evaluate_windows(model, ids: np.ndarray, device: torch.device, precision: st
     the sampler uses, and the result equals scoring each character with its own forward pass over
     that window (tests/test_transformer.py checks it). The last window may be shorter.
     `shard=(i, n)` scores the i-th of n contiguous groups of the windows (the last takes the short one).
+    `limit`: only evenly spaced full windows, about `limit` scored characters in all.
     """
     from .models import window_start
 
@@ -139,6 +156,10 @@ def evaluate_windows(model, ids: np.ndarray, device: torch.device, precision: st
         raise ValueError(f"stride must be in [1, context], not {S}")
     n_windows = 1 + window_start(n - 1, C, S) // S  # the last window holds the prediction of character n-1
     full = [w for w in range(n_windows) if w * S + C <= n - 1]  # windows of exactly C inputs
+    n_full = len(full)
+    every = 1 if limit is None else max(1, -(-n_full * S // max(limit, 1)))
+    subset = every > 1
+    full = full[::every]
     mine = np.array_split(np.arange(len(full)), shard[1])[shard[0]]
     last_shard = shard[0] == shard[1] - 1
     total, count = 0.0, 0
@@ -165,11 +186,11 @@ def evaluate_windows(model, ids: np.ndarray, device: torch.device, precision: st
     try:
         for i in range(0, len(mine), batch_size):
             score([full[j] for j in mine[i:i + batch_size]], C)
-        if len(full) < n_windows and last_shard:  # the shorter last window
+        if n_full < n_windows and last_shard and not subset:  # the shorter last window
             w = n_windows - 1
             score([w], n - 1 - w * S)
     finally:
         model.train(was_training)
-    if shard[1] == 1:
+    if shard[1] == 1 and not subset:
         assert count == n - 1, (count, n)
-    return EvalResult(total / count if count else 0.0, count, losses)
+    return EvalResult(total / count if count else 0.0, count, losses, subset=subset)

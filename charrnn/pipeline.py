@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ck
 from . import distributed, memory, presets
 from .corpora import file_sha256, resolve_corpus
-from .data import StreamBatcher, WindowBatcher, build_tokenizer, encode_corpus, has_bom, split
+from .data import StreamBatcher, WindowBatcher, encode_corpus, has_bom, scan_corpus, split
 from .device import resolve_device, resolve_precision
 from .errors import CharrnnError, TrainingDiverged, one_line
 from .evaluate import EvalResult, evaluate_model
@@ -40,6 +40,10 @@ DEFAULT_MAX_TIME = 600.0  # with no stop given, train for ten minutes
 DEFAULT_VAL_FRAC = 0.1
 EVAL_STREAMS = memory.EVAL_ROWS
 EVAL_SEQ = memory.EVAL_LENGTH
+# Characters an intermediate validation scores: the start of the whole pass (evaluate.py's `limit`), the
+# same every time. Enough to rank checkpoints, which all score that text, at a small share of the cost:
+# for the RNNs one chunk of every validation stream.
+VAL_SUBSET = EVAL_STREAMS * EVAL_SEQ
 MAX_RATE = 1e6  # the largest --lr and --weight-decay
 SIZE_HINT = "lower --hidden, --layers, --embed or --context, or the batch (--batch-size, --seq-len, or more --grad-accum)"
 
@@ -215,7 +219,7 @@ def _fresh_setup(opts: RunOptions, overrides: dict[str, Any], corpus_path: Path,
     val_frac = DEFAULT_VAL_FRAC if opts.val_frac is None else opts.val_frac
     if has_bom(corpus_path) and not opts.quiet:
         _say(f"note: {shown(corpus_path)} starts with a UTF-8 byte-order mark; it is dropped")
-    tok = build_tokenizer(corpus_path, byte_fallback=opts.byte_fallback is not False)
+    tok, n_chars = scan_corpus(corpus_path, byte_fallback=opts.byte_fallback is not False)
     outputs = {"n_outputs": tok.n_chars}  # byte tokens are read, never predicted (ModelConfig.n_outputs)
     # The user's own values are checked (and sized) before any time is spent timing presets with them.
     first = _configs(kind, {**presets.presets_for(kind)[0].settings, **overrides, **outputs}, tok.vocab_size,
@@ -227,8 +231,9 @@ def _fresh_setup(opts: RunOptions, overrides: dict[str, Any], corpus_path: Path,
     if presets.needs_choice(overrides):  # some settings are left to the budget
         budget = overrides.get("max_time") or DEFAULT_MAX_TIME
         # Rank 0 times the presets as if alone, and every rank trains what it chose.
-        choice = world.from_main(presets.choose(budget, {**overrides, **outputs}, tok.vocab_size, device, precision)
-                                 if world.is_main else None)
+        train_chars = int(n_chars * (1 - val_frac))  # what split() will keep for training
+        choice = world.from_main(presets.choose(budget, {**overrides, **outputs}, tok.vocab_size, device, precision,
+                                                train_chars) if world.is_main else None)
         base = dict(choice.settings)
         if not opts.quiet:
             _say(f"settings from the budget: {choice.describe()}")
@@ -298,14 +303,14 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
     batcher = batcher_cls(train_ids, train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed,
                           rows=None if world.world_size == 1 else rows)
 
-    def validate(m) -> EvalResult:
+    def validate(m, subset: bool) -> EvalResult:
         # Each rank scores its share of the validation streams or windows; the sums make the global figure.
         part = evaluate_model(m, val_ids, device, s.precision, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ,
-                              shard=(world.rank, world.world_size))
+                              shard=(world.rank, world.world_size), limit=VAL_SUBSET if subset else None)
         if world.world_size == 1:
             return part
         total, chars = world.all_sum([part.loss_nats * part.chars, part.chars])
-        return EvalResult(total / chars, int(chars))
+        return EvalResult(total / chars, int(chars), subset=part.subset)
 
     trainer = Trainer(s.model, train_cfg, batcher, device, s.precision, evaluate=validate, quiet=opts.quiet,
                       world=world, compile=opts.compile)
@@ -315,6 +320,8 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
             raise CharrnnError(f"{shown(s.saved_path)}: its trainer state does not fit this run "
                                f"({one_line(e, 120) or type(e).__name__})") from None
+        if trainer.progress.best_full == math.inf and trainer.progress.best_step >= 0:
+            trainer.best_weights = folder.best_weights()  # to score it fully when the run ends
     run_info = {"corpus": shown(corpus_path), "corpus_sha256": corpus_sha, "val_frac": s.val_frac,
                 "train_chars": len(train_ids), "val_chars": len(val_ids), "preset": s.preset,
                 "precision": s.precision}
@@ -347,8 +354,9 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
                  else "no checkpoint had been written")
         raise TrainingDiverged(f"{e}; {where}. Lower --lr, or clip gradients with --grad-clip") from None
     p = trainer.progress
+    best = p.best_full if p.best_full < math.inf else p.best_val  # a full pass's figure once there is one
     return {"run_dir": str(folder.path), "reason": reason, "step": p.step, "chars": p.chars, "elapsed": p.elapsed,
-            "best_val": p.best_val if p.best_val < math.inf else None, "skipped": p.skipped, "main": world.is_main}
+            "best_val": best if best < math.inf else None, "skipped": p.skipped, "main": world.is_main}
 
 
 def _resume_after_restart(opts: RunOptions, world: distributed.World, corpus_path: Path,
@@ -439,12 +447,21 @@ def _attach_run_hooks(trainer: Trainer, folder: ck.RunFolder, tok, model_cfg, tr
         save(snap, is_best)
         if not opts.quiet:
             line = f"step {t.progress.step}: val loss {result.loss_nats:.4f} nats, {result.bpc:.4f} bpc"
+            if result.subset:
+                line += f" ({result.chars:,}-character subset)"
             _say(line + (" (best)" if is_best else ""))
             if opts.sample_len > 0:
                 sampler = Sampler(t.model, tok, t.device)
                 text = sampler.sample_many(SampleConfig(length=opts.sample_len, temperature=0.8, seed=0), 1)[0]
                 t.model.train()
                 _say("  | " + text.strip().replace("\n", "\n  | "))
+
+    def on_best_scored(t: Trainer, result: EvalResult) -> None:
+        if main:  # the best checkpoint, judged on the subset, now carries its full-pass loss
+            folder.set_best_loss(result.loss_nats)
+            if not opts.quiet:
+                _say(f"best checkpoint (step {t.progress.best_step}): val loss {result.loss_nats:.4f} nats, "
+                     f"{result.bpc:.4f} bpc")
 
     def on_save(t: Trainer) -> None:
         if saved["at"] != t.progress.step:
@@ -455,6 +472,7 @@ def _attach_run_hooks(trainer: Trainer, folder: ck.RunFolder, tok, model_cfg, tr
 
     trainer.hooks.on_log.append(on_log)
     trainer.hooks.on_eval.append(on_eval)
+    trainer.hooks.on_best_scored.append(on_best_scored)
     trainer.hooks.on_save.append(on_save)
     return saved
 
@@ -491,7 +509,8 @@ def run_info(run: str | Path) -> dict[str, Any]:
     ckpt = ck.load_checkpoint(path)
     model = ck.checkpoint_model(ckpt, path)
     progress = ckpt["trainer"]["progress"]
-    best = progress.get("best_val", math.inf)
+    best = progress.get("best_full", math.inf)  # a full pass's figure, else what the (subset) pass scored
+    best = best if best < math.inf else progress.get("best_val", math.inf)
     return {"checkpoint": shown(path), "model": ckpt["model_config"], "train": ckpt["train_config"],
             "run": ckpt["run"], "params": model.num_params(), "step": progress.get("step", 0),
             "epoch": progress.get("epoch", 0), "chars_trained": progress.get("chars", 0),

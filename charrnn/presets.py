@@ -1,12 +1,14 @@
-"""Settings chosen from the time budget: what to train when the user only says how long.
+"""Settings chosen from the time budget and the corpus: what to train when the user only says how long.
 
 The same ten minutes buy six times more training on one machine than on another, and a 2-layer
 model costs relatively more on some CPUs than on others, so seconds alone cannot pick the model.
-What decides is how many characters a model can train on in the budget. So before a new run whose
-settings are not all given, we time a few training steps of each candidate preset on the run's own
-device and precision, largest first, and take the largest preset that can train on at least its
-`min_chars` characters in the budget. The presets and thresholds were measured on tinyshakespeare
-(benchmarks/README.md). Whatever the user sets wins, and is part of what is timed.
+What decides is how many characters a model can train on in the budget, and how many times over
+that reads the corpus. So before a new run whose settings are not all given, we time a few training
+steps of each candidate preset on the run's own device and precision, largest first, and take the
+largest preset that can train on at least its `min_chars` characters in the budget; its dropout
+then follows the epochs those characters make of the training split (`dropout_for`). The presets,
+thresholds and the dropout rule come from sweeps recorded in benchmarks/README.md. Whatever the user
+sets wins, and is part of what is timed.
 """
 
 from __future__ import annotations
@@ -71,6 +73,15 @@ def needs_choice(given: dict[str, Any]) -> bool:
     return not keys <= given.keys()
 
 
+# Dropout follows the epochs the budget buys on this corpus (characters trained / training characters):
+# a model that reads its text once or twice cannot overfit it, one that reads it many times must be held
+# back. None up to 3 epochs, then 0.1 more per doubling, at most 0.3, in steps of 0.05 (no cliff where
+# a timing's noise could tip it); measured by the sweep in benchmarks/README.md.
+def dropout_for(epochs: float) -> float:
+    p = min(0.3, max(0.0, 0.1 * math.log2(max(epochs, 1e-9) / 3)))
+    return round(math.floor(p / 0.05 + 1e-9) * 0.05, 2)
+
+
 @dataclass
 class Choice:
     """The preset picked for a budget, and the measurement behind it (recorded in config.json)."""
@@ -79,10 +90,15 @@ class Choice:
     settings: dict[str, Any]  # the preset's settings with the user's own on top
     budget_s: float
     chars_per_s: float  # measured training speed of exactly these settings here
+    train_chars: int | None = None  # the training split's length, when known
 
     @property
     def chars(self) -> float:
         return self.chars_per_s * self.budget_s
+
+    @property
+    def epochs(self) -> float | None:
+        return self.chars / self.train_chars if self.train_chars else None
 
     def describe(self) -> str:
         s = self.settings
@@ -90,21 +106,25 @@ class Choice:
         length = s["context"] if s["model"] == "transformer" else s["seq_len"]
         return (f"preset {self.name} for {self.budget_s:g}s: {s['model']} {s['n_layers']}x{s['hidden']}{shape}, "
                 f"dropout {s['dropout']}, batch {s['batch_size']}x{length}, lr {s['lr']:g} "
-                f"(measured {self.chars_per_s / 1000:.1f}k chars/s here, ~{self.chars / 1e6:.1f}M chars in the budget)")
+                f"(measured {self.chars_per_s / 1000:.1f}k chars/s here, ~{self.chars / 1e6:.1f}M chars in the budget"
+                + (f", {self.epochs:.1f} epochs)" if self.epochs is not None else ")"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"preset": self.name, "budget_s": self.budget_s, "chars_per_s": round(self.chars_per_s),
-                "chars": round(self.chars)}
+        out = {"preset": self.name, "budget_s": self.budget_s, "chars_per_s": round(self.chars_per_s),
+               "chars": round(self.chars)}
+        if self.epochs is not None:
+            out["epochs"] = round(self.epochs, 2)
+        return out
 
 
 def measure_speed(settings: dict[str, Any], vocab_size: int, device: torch.device, precision: str,
                   seconds: float = 0.3) -> float:
     """Training chars/s of a model and batch size here: one warm-up step, then `seconds` of steps.
 
-    Random weights and data: the speed of a step does not depend on what it learns. An RNN's chunks
-    are cut to 32 characters, which costs the same per character and keeps a big model's timing
-    short (a Transformer's cost per character grows with its window, so it keeps its own). The
-    global RNG is left as it was, so the run's own seeding is unaffected.
+    Random weights and data: the speed of a step does not depend on what it learns. The batch is the
+    run's own shape: each step's fixed costs (the optimizer, the output layer's launch) weigh on a
+    short chunk, so a shorter one would read slower than training runs. The global RNG is left as it
+    was, so the run's own seeding is unaffected.
     """
     from .models import ModelConfig, build_model
 
@@ -114,8 +134,7 @@ def measure_speed(settings: dict[str, Any], vocab_size: int, device: torch.devic
         config = ModelConfig(vocab_size=vocab_size, **{k: v for k, v in settings.items() if k in fields})
         model = build_model(config).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        length = settings["seq_len"] if not model.stateful else min(settings["seq_len"], 32)
-        x = torch.randint(0, config.outputs, (settings["batch_size"], length + 1), device=device)
+        x = torch.randint(0, config.outputs, (settings["batch_size"], settings["seq_len"] + 1), device=device)
         state, steps, t0 = None, 0, 0.0
         while True:
             if steps == 1:  # the first step pays for allocation and kernel selection
@@ -140,8 +159,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torch.device, precision: str) -> Choice:
-    """The largest preset that can train on its `min_chars` in the budget, with the user's settings on top."""
+def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torch.device, precision: str,
+           train_chars: int | None = None) -> Choice:
+    """The largest preset that can train on its `min_chars` in the budget, with the user's settings on top;
+    its dropout from the epochs that makes of `train_chars` (`dropout_for`) unless the user set one."""
     speeds: dict[tuple, float] = {}  # presets the user's settings make identical in shape are timed once
     for preset in reversed(presets_for(given.get("model", "lstm"))):  # largest first
         settings = {**preset.settings, **given}
@@ -154,7 +175,11 @@ def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torc
             except ValueError:  # the user's settings do not fit this preset (heads that do not divide hidden)
                 speeds[shape] = math.nan  # never chosen: NaN fails every comparison
         if speeds[shape] * budget_s >= preset.min_chars:
-            return Choice(preset.name, {k: settings[k] for k in preset.settings}, budget_s, speeds[shape])
+            choice = Choice(preset.name, {k: settings[k] for k in preset.settings}, budget_s, speeds[shape],
+                            train_chars)
+            if "dropout" not in given and choice.epochs is not None:
+                choice.settings["dropout"] = dropout_for(choice.epochs)
+            return choice
     # No preset fits the user's settings: the smallest (the loop's last) with them on top, which the run's
     # own checks then refuse in one line.
     return Choice(preset.name, {k: settings[k] for k in preset.settings}, budget_s, math.nan)

@@ -10,6 +10,11 @@ with the rate fully decayed. Mixed precision through autocast (bf16 on CPU/CUDA,
 GradScaler on CUDA). Everything needed to continue exactly is in `state_dict()`, the steps since
 the last metrics record included, so a resumed run logs what an unbroken one does.
 
+Validation: the evaluator is called as `evaluate(model, subset)`. Intermediate passes ask for a subset
+(the evaluator's choice: the start of the whole pass), which also ranks the checkpoints; the pass at
+the end of the run scores the whole split, and so does an earlier best checkpoint's, so the losses
+a run reports are full passes.
+
 A step whose loss or gradient is not finite changes nothing (the update is skipped, counted, and
 logged); `diverge_after` of them in a row end the run with `TrainingDiverged`. On CUDA the fused
 AdamW skips on the device itself, so a step still never waits for the GPU.
@@ -80,7 +85,9 @@ class Progress:
     batch: int = 0
     elapsed: float = 0.0  # seconds of training so far, across resumes
     chars: int = 0  # characters trained on, all ranks together
-    best_val: float = math.inf
+    best_val: float = math.inf  # the best checkpoint's validation loss, as its pass scored it (maybe a subset)
+    best_step: int = -1  # the step of the best checkpoint (-1: none yet)
+    best_full: float = math.inf  # its loss over the whole split, once a full pass scored it (inf: not yet)
     evals: int = 0  # validation passes done
     eval_frac: float = 0.0  # run fraction at the last validation
     eval_s: float = 0.0  # seconds the last validation took
@@ -136,6 +143,8 @@ class Hooks:
     on_step: list[Callable] = field(default_factory=list)
     on_log: list[Callable] = field(default_factory=list)  # (trainer, record)
     on_eval: list[Callable] = field(default_factory=list)  # (trainer, result, is_best)
+    # (trainer, result): the full-pass loss of an earlier best checkpoint, once the final pass has run
+    on_best_scored: list[Callable] = field(default_factory=list)
     on_save: list[Callable] = field(default_factory=list)  # (trainer)
 
 
@@ -161,6 +170,9 @@ class Trainer:
         self.progress = Progress()
         self.state = None  # carried hidden state
         self.loss = None  # last step's loss (a tensor: reading it syncs the device)
+        # The best checkpoint's weights while it was judged on a subset (a CPU copy), to score it fully at
+        # the end; a resumed run gets them from its best checkpoint.
+        self.best_weights: dict | None = None
         self._fused = fused_adamw(device)
         self.optimizer = self._make_optimizer()
         self.scaler = grad_scaler(device, precision)
@@ -423,13 +435,30 @@ class Trainer:
                 "lr": self.lr_at(p.step - 1, frac), "chars_per_s": rate, "elapsed": p.elapsed, "skipped": skipped}
 
     def _validate(self, bar) -> None:
+        """An intermediate pass scores the evaluator's fixed subset, which also picks the best checkpoint;
+        the final pass scores the whole split, and so does the best checkpoint if it is an earlier one."""
         p = self.progress
         t0, elapsed_before = time.perf_counter(), p.elapsed
-        result = self.evaluate(self.model)
-        p.evals += 1
+        result = self.evaluate(self.model, subset=True)  # the whole split when that is small
         is_best = result.loss_nats < p.best_val
         if is_best:
-            p.best_val = result.loss_nats
+            p.best_val, p.best_step = result.loss_nats, p.step
+            p.best_full = math.inf if result.subset else result.loss_nats
+            self.best_weights = ({k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                                 if result.subset else None)
+        best = None
+        if self._done() and result.subset:
+            sub, result = result, self.evaluate(self.model, subset=False)
+            if not is_best and p.best_full == math.inf:
+                best = self._score_best()
+                if best is not None:
+                    p.best_full = best.loss_nats
+            if not is_best and result.loss_nats < p.best_full:  # scored in full, the last one is better after all
+                is_best, best = True, None
+                p.best_val, p.best_step = sub.loss_nats, p.step
+            if is_best:
+                p.best_full = result.loss_nats
+        p.evals += 1
         p.elapsed += time.perf_counter() - t0
         self._agree()
         # from the agreed clock, so that every rank spaces its validations alike
@@ -438,6 +467,20 @@ class Trainer:
         self.model.train()
         for hook in self.hooks.on_eval:
             hook(self, result, is_best)
+        if best is not None:
+            for hook in self.hooks.on_best_scored:
+                hook(self, best)
+
+    def _score_best(self):
+        """The full-pass result of the best checkpoint's weights (None if they are not at hand)."""
+        if self.best_weights is None:
+            return None
+        current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.best_weights)
+        try:
+            return self.evaluate(self.model, subset=False)
+        finally:
+            self.model.load_state_dict(current)
 
     def _agree(self) -> None:
         """All ranks take the same clock and the same stop decision (the identity on one process)."""

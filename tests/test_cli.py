@@ -121,6 +121,9 @@ def test_unset_settings_come_from_the_budget_preset(corpus, tmp_path):
     assert chosen["chars"] >= preset.min_chars  # it could afford the preset it picked...
     assert config["model"]["hidden"] == 32  # ...with what the user set on top
     assert config["model"]["n_layers"] == preset.settings["n_layers"] and config["train"]["lr"] == preset.settings["lr"]
+    # the dropout from the epochs the budget buys on this corpus's training split
+    assert chosen["epochs"] == pytest.approx(chosen["chars"] / config["run"]["train_chars"], rel=0.01)
+    assert config["model"]["dropout"] == presets.dropout_for(chosen["chars"] / config["run"]["train_chars"])
 
 
 def test_bom_notice(tmp_path):

@@ -160,6 +160,22 @@ def test_the_largest_affordable_preset_is_chosen(monkeypatch):
     assert choice.settings["hidden"] == 64 and len(timed) == 1  # one shape left to time: timed once
 
 
+def test_dropout_follows_the_epochs_the_budget_buys_on_this_corpus(monkeypatch):
+    from charrnn import presets
+
+    monkeypatch.setattr(presets, "measure_speed", lambda settings, vocab_size, device, precision: 10_000.0)
+    cpu = torch.device("cpu")
+    # 100 s at 10k chars/s: 1M characters, read once by a 1M-character corpus, 40 times by a 25k one
+    once = presets.choose(100, {}, 65, cpu, "fp32", train_chars=1_000_000)
+    often = presets.choose(100, {}, 65, cpu, "fp32", train_chars=25_000)
+    assert once.name == often.name and once.epochs == pytest.approx(1.0) and often.epochs == pytest.approx(40)
+    assert once.settings["dropout"] == 0.0 and often.settings["dropout"] == 0.3
+    assert presets.choose(100, {"dropout": 0.05}, 65, cpu, "fp32", train_chars=25_000).settings["dropout"] == 0.05
+    assert presets.choose(100, {}, 65, cpu, "fp32").epochs is None  # no corpus size: the preset's own dropout
+    steps = [presets.dropout_for(e) for e in (0.5, 3, 4.2, 6.1, 12.1, 25, 1e6)]
+    assert steps == [0.0, 0.0, 0.0, 0.1, 0.2, 0.3, 0.3]
+
+
 def test_speed_measurement_leaves_the_rng_alone():
     from charrnn import presets
 
@@ -277,3 +293,114 @@ def test_non_finite_weights_are_never_written(corpus, tmp_path):
         train(_opts(corpus, out), dict(TINY, max_steps=30, eval_interval=5), on_trainer=poison_at_12)
     ckpt = ck.load_checkpoint(out / ck.LAST)  # loading checks the weights are finite
     assert ckpt["trainer"]["progress"]["step"] == 10
+
+
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_a_limited_validation_scores_part_of_the_whole_pass_exactly_as_it_does(kind):
+    import numpy as np
+
+    from charrnn.evaluate import evaluate_model
+    from charrnn.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=20, model=kind, n_layers=1, hidden=32, embed=8, heads=2, context=16))
+    ids = np.random.default_rng(0).integers(0, 20, 5_000)
+    whole = evaluate_model(model, ids, torch.device("cpu"), n_streams=8, seq_len=64, per_char=True)
+    part = evaluate_model(model, ids, torch.device("cpu"), n_streams=8, seq_len=64, per_char=True, limit=800)
+    scored = part.losses != 0
+    assert part.subset and not whole.subset and 700 <= part.chars == scored.sum() <= 800 + 16  # (+ a first window)
+    assert np.allclose(part.losses[scored], whole.losses[scored], atol=1e-5)  # the same characters, the same losses
+    assert part.loss_nats == pytest.approx(part.losses[scored].mean(), rel=1e-5)
+    assert evaluate_model(model, ids, torch.device("cpu"), n_streams=8, seq_len=64, limit=10**6).subset is False
+
+
+def test_intermediate_validations_score_a_subset_and_the_final_one_the_whole_split(corpus, tmp_path, monkeypatch):
+    from charrnn import pipeline
+
+    monkeypatch.setattr(pipeline, "VAL_SUBSET", 256)  # the test corpus's 2,000 validation characters > 2 x 256
+    summary = train(_opts(corpus, tmp_path / "run"), dict(TINY, max_steps=40, eval_interval=10))
+    vals = _records(tmp_path / "run", "val")
+    assert [r["step"] for r in vals] == [10, 20, 30, 40]
+    assert all(r.get("subset") and r["chars"] < 300 for r in vals[:-1])
+    assert "subset" not in vals[-1] and vals[-1]["chars"] == 1999
+    full = pipeline.eval_run(tmp_path / "run", str(corpus))
+    assert summary["best_val"] == pytest.approx(full.loss_nats, abs=1e-6)
+
+
+def test_an_earlier_best_checkpoint_is_scored_fully_when_the_run_ends(corpus, tmp_path, monkeypatch):
+    from charrnn import pipeline
+
+    monkeypatch.setattr(pipeline, "VAL_SUBSET", 256)
+
+    def spoil_the_last_step(trainer):  # the final model is worse than the one at step 30
+        def hook(t):
+            if t.progress.step == 40:
+                with torch.no_grad():
+                    for p in t.model.parameters():
+                        p.add_(torch.randn_like(p))
+        trainer.hooks.on_step.append(hook)
+
+    out = tmp_path / "run"
+    summary = train(_opts(corpus, out), dict(TINY, max_steps=40, eval_interval=10), on_trainer=spoil_the_last_step)
+    vals = _records(out, "val")
+    best = ck.load_checkpoint(out / ck.BEST)
+    assert best["trainer"]["progress"]["step"] == 30 and vals[-1]["loss_nats"] > best["val_loss"]
+    full = pipeline.eval_run(out, str(corpus))  # best.pt, every validation character
+    assert best["val_loss"] == pytest.approx(full.loss_nats, abs=1e-6) == summary["best_val"]
+    assert pipeline.run_info(out)["best_val_loss"] == best["val_loss"]
+
+
+def test_a_resumed_run_scores_its_earlier_best_checkpoint_fully(corpus, tmp_path, monkeypatch):
+    from charrnn import pipeline
+
+    monkeypatch.setattr(pipeline, "VAL_SUBSET", 256)
+    out = tmp_path / "run"
+
+    def stop_at_25(trainer):
+        trainer.hooks.on_step.append(lambda t: t.request_stop() if t.progress.step == 25 else None)
+
+    settings = dict(TINY, max_steps=40, eval_interval=10)
+    assert train(_opts(out=out, corpus=corpus), settings, on_trainer=stop_at_25)["reason"] == "interrupted"
+    assert ck.load_checkpoint(out / ck.LAST)["trainer"]["progress"]["best_full"] == math.inf  # judged on the subset
+
+    def spoil_every_step(trainer):  # from here on every model is worse than the one at step 20
+        def hook(t):
+            with torch.no_grad():
+                for p in t.model.parameters():
+                    p.add_(torch.randn_like(p))
+        trainer.hooks.on_step.append(hook)
+
+    summary = train(_opts(out=out, corpus=corpus, resume=True), {"max_steps": 40}, on_trainer=spoil_every_step)
+    best = ck.load_checkpoint(out / ck.BEST)
+    assert best["trainer"]["progress"]["step"] == 20
+    full = pipeline.eval_run(out, str(corpus))
+    assert best["val_loss"] == pytest.approx(full.loss_nats, abs=1e-6) == summary["best_val"]
+
+
+@pytest.mark.parametrize("best_in_full", [1.35, 1.45], ids=["the earlier best stays", "the last wins in full"])
+def test_the_final_pass_settles_the_best_checkpoint_on_full_figures(best_in_full):
+    from charrnn.evaluate import EvalResult
+
+    model = CharRNN(ModelConfig(vocab_size=20, model="gru", n_layers=1, hidden=8, embed=4))
+    step_of = {}  # the step whose weights were evaluated, read from a weight the steps change
+
+    def evaluate(m, subset):
+        at = step_of[m.embed.weight[0, 0].item()]
+        if subset:
+            return EvalResult({10: 2.0, 20: 1.5, 30: 1.6}[at], 100, subset=True)  # the subset prefers step 20
+        return EvalResult({20: best_in_full, 30: 1.4}[at], 1000)
+
+    t = Trainer(model, TrainConfig(batch_size=2, seq_len=8, max_steps=30, eval_interval=10, log_interval=10),
+                _Batcher(), torch.device("cpu"), "fp32", evaluate=evaluate, quiet=True)
+    t.hooks.on_step.append(lambda t: step_of.__setitem__(t.model.embed.weight[0, 0].item(), t.progress.step))
+    seen, rescored = [], []
+    t.hooks.on_eval.append(lambda t, r, best: seen.append((t.progress.step, r.loss_nats, r.subset, best)))
+    t.hooks.on_best_scored.append(lambda t, r: rescored.append(r.loss_nats))
+    t.run()
+    assert seen[:2] == [(10, 2.0, True, True), (20, 1.5, True, True)]
+    if best_in_full < 1.4:  # step 20 stays the best; its full figure is what the run reports
+        assert seen[2] == (30, 1.4, False, False) and rescored == [1.35]
+        assert (t.progress.best_step, t.progress.best_full) == (20, 1.35)
+    else:  # in full the last model is better: it becomes the best checkpoint
+        assert seen[2] == (30, 1.4, False, True) and rescored == []
+        assert (t.progress.best_step, t.progress.best_full) == (30, 1.4)
