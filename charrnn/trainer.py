@@ -453,7 +453,9 @@ class Trainer:
                 best = self._score_best()
                 if best is not None:
                     p.best_full = best.loss_nats
-            if not is_best and result.loss_nats < p.best_full:  # scored in full, the last one is better after all
+            # Scored in full the last model is better after all (or the earlier best's weights were not at
+            # hand to score, as after resuming a checkpoint from before this rule): it becomes the best.
+            if not is_best and result.loss_nats < p.best_full:
                 is_best, best = True, None
                 p.best_val, p.best_step = sub.loss_nats, p.step
             if is_best:
