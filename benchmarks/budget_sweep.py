@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,8 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
-from benchmarks.common import machine, python_sources  # noqa: E402
-from charrnn.corpora import resolve_corpus  # noqa: E402
+from benchmarks.common import bench_corpus, machine, train_and_score  # noqa: E402
 
 LSTM = ["--layers", "1", "--embed", "64", "--batch-size", "16", "--seq-len", "64", "--warmup", "30", "--dropout", "0"]
 GROUPS: dict[str, tuple[str, str, list[list[str]]]] = {
@@ -51,31 +49,6 @@ GROUPS: dict[str, tuple[str, str, list[list[str]]]] = {
 }
 
 
-def corpus_path(name: str, work: Path) -> Path:
-    if name.startswith("python-"):
-        size = int(name.removeprefix("python-").removesuffix("mb")) * 1_000_000
-        path = work / f"python-stdlib-{name.removeprefix('python-')}.txt"
-        return path if path.is_file() else python_sources(path, size)
-    return resolve_corpus(name)
-
-
-def run(corpus: Path, budget: str, settings: list[str], run_dir: Path) -> dict:
-    charrnn = [sys.executable, "-m", "charrnn"]
-    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-    subprocess.run(charrnn + ["train", str(corpus), "--max-time", budget, "--out", str(run_dir), "-q", *settings],
-                   check=True, cwd=HERE.parent)
-    result = json.loads(subprocess.run(charrnn + ["eval", str(run_dir), str(corpus), "--json"], check=True,
-                                       capture_output=True, text=True, cwd=HERE.parent).stdout)
-    config = json.loads((run_dir / "config.json").read_text())
-    last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-            if '"train"' in line][-1]
-    chars = last["step"] * config["train"]["batch_size"] * config["train"]["seq_len"]
-    return {"val_loss": round(result["loss_nats"], 4), "steps": last["step"],
-            "epochs": round(chars / config["run"]["train_chars"], 2), "model": config["model"],
-            "train": {k: config["train"][k] for k in ("batch_size", "seq_len", "lr", "warmup_steps")},
-            "preset": config["run"].get("preset")}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--group", action="append", choices=sorted(GROUPS), help="default: all (about 80 minutes)")
@@ -85,12 +58,12 @@ def main() -> None:
     where = machine()
     for group in args.group or list(GROUPS):
         name, budget, variants = GROUPS[group]
-        corpus = corpus_path(name, args.out)
+        corpus = bench_corpus(name, args.out)
         for i, settings in enumerate(variants):
             row = {"group": group, "corpus": name, "budget": budget,
+                   **train_and_score(corpus, budget, args.out / f"{group}-{i}", settings),
                    "command": " ".join(["charrnn", "train", name, "--max-time", budget, *settings]),
-                   **run(corpus, budget, settings, args.out / f"{group}-{i}"), "machine": where,
-                   "date": time.strftime("%Y-%m-%d")}
+                   "machine": where, "date": time.strftime("%Y-%m-%d")}
             print(json.dumps(row), flush=True)
             with open(HERE / "budget_sweep.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")

@@ -7,9 +7,13 @@ number: a row that cannot be measured on this machine says why, with `value=None
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
+import shutil
+import subprocess
+import sys
 import sysconfig
 import time
 from collections.abc import Callable
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from charrnn.corpora import resolve_corpus
 from charrnn.device import cpu_name, cpu_supports_bf16
 
 NOT_SUPPORTED_BF16 = "not supported on this CPU (no native bf16: AVX-512 BF16 or AMX)"
@@ -148,3 +153,39 @@ def python_sources(path: Path, limit: int = 5_000_000) -> Path:
             break
     path.write_text("\n".join(parts)[:limit], encoding="utf-8")
     return path
+
+
+def bench_corpus(name: str, work: Path) -> Path:
+    """A corpus by name: `python-5mb` (or `python`, the same), `python-50mb`, ...: that many MB of
+    `python_sources`, built once under `work`; anything else a catalog name or a path."""
+    if name == "python":
+        name = "python-5mb"
+    if name.startswith("python-") and name.endswith("mb"):
+        path = work / f"python-stdlib-{name.removeprefix('python-')}.txt"
+        size = int(name.removeprefix("python-").removesuffix("mb")) * 1_000_000
+        return path if path.is_file() else python_sources(path, size)
+    return resolve_corpus(name)
+
+
+def train_and_score(corpus: Path, budget: str, run_dir: Path, settings: list[str]) -> dict:
+    """`charrnn train CORPUS --max-time BUDGET [settings]` into a fresh `run_dir`, then `charrnn eval` of its
+    best checkpoint, each in a child process of this checkout; what the run chose and scored."""
+    checkout = Path(__file__).resolve().parent.parent
+    charrnn = [sys.executable, "-m", "charrnn"]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    subprocess.run(charrnn + ["train", str(corpus), "--max-time", budget, "--out", str(run_dir), "--quiet",
+                              *settings], check=True, cwd=checkout)
+    wall = time.perf_counter() - t0
+    result = json.loads(subprocess.run(charrnn + ["eval", str(run_dir), str(corpus), "--json"], check=True,
+                                       capture_output=True, text=True, cwd=checkout).stdout)
+    config = json.loads((run_dir / "config.json").read_text())
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in records if r["kind"] == "train"][-1]
+    chars = last["step"] * config["train"]["batch_size"] * config["train"]["seq_len"]
+    return {"command": " ".join(["charrnn", "train", corpus.name, "--max-time", budget, *settings]),
+            "val_loss": result["loss_nats"], "wall_s": wall, "steps": last["step"], "elapsed_s": last["elapsed"],
+            "epochs": round(chars / config["run"]["train_chars"], 2), "model": config["model"],
+            "train": {k: config["train"][k] for k in ("batch_size", "seq_len", "lr", "warmup_steps")},
+            "preset": config["run"].get("preset"), "precision": config["precision"], "params": config["params"],
+            "validations": sum(r["kind"] == "val" for r in records)}

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -29,19 +28,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
-from benchmarks.common import machine, python_sources  # noqa: E402
-from charrnn.corpora import resolve_corpus  # noqa: E402
+from benchmarks.common import bench_corpus, machine, train_and_score  # noqa: E402
 from charrnn.units import parse_duration  # noqa: E402
 
 REFERENCE = HERE.parent.parent / "shared" / "bench" / "lstm_reference.py"
 BAR = -0.02  # ours minus the reference, nats
-
-
-def corpus_path(name: str, work: Path) -> Path:
-    if name == "python":
-        path = work / "python-stdlib-5mb.txt"
-        return path if path.is_file() else python_sources(path, 5_000_000)
-    return resolve_corpus(name)
 
 
 def reference(script: Path, corpus: Path, seconds: float, precision: str | None) -> dict:
@@ -50,27 +41,6 @@ def reference(script: Path, corpus: Path, seconds: float, precision: str | None)
         cmd += ["--precision", precision]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
-
-
-def ours(corpus: Path, budget: str, run_dir: Path, precision: str | None) -> dict:
-    charrnn = [sys.executable, "-m", "charrnn"]
-    cmd = ["train", str(corpus), "--max-time", budget, "--out", str(run_dir), "--quiet"]
-    if precision:
-        cmd += ["--precision", precision]
-    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-    t0 = time.perf_counter()
-    subprocess.run(charrnn + cmd, check=True, cwd=HERE.parent)
-    wall = time.perf_counter() - t0
-    result = json.loads(subprocess.run(charrnn + ["eval", str(run_dir), str(corpus), "--json"], check=True,
-                                       capture_output=True, text=True, cwd=HERE.parent).stdout)
-    config = json.loads((run_dir / "config.json").read_text())
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    last = [r for r in records if r["kind"] == "train"][-1]
-    return {"command": "charrnn " + " ".join(cmd[:4] + cmd[6:]), "val_loss": result["loss_nats"], "wall_s": wall,
-            "steps": last["step"], "elapsed_s": last["elapsed"], "model": config["model"],
-            "train": {k: config["train"][k] for k in ("batch_size", "seq_len", "lr", "warmup_steps")},
-            "preset": config["run"].get("preset"), "precision": config["precision"], "params": config["params"],
-            "validations": sum(r["kind"] == "val" for r in records)}
 
 
 def main() -> None:
@@ -86,16 +56,17 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     where = machine()
     for name in args.corpus or ["tinyshakespeare", "python"]:
-        corpus = corpus_path(name, args.out)
+        corpus = bench_corpus(name, args.out)
         for budget in args.budget or ["60s", "5m"]:
             ref = reference(args.reference, corpus, parse_duration(budget), args.precision)
-            mine = ours(corpus, budget, args.out / f"{Path(name).stem}-{budget}", args.precision)
+            mine = train_and_score(corpus, budget, args.out / f"{Path(name).stem}-{budget}",
+                                   ["--precision", args.precision] if args.precision else [])
             row = {"corpus": name, "corpus_chars": len(corpus.read_text(encoding="utf-8")), "budget": budget,
                    "reference_val_loss": ref["val_loss"], "ours_val_loss": round(mine["val_loss"], 4),
                    "difference": round(mine["val_loss"] - ref["val_loss"], 4),
                    "meets_bar": mine["val_loss"] - ref["val_loss"] <= BAR,
                    "reference": {k: ref[k] for k in ("steps", "chars_per_s", "epochs", "bf16")}, "ours": mine,
-                   "machine": where, "date": time.strftime("%Y-%m-%d"), "pid": os.getpid()}
+                   "machine": where, "date": time.strftime("%Y-%m-%d")}
             print(json.dumps(row), flush=True)
             with open(HERE / "quality.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
