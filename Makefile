@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 export CHARRNN_CORPORA ?= $(abspath ../shared/corpora)
 
-.PHONY: venv test test-fast demo bench bench-quick quality clean
+.PHONY: venv test test-fast demo bench bench-quick bench-minrnn quality clean
 
 $(BIN)/charrnn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ demo: venv
 # The speed suite (benchmarks/README.md): ~8 minutes on 2 cores; writes benchmarks/results.json.
 bench: venv
 	$(BIN)/python -m benchmarks
+
+# minGRU and minLSTM against the LSTM: training and sampling speed, about 3 minutes
+bench-minrnn: venv
+	$(BIN)/python -m benchmarks.minrnn
 
 bench-quick: venv
 	$(BIN)/python -m benchmarks --quick --out benchmarks/results-quick.json

@@ -70,14 +70,14 @@ def vanishing(work: Path, budget: str) -> dict:
         run_dir = work / f"copy-{kind}"
         train(corpus, run_dir, budget, ["--model", kind, *COPY_SETTINGS])
         model, tok, ckpt, _ = ck.load_run(run_dir)
-        val = np.asarray(split(encode_corpus(corpus, tok, None), ckpt["run"]["val_frac"])[1])
+        val = np.asarray(split(encode_corpus(corpus, tok, None), ckpt.run.val_frac)[1])
         g, used = gradients_through_time(model, val, torch.device("cpu"), positions=64)
         # the loss on the answer bits (the character after "="): ln 2 = 0.693 is a guess
         losses = evaluate_model(model, val, torch.device("cpu"), per_char=True, n_streams=1).losses
         answers = np.flatnonzero(val[:-1] == tok.encode("=")[0])  # entry i predicts character i + 1
         out[kind] = {"ratio_50_1": g[49] / g[0], "g1": g[0], "g50": g[49], "positions": used,
                      "answer_loss_nats": float(losses[answers].mean()), "val_loss_nats": float(losses.mean()),
-                     "steps": ckpt["trainer"]["progress"]["step"]}
+                     "steps": ckpt.step}
     out["lstm_over_rnn"] = out["lstm"]["ratio_50_1"] / out["rnn"]["ratio_50_1"]
     out["command"] = f"charrnn train copy.txt --max-time {budget} --model rnn|lstm {' '.join(COPY_SETTINGS)}"
     return out

@@ -153,7 +153,7 @@ def ours(steps: int, device: str, out: Path, seed: int) -> dict:
     from charrnn.data import encode_corpus, split
 
     ids = encode_corpus(resolve_corpus("tinyshakespeare"), tok, out / "cache")
-    val_ids = split(ids, ckpt["run"]["val_frac"])[1]
+    val_ids = split(ids, ckpt.run.val_frac)[1]
     dev = torch.device(device)
     return {"wall_s": wall, "train_s_with_final_eval": summary["elapsed"], "train_s_at_last_step": train_s,
             "eval_s": eval_s, "val_loss": again.loss_nats, "val_loss_during_run": val["loss_nats"],

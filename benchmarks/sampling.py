@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from .common import Section, best_time, write_corpus
-from charrnn.models import CharRNN, ModelConfig
+from charrnn.families.rnn import CharRNN
+from charrnn.models import ModelConfig
 from charrnn.sampler import SampleConfig, Sampler
 from charrnn.stepper import int8_supported
 from charrnn.tokenizer import CharTokenizer
@@ -167,9 +168,9 @@ def fidelity(run: Path | None, corpus: str | None, quick: bool, sec: Section, tm
         run = tmp / "fid-run"
         train(RunOptions(corpus=corpus, out=run, device="cpu", precision="fp32", quiet=True, sample_len=0), settings)
     model, tok, ckpt, path = ck.load_run(run)
-    corpus_path = resolve_corpus(corpus or ckpt["run"]["corpus"])
+    corpus_path = resolve_corpus(corpus or ckpt.run.corpus)
     ids = encode_corpus(corpus_path, tok, tmp / "fid-cache", unknown="bytes")
-    val = split(ids, ckpt["run"]["val_frac"])[1][: 300 if quick else 5000]
+    val = split(ids, ckpt.run.val_frac)[1][: 300 if quick else 5000]
     with torch.no_grad():
         x = torch.from_numpy(np.asarray(val, dtype=np.int64))[None]
         fused = F.cross_entropy(model(x[:, :-1])[0][0].float(), x[0, 1:]).item()

@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=2 python benchmarks/speed.py [--params 3M] [--device cpu]
 
 1. Training: optimizer steps per second and characters per second of each Transformer budget preset
-   (presets.TRANSFORMER_PRESETS) and of nanoGPT's CPU recipe (4x128, context 64, batch 12), forward +
+   (presets.presets_for("transformer")) and of nanoGPT's CPU recipe (4x128, context 64, batch 12), forward +
    backward + AdamW on random ids, after 3 warm-up steps.
 2. Sampling: `Sampler` characters per second for one stream (512 characters, so the Transformer's
    window slides) and for 64 streams (128 characters each), for an LSTM and a Transformer sized by
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from charrnn.compare import size_for_params, state_bytes  # noqa: E402
 from charrnn.units import parse_count  # noqa: E402
 from charrnn.models import ModelConfig, build_model  # noqa: E402
-from charrnn.presets import TRANSFORMER_PRESETS, presets_for  # noqa: E402
+from charrnn.presets import presets_for  # noqa: E402
 from charrnn.sampler import SampleConfig, Sampler, resolve_step_weights  # noqa: E402
 from charrnn.tokenizer import CharTokenizer  # noqa: E402
 
@@ -78,7 +78,7 @@ def main() -> None:
     device = torch.device(args.device)
     common = {"threads": torch.get_num_threads(), "device": args.device, "torch": torch.__version__}
     recipes = [("nanogpt-cpu-recipe", dict(n_layers=4, hidden=128, heads=4, context=64, batch_size=12))]
-    recipes += [(f"preset {p.name}", p.settings) for p in TRANSFORMER_PRESETS]
+    recipes += [(f"preset {p.name}", p.settings) for p in presets_for("transformer")]
     for name, settings in recipes:
         row = {"what": "train", "config": name, **train_speed({**settings, "model": "transformer"}, device), **common}
         print(json.dumps(row), flush=True)

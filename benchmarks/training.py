@@ -33,7 +33,8 @@ from .reference import BareRNN, bare_steps
 from charrnn.data import StreamBatcher, build_tokenizer, encode_corpus, split
 from charrnn.device import cpu_supports_bf16
 from charrnn.evaluate import evaluate
-from charrnn.models import CharRNN, ModelConfig
+from charrnn.families.rnn import CharRNN
+from charrnn.models import ModelConfig
 from charrnn.trainer import TrainConfig, Trainer
 
 

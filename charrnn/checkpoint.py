@@ -5,7 +5,9 @@ loss), `metrics.jsonl` and `cache/` (and `inspect.html` once `charrnn inspect` h
 tokenizer, and everything an exact resume needs (optimizer, scaler, RNG states, data position,
 carried hidden state, the open logging window). It holds only tensors and plain Python values, so
 `torch.load(weights_only=True)` reads it and loading never executes code from the file; its layout
-is checked once, on load, so a damaged or crafted file is one line, not a KeyError later.
+is checked once, on load, so a damaged or crafted file is one line, not a KeyError later. The layout
+is `Saved` (with `RunInfo`): `Saved.to_dict` writes it, `read_checkpoint` reads it, and no other
+module knows its keys; metrics.jsonl is appended, trimmed and read here too.
 
 A training process holds the folder through `RunFolder.hold`: a lock refuses a second writer (the
 kernel drops it when the process dies, so a killed run's folder is taken over), files a fresh run
@@ -22,7 +24,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,8 @@ import torch
 from .errors import CharrnnError, one_line
 from .fileio import (append_line, atomic_write, is_regular, open_regular, read_bytes, reason, remove_stale_temporaries,
                      shown)
-from .models import MODEL_TYPES, CharRNN, ModelConfig, build_model, param_count
+from .families import kinds
+from .models import ModelConfig, build_model, param_count
 from .tokenizer import CharTokenizer
 from .trainer import Progress, TrainConfig
 
@@ -41,6 +44,59 @@ CACHE, LOCK = "cache", ".lock"
 INSPECT_PAGE = "inspect.html"  # `charrnn inspect`'s page, beside the checkpoint it inspected
 RUN_FILES = (LAST, BEST, CONFIG, TOKENIZER, METRICS)  # what a run writes at the top of its folder
 METRIC_KINDS = ("train", "val")
+
+
+@dataclass
+class RunInfo:
+    """What a checkpoint records about its run beside the configs: the data and how it was chosen."""
+
+    corpus: str  # as the user named it
+    corpus_sha256: str
+    val_frac: float
+    train_chars: int
+    val_chars: int
+    preset: dict | None = None  # how the budget chose the settings (presets.Choice.to_dict)
+    precision: str | None = None  # None in checkpoints written before they recorded it
+
+
+@dataclass
+class Saved:
+    """A checkpoint as the commands read it: `read_checkpoint` checked its layout; `to_dict` writes it."""
+
+    model_config: dict[str, Any]  # ModelConfig.to_dict()
+    train_config: dict[str, Any]  # TrainConfig.to_dict()
+    run: RunInfo
+    tokenizer: str  # tokenizer.json's text
+    weights: dict[str, torch.Tensor]
+    trainer: dict[str, Any]  # Trainer.state_dict(): everything an exact resume needs
+    val_loss: float | None = None  # this checkpoint's validation loss, when a validation wrote it
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        return self.trainer["progress"]
+
+    @property
+    def step(self) -> int:
+        return self.progress.get("step", 0)
+
+    @property
+    def best_loss(self) -> float | None:
+        """The run's best validation loss: a full pass's figure once there is one, else the (subset) pass's."""
+        best = self.progress.get("best_full", math.inf)
+        best = best if best < math.inf else self.progress.get("best_val", math.inf)
+        return None if best == math.inf else best
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "model_config": self.model_config, "train_config": self.train_config,
+                "run": asdict(self.run), "tokenizer": self.tokenizer, "model": self.weights, "trainer": self.trainer,
+                "val_loss": self.val_loss}
+
+    @classmethod
+    def from_dict(cls, ckpt: dict[str, Any]) -> Saved:
+        known = {f.name for f in fields(RunInfo)}
+        return cls(ckpt["model_config"], ckpt["train_config"], RunInfo(**{k: v for k, v in ckpt["run"].items()
+                                                                              if k in known}),
+                   ckpt["tokenizer"], ckpt["model"], ckpt["trainer"], ckpt.get("val_loss"))
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -244,8 +300,12 @@ class RunFolder:
             return None
         return value if value in ("fp32", "bf16", "fp16") else None
 
-    def write_config(self, config: dict) -> None:
-        write_json(self.path / CONFIG, config)
+    def write_config(self, model_config: dict, train_config: dict, run: RunInfo, params: int, device: str,
+                     world_size: int) -> None:
+        """config.json: what the run is, for people and tools to read (the checkpoints hold it too)."""
+        write_json(self.path / CONFIG, {"model": model_config, "train": train_config, "run": asdict(run),
+                                        "params": params, "device": device, "precision": run.precision,
+                                        "world_size": world_size})
 
     def write_tokenizer(self, tok: CharTokenizer) -> None:
         text = json.dumps(json.loads(tok.to_str()), indent=2, ensure_ascii=False) + "\n"
@@ -269,21 +329,21 @@ class RunFolder:
             atomic_write(path, lambda f: f.writelines(keep))
         return dropped
 
-    def save(self, name: str, ckpt: dict[str, Any]) -> None:
-        atomic_write(self.path / name, lambda f: torch.save({"format": FORMAT, **ckpt}, f))
+    def save(self, name: str, saved: Saved) -> None:
+        ckpt = saved.to_dict()
+        atomic_write(self.path / name, lambda f: torch.save(ckpt, f))
 
     def best_weights(self) -> dict[str, torch.Tensor] | None:
         """The best checkpoint's weights (None if there is none)."""
         path = self.path / BEST
-        return load_checkpoint(path)["model"] if path.is_file() else None
+        return read_checkpoint(path).weights if path.is_file() else None
 
     def set_best_loss(self, loss: float) -> None:
         """Record the best checkpoint's full-pass validation loss in it (it was chosen on a subset)."""
-        path = self.path / BEST
-        ckpt = load_checkpoint(path)
-        ckpt["val_loss"] = loss
-        ckpt["trainer"]["progress"]["best_full"] = loss
-        self.save(BEST, {k: v for k, v in ckpt.items() if k != "format"})
+        saved = read_checkpoint(self.path / BEST)
+        saved.val_loss = loss
+        saved.progress["best_full"] = loss
+        self.save(BEST, saved)
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -311,8 +371,14 @@ def newest_run(root: Path = Path("checkpoints")) -> Path:
     return max(runs, key=lambda d: max((d / n).stat().st_mtime for n in (LAST, BEST) if is_regular(d / n)))
 
 
+def read_checkpoint(path: Path) -> Saved:
+    """A checkpoint, read and checked (`load_checkpoint`)."""
+    return Saved.from_dict(load_checkpoint(path))
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint with weights_only=True and check its layout; anything wrong is one line."""
+    """Read a checkpoint with weights_only=True and check its layout; anything wrong is one line. The raw
+    layout: the commands read it through `read_checkpoint`."""
     path = Path(path)
     with open_regular(path, "checkpoint") as f:
         try:
@@ -370,7 +436,7 @@ def _check_layout(ckpt: dict[str, Any], where: str) -> None:
     mc = ckpt["model_config"]
     _check_fields(mc, ModelConfig, where, "model_config")
     need("vocab_size" in mc, "model_config has no vocab_size")
-    need(mc.get("model", "lstm") in MODEL_TYPES, f"model_config.model is not one of {', '.join(MODEL_TYPES)}")
+    need(mc.get("model", "lstm") in kinds(), f"model_config.model is not one of {', '.join(kinds())}")
     for key in ("vocab_size", "n_layers", "hidden", "embed", "heads", "context"):
         need(mc.get(key, 1) >= 1, f"model_config.{key} must be >= 1")
     need(0 <= mc.get("dropout", 0.0) < 1, "model_config.dropout must be in [0, 1)")
@@ -395,10 +461,10 @@ def _check_layout(ckpt: dict[str, Any], where: str) -> None:
     need(ckpt.get("val_loss") is None or _is_float(ckpt["val_loss"]), "val_loss is not a number")
 
 
-def checkpoint_tokenizer(ckpt: dict[str, Any], path: Path) -> CharTokenizer:
+def checkpoint_tokenizer(saved: Saved, path: Path) -> CharTokenizer:
     """The checkpoint's tokenizer, checked against the weights and against a tokenizer.json beside it."""
-    tok = CharTokenizer.from_str(ckpt["tokenizer"])
-    vocab_size = ckpt["model_config"]["vocab_size"]
+    tok = CharTokenizer.from_str(saved.tokenizer)
+    vocab_size = saved.model_config["vocab_size"]
     if tok.vocab_size != vocab_size:
         raise CharrnnError(f"{shown(path)}: tokenizer has {tok.vocab_size} tokens but the weights expect {vocab_size}")
     beside = Path(path).parent / TOKENIZER
@@ -412,25 +478,25 @@ def checkpoint_tokenizer(ckpt: dict[str, Any], path: Path) -> CharTokenizer:
     return tok
 
 
-def checkpoint_model(ckpt: dict[str, Any], path: Path) -> CharRNN:
+def checkpoint_model(saved: Saved, path: Path) -> torch.nn.Module:
     """The model, built from the config only once the weights are known to be as large as it says:
     a crafted config cannot make this allocate more than the file already holds."""
     try:
-        config = ModelConfig(**ckpt["model_config"])
-        held = sum(t.numel() for t in ckpt["model"].values())
+        config = ModelConfig(**saved.model_config)
+        held = sum(t.numel() for t in saved.weights.values())
         if param_count(config) > held:
             raise ValueError(f"the config describes {param_count(config):,} parameters, the file holds {held:,}")
         model = build_model(config)
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(saved.weights)
     except (TypeError, ValueError, KeyError, RuntimeError) as e:
         raise CharrnnError(f"{shown(path)}: weights do not fit the model config ({one_line(e, 120)})") from None
     return model
 
 
-def load_run(run: str | Path, prefer: str = BEST) -> tuple[CharRNN, CharTokenizer, dict[str, Any], Path]:
-    """Model (eval mode, CPU), tokenizer, raw checkpoint and its path, from a run folder or file."""
+def load_run(run: str | Path, prefer: str = BEST) -> tuple[torch.nn.Module, CharTokenizer, Saved, Path]:
+    """Model (eval mode, CPU), tokenizer, the checkpoint and its path, from a run folder or file."""
     path = resolve_checkpoint(run, prefer)
-    ckpt = load_checkpoint(path)
-    tok = checkpoint_tokenizer(ckpt, path)
-    model = checkpoint_model(ckpt, path).eval()
-    return model, tok, ckpt, path
+    saved = read_checkpoint(path)
+    tok = checkpoint_tokenizer(saved, path)
+    model = checkpoint_model(saved, path).eval()
+    return model, tok, saved, path

@@ -27,6 +27,19 @@ class DurationType(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+class ModelKind(click.ParamType):
+    """A --model value: any kind a registered family builds (plug-ins included), looked up when used."""
+
+    name = "model"
+
+    def convert(self, value, param, ctx):
+        from .families import kinds
+
+        if value not in kinds():
+            self.fail(f"{value!r} is not one of {', '.join(kinds())}.", param, ctx)
+        return value
+
+
 class FiniteFloat(click.FloatRange):
     """A float range that also refuses NaN and infinity (which pass every range comparison, or most)."""
 
@@ -79,12 +92,12 @@ SEED = click.IntRange(0, MAX_SEED)
 @click.group(cls=CharrnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="charrnn")
 def cli():
-    """Character-level language models: train a stacked LSTM/GRU/RNN or a Transformer on any text and sample from it."""
+    """Character-level language models: train a stacked LSTM/GRU/RNN, a minGRU/minLSTM or a Transformer on any text and sample from it."""
 
 
 @cli.command()
 @click.argument("corpus")
-@click.option("--model", type=click.Choice(["lstm", "gru", "rnn", "transformer"]), help="Recurrent cell type, or a decoder-only Transformer.  [default: lstm]")
+@click.option("--model", type=ModelKind(), help="Kind of model: lstm, gru, rnn, mingru, minlstm, transformer, or a plug-in's (`charrnn models` describes each).  [default: lstm]")
 @click.option("--layers", "n_layers", type=POSITIVE_INT, help="Number of stacked recurrent layers (Transformer: blocks).")
 @click.option("--hidden", type=POSITIVE_INT, help="Hidden units per layer (Transformer: its width).")
 @click.option("--embed", type=POSITIVE_INT, help="Character embedding size (RNNs).")
@@ -272,7 +285,7 @@ def inspect(run, text, chars, show, positions, out, seed, device, as_json, quiet
 
 @cli.command(name="compare")
 @click.argument("corpus")
-@click.option("--models", default="rnn,gru,lstm,transformer", show_default=True, help="Comma-separated models to train, one after another.")
+@click.option("--models", help="Comma-separated models to train, one after another.  [default: every kind, as `charrnn models` lists them]")
 @click.option("--max-time", type=DurationType(), default="5m", show_default=True, help="Training time for each model, validation included, e.g. 90s, 5m.")
 @click.option("--params", help="Size every model to about this many parameters, e.g. 800k or 3M.  [default: each model's budget preset]")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Report folder; the runs go in its runs/.  [default: reports/<corpus>]")
@@ -288,6 +301,10 @@ def compare_cmd(corpus, models, max_time, params, out, seed, val_frac, precision
     from .report import terminal_table
     from .units import parse_count
 
+    if models is None:
+        from .families import kinds
+
+        models = ",".join(kinds())
     cfg = CompareConfig(corpus=corpus, models=tuple(m.strip() for m in models.split(",") if m.strip()),
                         max_time=max_time, params=parse_count(params) if params else None, out=out, seed=seed,
                         val_frac=val_frac, precision=precision, device=device, quiet=quiet)
@@ -295,6 +312,17 @@ def compare_cmd(corpus, models, max_time, params, out, seed, val_frac, precision
     click.echo(terminal_table(report))
     if not quiet:
         click.echo(f"report: {report['out']}/report.md and report.html", err=True)
+
+
+@cli.command(name="models")
+def models_cmd():
+    """List the kinds of model --model takes, family by family (plug-ins included)."""
+    from .families import family_of, kinds
+
+    families = {id(family_of(k)): family_of(k) for k in kinds()}.values()
+    for fam in families:
+        presets = ", ".join(p.name for p in fam.presets)
+        click.echo(f"{', '.join(fam.kinds)}\n  {fam.summary}\n  presets {presets}: {fam.presets_note}")
 
 
 @cli.group()

@@ -39,7 +39,8 @@ from .fileio import read_bytes, shown
 from .evaluate import evaluate_model
 from .memorization import NgramIndex
 from .microscope import gradients_through_time
-from .models import MODEL_TYPES, ModelConfig, macs_per_char, param_count
+from .families import family_of, kinds
+from .models import ModelConfig, macs_per_char, param_count
 from .probe import MIN_PAIRS, bracket_probe, char_losses, context_probe, find_pairs, probe_targets
 from .report import write_reports
 from .sampler import SampleConfig, Sampler
@@ -52,7 +53,7 @@ MEMO_NS = (10, 20, 40)  # n-gram lengths of the memorization measurement
 @dataclass
 class CompareConfig:
     corpus: str
-    models: tuple[str, ...] = ("rnn", "gru", "lstm", "transformer")
+    models: tuple[str, ...] = field(default_factory=kinds)  # every kind of model there is
     max_time: float = 300.0  # seconds of training per model, validation included
     params: int | None = None  # size every model to about this many parameters
     out: Path | None = None  # default reports/<corpus>
@@ -72,9 +73,9 @@ class CompareConfig:
     def validate(self) -> None:
         if not self.models:
             raise CharrnnError("--models names no model")
-        bad = [m for m in self.models if m not in MODEL_TYPES]
+        bad = [m for m in self.models if m not in kinds()]
         if bad:
-            raise CharrnnError(f"unknown model(s) {', '.join(bad)}: choose from {', '.join(MODEL_TYPES)}")
+            raise CharrnnError(f"unknown model(s) {', '.join(bad)}: choose from {', '.join(kinds())}")
         if len(set(self.models)) != len(self.models):
             raise CharrnnError("--models names a model twice")
         if not self.max_time > 0:
@@ -92,12 +93,14 @@ def count_params(settings: dict[str, Any], vocab_size: int) -> int:
 
 def size_for_params(model: str, target: int, vocab_size: int, preset: dict[str, Any]) -> dict[str, Any]:
     """A preset's settings for `model` with its width chosen so that the parameter count is as close
-    to `target` as the preset's depth allows (the Transformer's width stays a multiple of its heads)."""
+    to `target` as the preset's depth allows (a width the family constrains, as the Transformer's to a
+    multiple of its heads, stays so)."""
     base = {**preset, "model": model}
-    step = base["heads"] if model == "transformer" else 1
+    fam = family_of(model)
+    step = fam.width_step(base)
 
-    def shape(width: int) -> dict[str, Any]:  # a small RNN gets an embedding no wider than its state
-        return {"hidden": width} if model == "transformer" else {"hidden": width, "embed": min(base["embed"], width)}
+    def shape(width: int) -> dict[str, Any]:
+        return fam.with_width(base, width)
 
     def params(width: int) -> int:
         return count_params({**base, **shape(width)}, vocab_size)
@@ -205,12 +208,6 @@ def _train_rate(run_dir: Path) -> float:
     return statistics.median(rates) if rates else float("nan")
 
 
-def _shape(cfg: dict[str, Any]) -> str:
-    if cfg["model"] == "transformer":
-        return f"{cfg['n_layers']}x{cfg['hidden']}, {cfg['heads']} heads, context {cfg['context']}"
-    return f"{cfg['n_layers']}x{cfg['hidden']}" + (f", dropout {cfg['dropout']}" if cfg.get("dropout") else "")
-
-
 def measure(name: str, run_dir: Path, summary: dict[str, Any], val_ids: np.ndarray, device: torch.device,
             cfg: CompareConfig, training_text: NgramIndex) -> tuple[dict[str, Any], Any, Sampler]:
     model, tok, ckpt, _ = ck.load_run(run_dir)
@@ -224,10 +221,10 @@ def measure(name: str, run_dir: Path, summary: dict[str, Any], val_ids: np.ndarr
     long_sample = tok.encode(sampler.sample(length=cfg.memo_chars, temperature=1.0, seed=cfg.seed),
                              unknown="bytes" if tok.byte_fallback else "error")
     memorized = {str(n): v for n, v in training_text.shares(long_sample).items()}
-    train_cfg = ckpt["train_config"]
+    train_cfg = ckpt.train_config
     row = {
         "model": name,
-        "shape": _shape(ckpt["model_config"]),
+        "shape": family_of(ckpt.model_config["model"]).describe(ckpt.model_config),
         "params": model.num_params(),
         "steps": summary["step"],
         "chars_trained": summary["chars"],  # at the end of training, as `steps` (best.pt may be earlier)
@@ -244,7 +241,9 @@ def measure(name: str, run_dir: Path, summary: dict[str, Any], val_ids: np.ndarr
         "peak_gpu_mib": summary.get("peak_gpu_mib"),
         "sample": text,
         "curve": _val_curve(run_dir),
-        "model_config": ckpt["model_config"],
+        "model_config": ckpt.model_config,
+        "preset": ckpt.run.preset,  # what the budget chose, and the speed it measured
+        "chosen_by": family_of(ckpt.model_config["model"]).presets_note,
         "train_config": {k: train_cfg[k] for k in ("batch_size", "seq_len", "lr", "warmup_steps", "min_lr_ratio")},
         "run_dir": str(run_dir),
     }

@@ -1,7 +1,7 @@
 """Validation loss over a whole split: every character after the first predicted exactly once.
 
-`evaluate_model` picks the method the model can use: carried streams for a stateful RNN
-(`evaluate`), strided windows for the Transformer (`evaluate_windows`).
+`evaluate_model` asks the model's family for its method: carried streams for a model with a state
+(`evaluate`), strided windows for one that reads windows, as the Transformer (`evaluate_windows`).
 
 RNNs: the split is cut into `n_streams` contiguous streams read in chunks with the hidden state carried,
 as in training. Stream b covers positions [b*L, (b+1)*L] and predicts positions b*L+1..(b+1)*L.
@@ -62,13 +62,12 @@ def _ids(ids: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tenso
 def evaluate_model(model, ids: np.ndarray, device: torch.device, precision: str = "fp32", n_streams: int = 16,
                    seq_len: int = 256, stride: int | None = None, per_char: bool = False,
                    shard: tuple[int, int] = (0, 1), limit: int | None = None) -> EvalResult:
-    """Mean loss over `ids` by the method that suits the model: streams (RNN) or windows (Transformer).
+    """Mean loss over `ids` by the method the model's family gives (`Family.evaluate`): streams or windows.
     `limit`: score about that many characters only (a part of the whole pass; see the module's note)."""
-    if getattr(model, "stateful", True):
-        return evaluate(model, ids, device, precision, n_streams=n_streams, seq_len=seq_len, per_char=per_char,
-                        shard=shard, limit=limit)
-    return evaluate_windows(model, ids, device, precision, stride=stride, per_char=per_char, shard=shard,
-                            limit=limit)
+    from .models import family
+
+    return family(model.config).evaluate(model, ids, device, precision, n_streams=n_streams, seq_len=seq_len,
+                                         stride=stride, per_char=per_char, shard=shard, limit=limit)
 
 
 @torch.no_grad()
@@ -140,13 +139,13 @@ def evaluate_windows(model, ids: np.ndarray, device: torch.device, precision: st
     Windows of `context` characters start every `stride` characters (default context // 2).
     Window 0 scores all its predictions; each later window scores only its last `stride`, whose
     predictions see between context - stride + 1 and context characters. So character t is
-    predicted from characters window_start(t)..t-1 (`models.window_start`), exactly the window
+    predicted from characters window_start(t)..t-1 (`families.transformer.window_start`), exactly the window
     the sampler uses, and the result equals scoring each character with its own forward pass over
     that window (tests/test_transformer.py checks it). The last window may be shorter.
     `shard=(i, n)` scores the i-th of n contiguous groups of the windows (the last takes the short one).
     `limit`: only evenly spaced full windows, about `limit` scored characters in all.
     """
-    from .models import window_start
+    from .families.transformer import window_start
 
     n, C = len(ids), model.config.context
     if n < 2:

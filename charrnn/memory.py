@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .errors import CharrnnError
-from .models import ModelConfig, activation_floats, param_count, sampling_state_floats
+from .models import ModelConfig, activation_floats, family, param_count, sampling_state_floats
 
 FLOAT = 4  # bytes: the estimates count fp32; bf16 autocast keeps fp32 master weights anyway
 # weights + gradients + AdamW's two moments, and one more copy for the sampling step validation prints
@@ -38,8 +38,9 @@ class Need:
 
 def training_need(c: ModelConfig, rows: int, seq_len: int) -> Need:
     """A training run: `rows` streams (or windows) of `seq_len` per micro-batch, and validation."""
+    window = family(c).context(c)  # a model that reads windows evaluates them, at most its context
     act = max(activation_floats(c, rows, seq_len, training=True),
-              activation_floats(c, EVAL_ROWS, min(EVAL_LENGTH, seq_len) if c.model == "transformer" else EVAL_LENGTH,
+              activation_floats(c, EVAL_ROWS, EVAL_LENGTH if window is None else min(EVAL_LENGTH, window),
                                 training=False))
     return Need(param_count(c) * TRAIN_BYTES_PER_PARAM, act * FLOAT)
 
@@ -47,7 +48,8 @@ def training_need(c: ModelConfig, rows: int, seq_len: int) -> Need:
 def sampling_need(c: ModelConfig, streams: int, prime_len: int, kept_chars: int = 0) -> Need:
     """`streams` samples at once: the weights (and the step's copy), reading the prime in one pass,
     each stream's state and logits, and `kept_chars` characters held until they are returned."""
-    prime = max(1, min(prime_len, c.context) if c.model == "transformer" else prime_len)
+    window = family(c).context(c)  # the prime's pass reads at most a window
+    prime = max(1, prime_len if window is None else min(prime_len, window))
     act = (activation_floats(c, streams, prime, training=False) + 2 * sampling_state_floats(c, streams)
            + 4 * streams * c.outputs) * FLOAT + streams * prime_len * 8 + kept_chars * CHARS_KEPT_BYTES
     return Need(param_count(c) * 2 * FLOAT, act)

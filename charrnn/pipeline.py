@@ -14,7 +14,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,13 @@ from tqdm.auto import tqdm
 from . import checkpoint as ck
 from . import distributed, memory, presets
 from .corpora import file_sha256, resolve_corpus
-from .data import StreamBatcher, WindowBatcher, encode_corpus, has_bom, scan_corpus, split
+from .data import encode_corpus, has_bom, scan_corpus, split
 from .device import resolve_device, resolve_precision
 from .errors import CharrnnError, TrainingDiverged, one_line
 from .evaluate import EvalResult, evaluate_model
 from .fileio import atomic_write, shown
-from .models import RNN_ONLY, TRANSFORMER_ONLY, ModelConfig, build_model
+from .families import COMMON_FIELDS, family_of
+from .models import ModelConfig, build_model
 from .sampler import SampleConfig, Sampler
 from .tokenizer import CharTokenizer
 from .trainer import TrainConfig, Trainer
@@ -97,7 +98,6 @@ def check_settings(model_cfg: ModelConfig, train_cfg: TrainConfig, val_frac: flo
     checks = [
         (m.n_layers >= 1, f"layers must be >= 1, not {m.n_layers}"),
         (m.hidden >= 1, f"hidden must be >= 1, not {m.hidden}"),
-        (m.embed >= 1, f"embed must be >= 1, not {m.embed}"),
         (0 <= m.dropout < 1, f"dropout must be in [0, 1), not {m.dropout}"),
         (t.batch_size >= 1, f"batch-size must be >= 1, not {t.batch_size}"),
         (t.seq_len >= 1, f"seq-len must be >= 1, not {t.seq_len}"),
@@ -116,14 +116,7 @@ def check_settings(model_cfg: ModelConfig, train_cfg: TrainConfig, val_frac: flo
         (t.max_epochs is None or t.max_epochs > 0, "max-epochs must be > 0"),
         (t.max_time is None or 0 < t.max_time <= MAX_SECONDS, "max-time must be > 0 and at most a year"),
     ]
-    if m.model == "transformer":
-        checks += [
-            (m.heads >= 1, f"heads must be >= 1, not {m.heads}"),
-            (m.context >= 1, f"context must be >= 1, not {m.context}"),
-            (m.hidden % m.heads == 0, f"heads ({m.heads}) must divide hidden ({m.hidden}), the Transformer's width"),
-            (t.seq_len == m.context,
-             f"the Transformer trains on windows of --context characters; seq-len {t.seq_len} != context {m.context}"),
-        ]
+    checks += family_of(m.model).checks(m, t)
     for ok, message in checks:
         if not ok:
             raise CharrnnError(message)
@@ -131,9 +124,7 @@ def check_settings(model_cfg: ModelConfig, train_cfg: TrainConfig, val_frac: flo
 
 def _configs(kind: str, settings: dict[str, Any], vocab_size: int, val_frac: float) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configs these settings make, checked."""
-    settings = dict(settings)
-    if kind == "transformer":  # its batches are windows of `context` characters
-        settings["seq_len"] = settings.get("context", ModelConfig.context)
+    settings = family_of(kind).derived(dict(settings))
     model_over, train_over = _split_overrides(settings)
     model_cfg, train_cfg = ModelConfig(vocab_size=vocab_size, **model_over), TrainConfig(**train_over)
     check_settings(model_cfg, train_cfg, val_frac)
@@ -165,7 +156,7 @@ class _Setup:
     val_frac: float
     precision: str
     preset: dict | None  # how the budget chose the settings (recorded in config.json)
-    saved: dict | None = None  # the checkpoint resumed from
+    saved: ck.Saved | None = None  # the checkpoint resumed from
     saved_path: Path | None = None
 
 
@@ -193,7 +184,7 @@ def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distr
         corpus_path = resolve_corpus(opts.corpus, quiet=opts.quiet)
     corpus_sha = file_sha256(corpus_path)
     opts = _resume_after_restart(opts, world, corpus_path, overrides)
-    folder = ck.RunFolder(opts.out or _default_run_dir(corpus_path, overrides.get("model", "lstm")))
+    folder = ck.RunFolder(opts.out or _default_run_dir(corpus_path, overrides.get("model", ModelConfig.model)))
     with contextlib.ExitStack() as stack:
         error = None
         if world.is_main:  # one writer for the run folder: rank 0 holds it, and tells the others
@@ -213,8 +204,8 @@ def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distr
 
 def _fresh_setup(opts: RunOptions, overrides: dict[str, Any], corpus_path: Path, world: distributed.World,
                  device: torch.device) -> _Setup:
-    kind = overrides.get("model", "lstm")
-    _check_family_options(kind, overrides)
+    kind = overrides.get("model", ModelConfig.model)
+    check_family_options(kind, overrides)
     precision = resolve_precision(opts.precision or "auto", device)
     val_frac = DEFAULT_VAL_FRAC if opts.val_frac is None else opts.val_frac
     if has_bom(corpus_path) and not opts.quiet:
@@ -251,20 +242,20 @@ def _resume_setup(opts: RunOptions, overrides: dict[str, Any], folder: ck.RunFol
     """The run as its checkpoint left it. A setting given again must equal the run's own; only the
     stops and --grad-accum may change."""
     path = ck.resolve_checkpoint(folder.path, prefer=ck.LAST)
-    saved = ck.load_checkpoint(path)
+    saved = ck.read_checkpoint(path)
     tok = ck.checkpoint_tokenizer(saved, path)
     model = ck.checkpoint_model(saved, path)
-    model_cfg, run = model.config, saved["run"]
-    if run["corpus_sha256"] != corpus_sha:
+    model_cfg, run = model.config, saved.run
+    if run.corpus_sha256 != corpus_sha:
         raise CharrnnError(f"{shown(corpus_path)} is not the corpus this run was trained on")
     stops = {k: overrides.pop(k) for k in RESUME_CHANGEABLE if k in overrides}
     model_over, train_over = _split_overrides(overrides)
-    train_cfg = TrainConfig(**{**saved["train_config"], **stops})
-    precision = run.get("precision") or folder.recorded_precision() or resolve_precision("auto", device)
+    train_cfg = TrainConfig(**{**saved.train_config, **stops})
+    precision = run.precision or folder.recorded_precision() or resolve_precision("auto", device)
     given = {**{k: (v, getattr(model_cfg, k, None)) for k, v in model_over.items()},
-             **{k: (v, saved["train_config"].get(k)) for k, v in train_over.items()}}
+             **{k: (v, saved.train_config.get(k)) for k, v in train_over.items()}}
     if opts.val_frac is not None:
-        given["val_frac"] = (opts.val_frac, run["val_frac"])
+        given["val_frac"] = (opts.val_frac, run.val_frac)
     if opts.byte_fallback is not None:
         given["byte_fallback"] = (opts.byte_fallback, tok.byte_fallback)
     if opts.precision is not None:
@@ -277,8 +268,8 @@ def _resume_setup(opts: RunOptions, overrides: dict[str, Any], folder: ck.RunFol
         resolve_precision(precision, device)
     except CharrnnError as e:
         raise CharrnnError(f"this run trained in {precision}, which cannot continue here: {e}") from None
-    check_settings(model_cfg, train_cfg, run["val_frac"])
-    return _Setup(tok, model, model_cfg, train_cfg, run["val_frac"], precision, run.get("preset"), saved, path)
+    check_settings(model_cfg, train_cfg, run.val_frac)
+    return _Setup(tok, model, model_cfg, train_cfg, run.val_frac, precision, run.preset, saved, path)
 
 
 def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, corpus_sha: str,
@@ -298,10 +289,9 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
     train_ids, val_ids = split(ids, s.val_frac)
     if len(val_ids) < 2:
         raise CharrnnError(f"validation split too small ({len(val_ids)} characters): raise --val-frac or use more text")
-    # a stateful RNN reads carried streams; the Transformer reads independent random windows
-    batcher_cls = StreamBatcher if s.model.stateful else WindowBatcher
-    batcher = batcher_cls(train_ids, train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed,
-                          rows=None if world.world_size == 1 else rows)
+    # carried streams for a model with a state, independent random windows for one without
+    batcher = family_of(model_cfg.model).batcher(train_ids, train_cfg.batch_size, train_cfg.seq_len,
+                                                 seed=train_cfg.seed, rows=None if world.world_size == 1 else rows)
 
     def validate(m, subset: bool) -> EvalResult:
         # Each rank scores its share of the validation streams or windows; the sums make the global figure.
@@ -316,24 +306,22 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
                       world=world, compile=opts.compile)
     if s.saved is not None:
         try:
-            trainer.load_state_dict(s.saved["trainer"])
+            trainer.load_state_dict(s.saved.trainer)
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
             raise CharrnnError(f"{shown(s.saved_path)}: its trainer state does not fit this run "
                                f"({one_line(e, 120) or type(e).__name__})") from None
         if trainer.progress.best_full == math.inf and trainer.progress.best_step >= 0:
             trainer.best_weights = folder.best_weights()  # to score it fully when the run ends
-    run_info = {"corpus": shown(corpus_path), "corpus_sha256": corpus_sha, "val_frac": s.val_frac,
-                "train_chars": len(train_ids), "val_chars": len(val_ids), "preset": s.preset,
-                "precision": s.precision}
+    run_info = ck.RunInfo(shown(corpus_path), corpus_sha, s.val_frac, len(train_ids), len(val_ids), s.preset,
+                          s.precision)
     if world.is_main:  # one writer for the run folder
         if s.saved is None:
             folder.write_tokenizer(s.tok)
         dropped = folder.trim_metrics(trainer.progress.step)
         if dropped and s.saved is not None and not opts.quiet:
             _say(f"note: dropped {dropped} line(s) of metrics.jsonl written after step {trainer.progress.step}")
-        folder.write_config({"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "run": run_info,
-                             "params": s.model.num_params(), "device": str(device), "precision": s.precision,
-                             "world_size": world.world_size})
+        folder.write_config(model_cfg.to_dict(), train_cfg.to_dict(), run_info, s.model.num_params(), str(device),
+                            world.world_size)
     saved_step = _attach_run_hooks(trainer, folder, s.tok, model_cfg, train_cfg, run_info, opts)
     saved_step["step"] = None if s.saved is None else trainer.progress.step
     if on_trainer is not None:
@@ -342,8 +330,8 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
     if not opts.quiet:
         where = f"{device} {s.precision}" if world.world_size == 1 else \
             f"{world.world_size} processes ({device.type} {s.precision}, {len(rows)} streams each)"
-        shape = f", {model_cfg.heads} heads, context {model_cfg.context}" if not s.model.stateful else ""
-        _say(f"{shown(folder.path)}: {model_cfg.model} {model_cfg.n_layers}x{model_cfg.hidden}{shape}, "
+        shape = family_of(model_cfg.model).describe(model_cfg.to_dict())
+        _say(f"{shown(folder.path)}: {model_cfg.model} {shape}, "
              f"{s.model.num_params() / 1e6:.2f}M params, {len(train_ids):,} train / {len(val_ids):,} val chars, "
              f"{where}" + (f", resuming at step {trainer.progress.step}" if s.saved else ""))
     try:
@@ -365,7 +353,7 @@ def _resume_after_restart(opts: RunOptions, world: distributed.World, corpus_pat
     worker (TORCHELASTIC_RESTART_COUNT > 0) resumes from last.pt when the run folder has one."""
     if opts.resume or world.restart_count == 0:
         return opts
-    run_dir = opts.out or _default_run_dir(corpus_path, overrides.get("model", "lstm"))
+    run_dir = opts.out or _default_run_dir(corpus_path, overrides.get("model", ModelConfig.model))
     found = (run_dir / ck.LAST).is_file()
     seen = world.all_sum([float(found)])[0]
     if 0 < seen < world.world_size:  # each rank reads the folder: on several nodes it must be shared
@@ -378,17 +366,18 @@ def _resume_after_restart(opts: RunOptions, world: distributed.World, corpus_pat
     return replace(opts, resume=True)
 
 
-def _check_family_options(kind: str, overrides: dict[str, Any]) -> None:
+def check_family_options(kind: str, overrides: dict[str, Any]) -> None:
     """An option the chosen kind of model would silently ignore is a mistake worth naming."""
-    if kind == "transformer":
-        wrong = [k for k in (*RNN_ONLY, "seq_len") if k in overrides]
-        why = "the Transformer's width is --hidden and its training windows are --context characters"
-    else:
-        wrong = [k for k in TRANSFORMER_ONLY if k in overrides]
-        why = "they set the Transformer's attention"
+    try:
+        fam = family_of(kind)
+    except ValueError as e:
+        raise CharrnnError(str(e)) from None
+    others = {f for f in ModelConfig.__dataclass_fields__ if f not in COMMON_FIELDS} - set(fam.options)
+    wrong = [k for k in overrides if k in others or k in fam.refuses]
     if wrong:
         names = ", ".join(flag(k) for k in wrong)
-        raise CharrnnError(f"{names} cannot be used with --model {kind}: {why}")
+        why = "; ".join(dict.fromkeys(fam.refuses.get(k, "other kinds of model read it") for k in wrong))
+        raise CharrnnError(f"{names} cannot be used with --model {kind} ({why})")
 
 
 def _say(message: str) -> None:
@@ -407,7 +396,7 @@ def _attach_run_hooks(trainer: Trainer, folder: ck.RunFolder, tok, model_cfg, tr
     saved = {"step": None, "at": -1}  # the last checkpoint written, and the step the state was last taken
     main = trainer.world.is_main
 
-    def snapshot(val_loss: float | None) -> dict | None:
+    def snapshot(val_loss: float | None) -> ck.Saved | None:
         """The checkpoint, on rank 0 (None elsewhere). Every rank must call it: the trainer's state gathers.
         Weights that are no longer finite are never written: the run stops, the last checkpoint stays."""
         if not trainer.weights_finite():
@@ -415,12 +404,10 @@ def _attach_run_hooks(trainer: Trainer, folder: ck.RunFolder, tok, model_cfg, tr
         state = trainer.state_dict()
         if not main:
             return None
-        model = trainer.model
-        return {"model_config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(), "run": run_info,
-                "tokenizer": tok.to_str(), "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "trainer": state, "val_loss": val_loss}
+        weights = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+        return ck.Saved(model_cfg.to_dict(), train_cfg.to_dict(), run_info, tok.to_str(), weights, state, val_loss)
 
-    def save(snap: dict, best: bool) -> None:
+    def save(snap: ck.Saved, best: bool) -> None:
         folder.save(ck.LAST, snap)
         if best:
             folder.save(ck.BEST, snap)
@@ -486,14 +473,15 @@ def eval_run(run: str | Path, corpus: str, split_name: str = "val", val_frac: fl
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     corpus_path = resolve_corpus(corpus)
-    frac = ckpt["run"]["val_frac"] if val_frac is None else val_frac
+    frac = ckpt.run.val_frac if val_frac is None else val_frac
     if not (isinstance(frac, (int, float)) and 0 < frac < 1):
         raise CharrnnError(f"val-frac must be in (0, 1), not {frac}")
     if unknown == "bytes" and not tok.byte_fallback:
         unknown = "error"
-    if stride is not None and (model.stateful or not 1 <= stride <= model.config.context):
-        raise CharrnnError("--stride applies to a Transformer only, between 1 and its context"
-                           + ("" if model.stateful else f" ({model.config.context})"))
+    window = family_of(model.config.model).context(model.config)
+    if stride is not None and (window is None or not 1 <= stride <= window):
+        raise CharrnnError("--stride applies to a model that reads windows (a Transformer), between 1 and its "
+                           "context" + ("" if window is None else f" ({window})"))
     # a run folder we may not write to (a shared, read-only copy) is read without caching the ids
     cache = path.parent / ck.CACHE if os.access(path.parent, os.W_OK) else None
     ids = encode_corpus(corpus_path, tok, cache, unknown=unknown)
@@ -506,16 +494,14 @@ def eval_run(run: str | Path, corpus: str, split_name: str = "val", val_frac: fl
 def run_info(run: str | Path) -> dict[str, Any]:
     """What `charrnn info` shows: configs, parameter count, progress, best validation loss."""
     path = ck.resolve_checkpoint(run)
-    ckpt = ck.load_checkpoint(path)
-    model = ck.checkpoint_model(ckpt, path)
-    progress = ckpt["trainer"]["progress"]
-    best = progress.get("best_full", math.inf)  # a full pass's figure, else what the (subset) pass scored
-    best = best if best < math.inf else progress.get("best_val", math.inf)
-    return {"checkpoint": shown(path), "model": ckpt["model_config"], "train": ckpt["train_config"],
-            "run": ckpt["run"], "params": model.num_params(), "step": progress.get("step", 0),
+    saved = ck.read_checkpoint(path)
+    model = ck.checkpoint_model(saved, path)
+    progress = saved.progress
+    return {"checkpoint": shown(path), "model": saved.model_config, "train": saved.train_config,
+            "run": asdict(saved.run), "params": model.num_params(), "step": saved.step,
             "epoch": progress.get("epoch", 0), "chars_trained": progress.get("chars", 0),
             "elapsed_s": round(progress.get("elapsed", 0.0), 1), "skipped": progress.get("skipped", 0),
-            "best_val_loss": None if best == math.inf else best}
+            "best_val_loss": saved.best_loss}
 
 
 # --- charrnn inspect -----------------------------------------------------------------------------------
@@ -523,22 +509,22 @@ MAX_INSPECT_CHARS = 5_000_000  # the text features are computed in Python, about
 LOOKS_LIKE_PATH = re.compile(r"^~|^[^\s/]*/\S*$|^\S+\.[A-Za-z0-9]{1,5}$")  # ~/x, a/b, notes.txt: a file, not text
 
 
-def _inspect_text(text: str | None, tok: CharTokenizer, ckpt: dict[str, Any], cache: Path | None):
+def _inspect_text(text: str | None, tok: CharTokenizer, saved: ck.Saved, cache: Path | None):
     """Ids and where they came from: the run's validation split (no TEXT, or the run's own corpus),
     another corpus from its start, or TEXT itself."""
     from .corpora import load_catalog
 
     unknown = "bytes" if tok.byte_fallback else "error"
-    run = ckpt["run"]
+    run = saved.run
     if text is not None and not (Path(text).expanduser().exists() or text in load_catalog()):
         if LOOKS_LIKE_PATH.search(text):
             resolve_corpus(text)  # says: no such file or catalog corpus
         return tok.encode(text, unknown=unknown), "the text given"
-    corpus_path = resolve_corpus(run["corpus"] if text is None else text)
+    corpus_path = resolve_corpus(run.corpus if text is None else text)
     sha = file_sha256(corpus_path)
     ids = encode_corpus(corpus_path, tok, cache, unknown=unknown, sha256=sha)
-    if sha == run["corpus_sha256"]:
-        return split(ids, run["val_frac"])[1], f"the validation split of {shown(corpus_path)}"
+    if sha == run.corpus_sha256:
+        return split(ids, run.val_frac)[1], f"the validation split of {shown(corpus_path)}"
     return ids, shown(corpus_path)
 
 
@@ -561,9 +547,8 @@ def inspect_run(run: str | Path, text: str | None = None, chars: int = 20_000, s
     if len(ids) < 2:
         raise CharrnnError(f"{source} holds {len(ids)} character(s): inspect needs at least 2")
     insp = inspect_model(model.to(dev), tok, ids, dev, show=show, positions=positions, seed=seed, quiet=quiet)
-    c = ckpt["model_config"]
-    step = ckpt["trainer"]["progress"].get("step", 0)
-    shape = f"{c['model']} {c['n_layers']}x{c['hidden']}, {model.num_params():,} parameters, step {step:,}"
+    c = ckpt.model_config
+    shape = f"{c['model']} {c['n_layers']}x{c['hidden']}, {model.num_params():,} parameters, step {ckpt.step:,}"
     html = render_inspect(insp, {"run": shown(path), "model": c["model"], "shape": shape, "source": source,
                                  "command": command or f"charrnn inspect {shown(path)}"})
     atomic_write(page, lambda f: f.write(html.encode("utf-8")))

@@ -21,40 +21,8 @@ from typing import Any
 import torch
 
 from .device import autocast
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    min_chars: float  # characters this preset must be able to train on in the budget to be chosen
-    settings: dict[str, Any]
-
-
-# Smallest first. A small model learns fastest per character at first; a bigger one, regularised,
-# wins once it can see the text several times over.
-RNN_PRESETS: tuple[Preset, ...] = (
-    Preset("small", 0, dict(model="lstm", n_layers=1, hidden=256, embed=64, dropout=0.0, batch_size=16, seq_len=64,
-                            lr=2e-2, warmup_steps=30)),
-    Preset("medium", 2.5e6, dict(model="lstm", n_layers=1, hidden=384, embed=64, dropout=0.0, batch_size=16,
-                                 seq_len=64, lr=8e-3, warmup_steps=30)),
-    Preset("large", 4e6, dict(model="lstm", n_layers=1, hidden=512, embed=128, dropout=0.2, batch_size=16, seq_len=64,
-                              lr=6e-3, warmup_steps=50)),
-    Preset("xlarge", 25e6, dict(model="lstm", n_layers=2, hidden=512, embed=128, dropout=0.3, batch_size=32,
-                                seq_len=128, lr=4e-3, warmup_steps=100)),
-)
-
-# The Transformer baseline's (batches are windows of `context` characters, so no seq_len). nanoGPT's
-# CPU recipe (4 layers x 128, context 64) learns fastest at first; more characters afford a longer
-# context, then a wider, deeper model. Sized from training speed on the 2-core EPYC, not from a
-# quality sweep as the RNN presets were (benchmarks/README.md).
-TRANSFORMER_PRESETS: tuple[Preset, ...] = (
-    Preset("small", 0, dict(model="transformer", n_layers=4, hidden=128, heads=4, context=64, dropout=0.0,
-                            batch_size=16, lr=2e-3, warmup_steps=50, min_lr_ratio=0.1)),
-    Preset("medium", 1e6, dict(model="transformer", n_layers=4, hidden=128, heads=4, context=128, dropout=0.0,
-                               batch_size=12, lr=2e-3, warmup_steps=100, min_lr_ratio=0.1)),
-    Preset("large", 4e6, dict(model="transformer", n_layers=6, hidden=192, heads=6, context=128, dropout=0.1,
-                              batch_size=12, lr=1.5e-3, warmup_steps=100, min_lr_ratio=0.1)),
-)
+from .families import Preset, family_of
+from .models import ModelConfig, build_model
 
 
 # What the speed of a step depends on.
@@ -62,13 +30,14 @@ SHAPE_KEYS = ("model", "n_layers", "hidden", "embed", "heads", "context", "batch
 
 
 def presets_for(kind: str) -> tuple[Preset, ...]:
-    """The presets of a kind of model (the RNN ones serve lstm, gru and rnn alike)."""
-    return TRANSFORMER_PRESETS if kind == "transformer" else RNN_PRESETS
+    """The presets of a kind of model: its family's, with `model` set to this kind (the LSTM's serve
+    lstm, gru and rnn alike)."""
+    return tuple(Preset(p.name, p.min_chars, {**p.settings, "model": kind}) for p in family_of(kind).presets)
 
 
 def needs_choice(given: dict[str, Any]) -> bool:
     """Whether some setting a preset would fill is left unset."""
-    kind = given.get("model", "lstm")
+    kind = given.get("model", ModelConfig.model)
     keys = {k for p in presets_for(kind) for k in p.settings} - {"model"}
     return not keys <= given.keys()
 
@@ -102,9 +71,10 @@ class Choice:
 
     def describe(self) -> str:
         s = self.settings
-        shape = f", {s['heads']} heads" if s["model"] == "transformer" else ""
-        length = s["context"] if s["model"] == "transformer" else s["seq_len"]
-        return (f"preset {self.name} for {self.budget_s:g}s: {s['model']} {s['n_layers']}x{s['hidden']}{shape}, "
+        fam = family_of(s["model"])
+        shape = fam.describe({**s, "dropout": 0})  # the dropout is said next, even when it is none
+        length = fam.derived(dict(s)).get("seq_len", s.get("seq_len"))
+        return (f"preset {self.name} for {self.budget_s:g}s: {s['model']} {shape}, "
                 f"dropout {s['dropout']}, batch {s['batch_size']}x{length}, lr {s['lr']:g} "
                 f"(measured {self.chars_per_s / 1000:.1f}k chars/s here, ~{self.chars / 1e6:.1f}M chars in the budget"
                 + (f", {self.epochs:.1f} epochs)" if self.epochs is not None else ")"))
@@ -126,8 +96,6 @@ def measure_speed(settings: dict[str, Any], vocab_size: int, device: torch.devic
     short chunk, so a shorter one would read slower than training runs. The global RNG is left as it
     was, so the run's own seeding is unaffected.
     """
-    from .models import ModelConfig, build_model
-
     fields = ModelConfig.__dataclass_fields__.keys() - {"vocab_size"}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
@@ -164,10 +132,8 @@ def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torc
     """The largest preset that can train on its `min_chars` in the budget, with the user's settings on top;
     its dropout from the epochs that makes of `train_chars` (`dropout_for`) unless the user set one."""
     speeds: dict[tuple, float] = {}  # presets the user's settings make identical in shape are timed once
-    for preset in reversed(presets_for(given.get("model", "lstm"))):  # largest first
-        settings = {**preset.settings, **given}
-        if settings["model"] == "transformer":  # its batches are windows of `context` characters
-            settings["seq_len"] = settings["context"]
+    for preset in reversed(presets_for(given.get("model", ModelConfig.model))):  # largest first
+        settings = family_of(preset.settings["model"]).derived({**preset.settings, **given})
         shape = tuple(settings.get(k) for k in SHAPE_KEYS)
         if shape not in speeds:
             try:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .evaluate import evaluate_model
-from .models import token_losses
+from .models import family, token_losses
 
 OPEN_CLOSE = {"(": ")", "[": "]", "{": "}", "\u201c": "\u201d", "\u2018": "\u2019", "\u00ab": "\u00bb"}
 SELF_CLOSING = ('"',)  # a straight double quote opens and closes by turns
@@ -100,7 +100,7 @@ def context_probe(model, ids: np.ndarray, device: torch.device, lengths: list[in
     before each, for each k in `lengths` (a Transformer reads at most its context)."""
     was_training = model.training
     model.eval()
-    cap = getattr(model.config, "context", None) if not getattr(model, "stateful", True) else None
+    cap = family(model.config).context(model.config)
     out = []
     try:
         for k in lengths:

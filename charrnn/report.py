@@ -197,6 +197,16 @@ def _share(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f} %"
 
 
+def chosen_by(row: dict[str, Any]) -> str:
+    """How a row's settings were chosen: the preset the budget picked (and what it measured), and where
+    that family's presets come from."""
+    p = row.get("preset")
+    if not p:
+        return f"sized to --params from the budget's preset; presets {row.get('chosen_by', '')}"
+    epochs = f", {p['epochs']:g} epochs" if p.get("epochs") is not None else ""
+    return f"preset {p['preset']} ({p['chars_per_s'] / 1000:.0f}k chars/s measured{epochs}); {row.get('chosen_by', '')}"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     head, body = table_rows(report)
     parts = [
@@ -213,9 +223,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     parts.append("## Samples\n\nEach model, seed 1, temperature 0.8, from a line break:")
     for row in report["rows"]:
         parts.append(f"**{row['model']}** ({row['shape']})\n\n```\n{row['sample'].strip()}\n```")
-    parts.append("## Settings\n")
-    parts.append(markdown_table(["model", "model config", "train config", "steps", "chars trained"], [
-        [r["model"], json.dumps(r["model_config"]), json.dumps(r["train_config"]), f"{r['steps']:,}",
+    parts.append("## Settings\n\nEach family's presets come from the same rule: the largest preset the measured "
+                 "training speed affords in the budget, its dropout from the epochs that buys (`charrnn models`).")
+    parts.append(markdown_table(["model", "chosen by", "model config", "train config", "steps", "chars trained"], [
+        [r["model"], chosen_by(r), json.dumps(r["model_config"]), json.dumps(r["train_config"]), f"{r['steps']:,}",
          f"{r['chars_trained']:,}"] for r in report["rows"]]))
     return "\n\n".join(parts) + "\n"
 

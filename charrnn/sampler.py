@@ -16,7 +16,6 @@ sampled, so the output is always whole characters.
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import os
 
@@ -89,10 +88,13 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, t
 
 
 def resolve_step_weights(weights: str, model, device: torch.device) -> str:
-    """'auto' -> 'int8' for a model whose step takes int8 weights, on a CPU with fbgemm; else 'fp32'."""
+    """'auto' -> 'int8' for a model whose family's step takes int8 weights, on a CPU with fbgemm; else 'fp32'."""
+    from .models import family
     from .stepper import STEP_WEIGHTS, int8_supported
 
-    takes_weights = "weights" in inspect.signature(model.step).parameters
+    config = getattr(model, "config", None)  # (a stand-in model without one steps in fp32)
+    supported = family(config).step_weights if config is not None else ("fp32",)
+    takes_weights = "int8" in supported
     int8_ok = takes_weights and device.type == "cpu" and int8_supported()
     if weights == "auto":
         return "int8" if int8_ok else "fp32"
@@ -150,7 +152,7 @@ class Sampler:
         self.tok = tokenizer
         self.device = torch.device(device)
         self.weights = resolve_step_weights(weights, model, self.device)
-        if self.weights == "fp32":  # a Transformer's step and prefill take no `weights`
+        if self.weights == "fp32":  # a family with fp32 steps only takes no `weights` argument
             self._prefill, self._step = model.prefill, model.step
         else:
             self._prefill = functools.partial(model.prefill, weights=self.weights)

@@ -34,7 +34,7 @@ def int8_supported() -> bool:
     return "fbgemm" in torch.backends.quantized.supported_engines and hasattr(torch.ops.quantized, "linear_dynamic")
 
 
-class _Int8Linear:
+class Int8Linear:
     """x @ W^T + b with W stored as int8, one scale per output row (fbgemm, dynamic activations)."""
 
     def __init__(self, w: torch.Tensor, b: torch.Tensor):
@@ -86,18 +86,18 @@ class CellStepper:
                 if weights == "int8":
                     # one call per layer: [x, h] @ [W_ih, W_hh]^T (fbgemm has a large fixed cost per call)
                     if k == 0 or not fold_hh:  # (layer 0's folded biases live in the table)
-                        layer = {"hh": _Int8Linear(w_hh, torch.zeros_like(b_hh) if fold_hh else b_hh)}
+                        layer = {"hh": Int8Linear(w_hh, torch.zeros_like(b_hh) if fold_hh else b_hh)}
                         if k > 0:
-                            layer["ih"] = _Int8Linear(w_ih, b_ih)
+                            layer["ih"] = Int8Linear(w_ih, b_ih)
                     else:
-                        layer = {"cat": _Int8Linear(torch.cat([w_ih, w_hh], 1), b_ih + b_hh)}
+                        layer = {"cat": Int8Linear(torch.cat([w_ih, w_hh], 1), b_ih + b_hh)}
                 else:
                     layer = {"w_ih": w_ih.T.contiguous(), "w_hh": w_hh.T.contiguous(),
                              "b": (b_ih + b_hh) if fold_hh else b_ih, "b_hh": b_hh}
                 self.layers.append(layer)
             head_w, head_b = model.head.weight.detach().float(), model.head.bias.detach().float()
             if weights == "int8":
-                self.head = _Int8Linear(head_w, head_b)
+                self.head = Int8Linear(head_w, head_b)
             else:
                 self.head_w, self.head_b = head_w.T.contiguous(), head_b.contiguous()
 

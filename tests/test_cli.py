@@ -117,7 +117,7 @@ def test_unset_settings_come_from_the_budget_preset(corpus, tmp_path):
     config = json.loads((out / "config.json").read_text())
     chosen = config["run"]["preset"]
     assert chosen["budget_s"] == 600 and chosen["chars_per_s"] > 0
-    preset = next(p for p in presets.RNN_PRESETS if p.name == chosen["preset"])
+    preset = next(p for p in presets.presets_for("lstm") if p.name == chosen["preset"])
     assert chosen["chars"] >= preset.min_chars  # it could afford the preset it picked...
     assert config["model"]["hidden"] == 32  # ...with what the user set on top
     assert config["model"]["n_layers"] == preset.settings["n_layers"] and config["train"]["lr"] == preset.settings["lr"]

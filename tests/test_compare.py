@@ -76,7 +76,7 @@ def test_bad_transformer_options(corpus, tmp_path, args, message):
 def test_transformer_options_on_an_rnn_and_stride_on_an_rnn(corpus, tmp_path, trained_run):
     assert "--heads cannot be used with --model lstm" in one_line_error(
         run("train", corpus, "--out", tmp_path / "r", "--heads", "4", "--max-steps", "5"))
-    assert "--stride applies to a Transformer only" in one_line_error(
+    assert "--stride applies to a model that reads windows" in one_line_error(
         run("eval", trained_run, trained_run.parent.parent / "play.txt", "--stride", "4"))
 
 

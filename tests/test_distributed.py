@@ -178,6 +178,19 @@ def test_two_processes_train_a_transformer_as_one_does(corpus, tmp_path):
 
 
 @pytest.mark.distributed
+def test_two_processes_train_a_mingru_as_one_does(corpus, tmp_path):
+    """The minGRU's carried state is split over the ranks and gathered into last.pt as an LSTM's is."""
+    args = ["--model", "mingru", "--layers", "2", "--hidden", "32", "--dropout", "0", "--batch-size", "4",
+            "--seq-len", "16", "--max-steps", "12", "--lr", "1e-2", "--warmup", "2", "--seed", "7",
+            "--eval-interval", "6", "--precision", "fp32", "--device", "cpu", "--sample-len", "0"]
+    one = CliRunner().invoke(cli, ["train", str(corpus), "--out", str(tmp_path / "one"), "--quiet", *args])
+    assert one.exit_code == 0, one.output
+    proc = torchrun("train", corpus, "--out", tmp_path / "two", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert_same_run(tmp_path / "two", tmp_path / "one")
+
+
+@pytest.mark.distributed
 def test_ranks_train_the_preset_rank_0_chose(corpus, tmp_path):
     out = tmp_path / "run"
     proc = torchrun("train", corpus, "--out", out, "--layers", "1", "--hidden", "32", "--embed", "16", "--batch-size",

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from charrnn.device import cpu_supports_bf16
-from charrnn.models import RNN_TYPES, CharRNN, ModelConfig, build_model
+from charrnn.families.rnn import RNN_TYPES, CharRNN
+from charrnn.models import ModelConfig, build_model
 from charrnn.stepper import int8_supported
 
 

@@ -80,7 +80,7 @@ def test_a_character_outside_the_vocabulary_costs_the_documented_finite_loss(tra
 def test_a_checkpoint_from_before_keeps_loading(trained_run, tmp_path):
     """An old checkpoint: no n_outputs in its config, an output layer over every token (bytes included)."""
     ckpt = ck.load_checkpoint(trained_run / ck.BEST)
-    tok = ck.checkpoint_tokenizer(ckpt, trained_run / ck.BEST)
+    tok = ck.checkpoint_tokenizer(ck.Saved.from_dict(ckpt), trained_run / ck.BEST)
     mc = dict(ckpt["model_config"])
     assert mc.pop("n_outputs") == tok.n_chars
     weights = dict(ckpt["model"])

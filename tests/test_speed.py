@@ -16,7 +16,8 @@ from charrnn import checkpoint as ck
 from charrnn.data import StreamBatcher
 from charrnn.device import cpu_supports_bf16
 from charrnn.errors import CharrnnError
-from charrnn.models import RNN_TYPES, CharRNN, ModelConfig
+from charrnn.families.rnn import RNN_TYPES, CharRNN
+from charrnn.models import ModelConfig
 from charrnn.pipeline import RunOptions, train
 from charrnn.stepper import int8_supported
 from charrnn.trainer import TrainConfig, Trainer

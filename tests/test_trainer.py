@@ -12,7 +12,8 @@ import torch
 
 from charrnn import checkpoint as ck
 from charrnn.device import cpu_supports_bf16
-from charrnn.models import CharRNN, ModelConfig
+from charrnn.families.rnn import CharRNN
+from charrnn.models import ModelConfig
 from charrnn.pipeline import RunOptions, train
 from charrnn.trainer import TrainConfig, Trainer
 from conftest import TINY
@@ -182,7 +183,7 @@ def test_speed_measurement_leaves_the_rng_alone():
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    settings = dict(presets.RNN_PRESETS[0].settings, hidden=16, embed=8, batch_size=2, seq_len=8)
+    settings = dict(presets.presets_for("lstm")[0].settings, hidden=16, embed=8, batch_size=2, seq_len=8)
     assert presets.measure_speed(settings, 65, torch.device("cpu"), "fp32", seconds=0.01) > 0
     assert torch.equal(torch.rand(3), expected)
 
@@ -215,8 +216,6 @@ def test_a_batch_grad_accum_cannot_split_is_refused():
 # --- non-finite steps --------------------------------------------------------------------------------
 class _Poisoned(torch.nn.Module):
     """A model whose loss is NaN at the steps in `bad` (counted by forward calls), finite otherwise."""
-
-    stateful = True
 
     def __init__(self, bad):
         super().__init__()

@@ -14,7 +14,9 @@ from charrnn import SampleConfig, Sampler
 from charrnn import checkpoint as ck
 from charrnn.data import WindowBatcher
 from charrnn.evaluate import evaluate_windows
-from charrnn.models import GPT, CharRNN, ModelConfig, build_model, window_start
+from charrnn.families.transformer import GPT, window_start
+from charrnn.families import family_of
+from charrnn.models import ModelConfig, build_model
 from charrnn.pipeline import RunOptions, train
 from charrnn.tokenizer import CharTokenizer
 
@@ -50,7 +52,7 @@ def test_forward_contract_and_shapes():
     assert logits.shape == (3, 8, 40) and state is None
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert m(idx[:, :5])[0].shape == (3, 5, 40) and m(idx)[1] is None
-    assert not m.stateful and CharRNN.stateful
+    assert not family_of("transformer").stateful and family_of("lstm").stateful
     with pytest.raises(ValueError, match="longer than the context"):
         m(torch.randint(0, 40, (1, 9)))
     assert isinstance(build_model(m.config), GPT)
@@ -97,8 +99,6 @@ def test_step_and_prefill_equal_forward_over_the_window_past_the_context(context
 
 class NoCache(torch.nn.Module):
     """The reference sampler path: a full forward pass over the window for every character."""
-
-    stateful = False
 
     def __init__(self, gpt, stride=None):
         super().__init__()
