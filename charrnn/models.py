@@ -86,7 +86,7 @@ def with_input_only_rows(table: nn.Embedding, vocab_size: int, std: float = 1.0)
 
 
 def warm_state(model: nn.Module, rows: torch.Tensor, k_max: int) -> tuple[int, State]:
-    """For a stateful model's grad_through_time: how many characters of each row (B, W) only warm the
+    """For grad_through_time of a model with a carried state: how many characters of each row (B, W) warm the
     state up (all but the last k_max + 2), and the state after them, without gradient."""
     B, W = rows.shape
     warm = W - 2 - k_max

@@ -109,14 +109,15 @@ class GateScan(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         z, v, out, h0 = ctx.saved_tensors
         grad = grad.contiguous()
+        keep = 1 - z  # (T, B, H): how much of h_{t-1} step t keeps
         G = torch.empty_like(grad)
         acc = G[-1].copy_(grad[-1])
-        for t in range(len(grad) - 2, -1, -1):  # G_t = grad_t + G_{t+1} - z_{t+1} G_{t+1}
-            acc = torch.sub(grad[t] + acc, z[t + 1] * acc, out=G[t])
+        for t in range(len(grad) - 2, -1, -1):
+            acc = torch.addcmul(grad[t], keep[t + 1], acc, out=G[t])
         prev = torch.cat([h0.to(out.dtype)[None], out[:-1]])
         gz = G * (v - prev)
         gv = G * z
-        gh0 = ((1 - z[0]) * G[0]).to(h0.dtype) if ctx.needs_input_grad[2] else None
+        gh0 = (keep[0] * G[0]).to(h0.dtype) if ctx.needs_input_grad[2] else None
         return gz, gv, gh0
 
 
@@ -263,8 +264,12 @@ class MinRNN(nn.Module):
         return self._stepper(weights)(idx, state)
 
     def _stepper(self, weights: str) -> MinStepper:
-        # rebuilt only when a weight has changed (an in-place update bumps a tensor's version)
-        key = tuple((p._version, p.data_ptr()) for p in self.parameters())
+        # Rebuilt only when a weight has changed (an in-place update bumps a tensor's version; moving the
+        # model changes its data pointer). The parameters are listed once, not walked every character.
+        params = self.__dict__.get("_params")
+        if params is None:
+            params = self.__dict__["_params"] = list(self.parameters())
+        key = tuple((p._version, p.data_ptr()) for p in params)
         cache = self.__dict__.setdefault("_stepper_cache", {})
         if cache.get(weights, (None,))[0] != key:
             cache[weights] = (key, MinStepper(self, weights))
