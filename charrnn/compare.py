@@ -32,7 +32,7 @@ import torch
 from . import checkpoint as ck
 from . import pipeline, presets
 from .corpora import file_sha256, resolve_corpus
-from .data import encode_corpus, scan_corpus, split
+from .data import encode_corpus, scan_corpus, split, training_unknown
 from .device import cpu_name, resolve_device, resolve_precision
 from .errors import CharrnnError, Interrupted
 from .fileio import read_bytes, shown
@@ -301,7 +301,7 @@ def _progress(cfg: CompareConfig, out: Path) -> dict[str, Any]:
 
 def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.device) -> dict[str, Any]:
     state = _progress(cfg, out)
-    tok, n_chars = scan_corpus(corpus_path)
+    tok, n_chars, _ = scan_corpus(corpus_path)
     if state["sizes"] is None:
         sizes = {}
         if cfg.params:  # the budget's preset for each model (timed here, as its run would), then its width
@@ -339,8 +339,9 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
         ck.write_json(out / PROGRESS, state)
 
     # measure one model at a time, after all training, so no measurement competes with a training run
-    # the runs' own id cache: the vocabulary is the corpus's, so every id is one character
-    ids = encode_corpus(corpus_path, tok, out / "runs" / cfg.models[0] / "cache", sha256=file_sha256(corpus_path))
+    # the runs' own id cache (their vocabulary is the corpus's)
+    ids = encode_corpus(corpus_path, tok, out / "runs" / cfg.models[0] / "cache", training_unknown(tok),
+                        sha256=file_sha256(corpus_path))
     val_ids = split(ids, cfg.val_frac)[1]
     probe_ids = val_ids[:PROBE_CHARS]
     lengths = [k for k in PROBE_LENGTHS if k < len(probe_ids) // 2]

@@ -64,24 +64,50 @@ def read_text(path: Path) -> str:
     return "".join(iter_text(path))
 
 
+# A corpus with thousands of distinct characters (Unicode tables, many scripts) pays for every one of
+# them in each step's output layer, however rarely it occurs: 50 MB of Python's standard library holds
+# 6,594, 4,469 of them once, and a 6,594-wide output layer costs a 1x512 LSTM 2.6 times its recurrence.
+# So above MANY_CHARS distinct characters, and only with byte fallback, those seen fewer than RARE_COUNT
+# times are left out of the vocabulary: read as their UTF-8 bytes, never predicted, scored as any
+# character outside the vocabulary (models.unscored_loss). benchmarks/README.md has the measurement.
+MANY_CHARS = 1024
+RARE_COUNT = 5
+
+
 def build_tokenizer(path: Path, byte_fallback: bool = True) -> CharTokenizer:
     """The vocabulary of a corpus."""
     return scan_corpus(path, byte_fallback)[0]
 
 
-def scan_corpus(path: Path, byte_fallback: bool = True) -> tuple[CharTokenizer, int]:
-    """The vocabulary of a corpus and its length in characters, counted chunk by chunk (bincount over
-    code points: fast)."""
-    seen = np.zeros(MAX_CODEPOINT, dtype=bool)
+def vocabulary(counts: np.ndarray, byte_fallback: bool = True) -> list[str]:
+    """The characters a corpus's vocabulary holds, from its code points' counts (`MANY_CHARS`)."""
+    seen = np.flatnonzero(counts)
+    if byte_fallback and len(seen) > MANY_CHARS:
+        seen = seen[counts[seen] >= RARE_COUNT]
+    return [chr(c) for c in seen.tolist()]
+
+
+def scan_corpus(path: Path, byte_fallback: bool = True) -> tuple[CharTokenizer, int, int]:
+    """The vocabulary of a corpus, its length in characters, and how many distinct characters the
+    vocabulary leaves to byte fallback (`MANY_CHARS`); counted chunk by chunk (bincount over code
+    points: fast)."""
+    counts = np.zeros(MAX_CODEPOINT, dtype=np.int64)
     n = 0
     for chunk in iter_text(path):
         cps = np.frombuffer(chunk.encode("utf-32-le"), dtype=np.uint32)
-        seen |= np.bincount(cps, minlength=MAX_CODEPOINT).astype(bool)
+        counts += np.bincount(cps, minlength=MAX_CODEPOINT)
         n += len(cps)
-    if not seen.any():
+    if n == 0:
         raise CharrnnError(f"{shown(path)} is empty")
-    chars = (chr(c) for c in np.flatnonzero(seen).tolist())
-    return CharTokenizer.from_chars(chars, byte_fallback=byte_fallback), n
+    chars = vocabulary(counts, byte_fallback)
+    if not chars:  # every character rare: a vocabulary of bytes alone could predict nothing
+        chars = vocabulary(counts, byte_fallback=False)
+    return CharTokenizer.from_chars(chars, byte_fallback=byte_fallback), n, int(np.count_nonzero(counts)) - len(chars)
+
+
+def training_unknown(tok: CharTokenizer) -> str:
+    """How a run encodes its own corpus: characters the vocabulary left out (`MANY_CHARS`) as bytes."""
+    return "bytes" if tok.byte_fallback else "error"
 
 
 # --- the id cache ----------------------------------------------------------------------------------

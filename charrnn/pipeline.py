@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ck
 from . import distributed, memory, presets
 from .corpora import file_sha256, resolve_corpus
-from .data import encode_corpus, has_bom, scan_corpus, split
+from .data import RARE_COUNT, encode_corpus, has_bom, scan_corpus, split, training_unknown
 from .device import resolve_device, resolve_precision
 from .errors import CharrnnError, TrainingDiverged, one_line
 from .evaluate import EvalResult, evaluate_model
@@ -210,7 +210,10 @@ def _fresh_setup(opts: RunOptions, overrides: dict[str, Any], corpus_path: Path,
     val_frac = DEFAULT_VAL_FRAC if opts.val_frac is None else opts.val_frac
     if has_bom(corpus_path) and not opts.quiet:
         _say(f"note: {shown(corpus_path)} starts with a UTF-8 byte-order mark; it is dropped")
-    tok, n_chars = scan_corpus(corpus_path, byte_fallback=opts.byte_fallback is not False)
+    tok, n_chars, rare = scan_corpus(corpus_path, byte_fallback=opts.byte_fallback is not False)
+    if rare and not opts.quiet:
+        _say(f"note: {shown(corpus_path)} has {tok.n_chars + rare:,} distinct characters; the {rare:,} seen fewer "
+             f"than {RARE_COUNT} times are read as their UTF-8 bytes and never predicted")
     outputs = {"n_outputs": tok.n_chars}  # byte tokens are read, never predicted (ModelConfig.n_outputs)
     # The user's own values are checked (and sized) before any time is spent timing presets with them.
     first = _configs(kind, {**presets.presets_for(kind)[0].settings, **overrides, **outputs}, tok.vocab_size,
@@ -285,7 +288,7 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
     if s.saved is not None:  # a fresh run was sized before its model was built
         _check_memory(model_cfg, train_cfg, world, device)
     with world.main_first():  # one process per node encodes the corpus; the others read its cache
-        ids = encode_corpus(corpus_path, s.tok, folder.cache, sha256=corpus_sha)
+        ids = encode_corpus(corpus_path, s.tok, folder.cache, training_unknown(s.tok), sha256=corpus_sha)
     train_ids, val_ids = split(ids, s.val_frac)
     if len(val_ids) < 2:
         raise CharrnnError(f"validation split too small ({len(val_ids)} characters): raise --val-frac or use more text")
@@ -303,7 +306,7 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
         return EvalResult(total / chars, int(chars), subset=part.subset)
 
     trainer = Trainer(s.model, train_cfg, batcher, device, s.precision, evaluate=validate, quiet=opts.quiet,
-                      world=world, compile=opts.compile)
+                      world=world, compile=opts.compile, outputs=model_cfg.outputs)
     if s.saved is not None:
         try:
             trainer.load_state_dict(s.saved.trainer)

@@ -45,6 +45,8 @@ from .distributed import World
 from .models import finite_weights
 from .errors import CharrnnError, TrainingDiverged, one_line
 
+IGNORE = -100  # a target the loss leaves out: F.cross_entropy's default ignore_index
+
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
     """The gradients' total 2-norm, without clipping them."""
@@ -151,7 +153,7 @@ class Hooks:
 class Trainer:
     def __init__(self, model, config: TrainConfig, batcher, device: torch.device, precision: str,
                  evaluate: Callable | None = None, quiet: bool = False, world: World | None = None,
-                 compile: bool = False):
+                 compile: bool = False, outputs: int | None = None):
         if config.max_steps is None and config.max_epochs is None and config.max_time is None:
             raise ValueError("set at least one of max_steps, max_epochs, max_time")
         self.world = world or World()
@@ -162,6 +164,9 @@ class Trainer:
         self.net = torch.compile(self.ddp) if compile else self.ddp
         self.config = config
         self.batcher = batcher
+        # Targets from `outputs` on are byte tokens, which the model reads but never predicts (a character
+        # the vocabulary left out): the loss leaves them out (cross_entropy's ignore_index).
+        self.outputs = outputs
         self.device = device
         self.precision = precision
         self.evaluate = evaluate
@@ -377,6 +382,8 @@ class Trainer:
                 if p.batch == 0:
                     self.state = None  # a new epoch's streams do not continue the last epoch's
                 x, y = self.batcher.batch(p.epoch, p.batch)
+                if self.outputs is not None:
+                    y = y.masked_fill(y >= self.outputs, IGNORE)
                 if pin:
                     x, y = x.pin_memory(), y.pin_memory()
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

@@ -13,11 +13,14 @@ import torch
 from click.testing import CliRunner
 
 from charrnn import checkpoint as ck
+from charrnn import data
+from charrnn.data import MANY_CHARS, RARE_COUNT
 from charrnn.cli import cli
 from charrnn.evaluate import evaluate_model
 from charrnn.models import ModelConfig, build_model, param_count, unscored_loss
 from charrnn.pipeline import RunOptions, train
 from charrnn.sampler import Sampler
+from charrnn.tokenizer import MAX_CODEPOINT
 from conftest import TINY
 
 FAMILY = {"lstm": dict(model="lstm", n_layers=2, hidden=32, embed=8),
@@ -75,6 +78,43 @@ def test_a_character_outside_the_vocabulary_costs_the_documented_finite_loss(tra
     # and a prime holding it is read: the sample that follows holds only the corpus's characters
     out = Sampler(model, tok).sample(prime="caf\u00e9 ", length=300, temperature=1.5, seed=3, unknown="bytes")
     assert out.startswith("caf\u00e9 ") and not tok.unknown_chars(out[len("caf\u00e9 "):])
+
+
+def test_only_a_large_alphabet_leaves_its_rare_characters_to_bytes():
+    counts = np.zeros(MAX_CODEPOINT, dtype=np.int64)
+    counts[[ord(c) for c in "abc"]] = 1000
+    counts[0x4E00:0x4E00 + MANY_CHARS] = 1  # a thousand CJK characters seen once each
+    common = ["a", "b", "c"]
+    assert data.vocabulary(counts) == common  # above MANY_CHARS distinct: the ones seen once are left out
+    assert len(data.vocabulary(counts, byte_fallback=False)) == MANY_CHARS + 3  # no bytes to read them as
+    counts[0x4E00 + 10:0x4E00 + MANY_CHARS] = 0  # 13 distinct: every one kept, even seen once ('$' in Shakespeare)
+    assert len(data.vocabulary(counts)) == 13
+    counts[0x4E00 + 10:0x4E00 + MANY_CHARS] = 1
+    counts[0x4E00] = RARE_COUNT  # seen often enough to learn
+    assert data.vocabulary(counts) == common + ["\u4e00"]
+
+
+def test_a_run_on_a_large_alphabet_predicts_its_common_characters_and_reads_the_rest(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "MANY_CHARS", 20)  # so that a small corpus has a "large" alphabet
+    rare = [chr(0x391 + i) for i in range(24)]  # Greek capitals, each seen once
+    text = corpus.read_text(encoding="utf-8")
+    step = len(text) // (len(rare) + 1)
+    path = tmp_path / "greek.txt"
+    path.write_text("".join(text[i * step:(i + 1) * step] + c for i, c in enumerate(rare)) + text[len(rare) * step:],
+                    encoding="utf-8")
+    out = tmp_path / "run"
+    summary = train(RunOptions(corpus=str(path), out=out, precision="fp32", device="cpu", quiet=True, sample_len=0),
+                    dict(TINY, max_steps=40, log_interval=5))
+    model, tok, _, _ = ck.load_run(out)
+    assert tok.unknown_chars("".join(rare)) == rare and not tok.unknown_chars(text)  # the play's own characters stay
+    assert model.config.outputs == tok.n_chars
+    # byte targets are left out of the training loss (cross_entropy would refuse a target beyond the outputs)
+    records = [json.loads(line) for line in (out / ck.METRICS).read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert len(losses) == 8 and all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert summary.get("skipped", 0) == 0 and math.isfinite(summary["best_val"])
+    sample = Sampler(model, tok).sample(prime=rare[0], length=400, temperature=1.5, seed=1, unknown="bytes")
+    assert not tok.unknown_chars(sample[1:])  # never emitted
 
 
 def test_a_checkpoint_from_before_keeps_loading(trained_run, tmp_path):
