@@ -44,10 +44,10 @@ def needs_choice(given: dict[str, Any]) -> bool:
 
 # Dropout follows the epochs the budget buys on this corpus (characters trained / training characters):
 # a model that reads its text once or twice cannot overfit it, one that reads it many times must be held
-# back. None up to 3 epochs, then 0.1 more per doubling, at most 0.3, in steps of 0.05 (no cliff where
+# back. None up to 3 epochs, then 0.15 more per doubling, at most 0.5, in steps of 0.05 (no cliff where
 # a timing's noise could tip it); measured by the sweep in benchmarks/README.md.
 def dropout_for(epochs: float) -> float:
-    p = min(0.3, max(0.0, 0.1 * math.log2(max(epochs, 1e-9) / 3)))
+    p = min(0.5, max(0.0, 0.15 * math.log2(max(epochs, 1e-9) / 3)))
     return round(math.floor(p / 0.05 + 1e-9) * 0.05, 2)
 
 
