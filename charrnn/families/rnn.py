@@ -210,8 +210,8 @@ class RNNFamily(Family):
     presets = (
         Preset("small", 0, dict(model="lstm", n_layers=1, hidden=256, embed=64, dropout=0.0, batch_size=16,
                                 seq_len=64, lr=2e-2, warmup_steps=30)),
-        Preset("medium", 2e6, dict(model="lstm", n_layers=1, hidden=384, embed=64, dropout=0.0, batch_size=16,
-                                   seq_len=64, lr=8e-3, warmup_steps=30)),
+        Preset("medium", 1.5e6, dict(model="lstm", n_layers=1, hidden=384, embed=64, dropout=0.0, batch_size=16,
+                                     seq_len=64, lr=8e-3, warmup_steps=30)),
         Preset("large", 4e6, dict(model="lstm", n_layers=1, hidden=512, embed=128, dropout=0.2, batch_size=16,
                                   seq_len=64, lr=6e-3, warmup_steps=50)),
         Preset("xlarge", 25e6, dict(model="lstm", n_layers=2, hidden=512, embed=128, dropout=0.3, batch_size=32,
