@@ -50,6 +50,7 @@ GROUPS: dict[str, tuple[str, str, list[list[str]]]] = {
     "30s-tinyshakespeare": ("tinyshakespeare", "30s", [[], [*LSTM, "--hidden", "384", "--lr", "8e-3"]]),
     "5m-python10": ("python-10mb", "5m", [[], XLARGE]),
     "30m-python50": ("python-50mb", "30m", [[], LARGE]),
+    "30m-tinyshakespeare": ("tinyshakespeare", "30m", [[]]),
 }
 
 
