@@ -51,6 +51,7 @@ GROUPS: dict[str, tuple[str, str, list[list[str]]]] = {
     "5m-python10": ("python-10mb", "5m", [[], XLARGE]),
     "30m-python50": ("python-50mb", "30m", [[], LARGE]),
     "30m-tinyshakespeare": ("tinyshakespeare", "30m", [[]]),
+    "30m-tinyshakespeare-large": ("tinyshakespeare", "30m", [[*LARGE, "--dropout", "0.5"]]),
 }
 
 

@@ -44,7 +44,7 @@ def bare_steps(model: BareRNN, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas,
-                            fused=torch.device(device).type == "cuda")
+                            fused=torch.device(device).type in ("cuda", "cpu"))  # the trainer's AdamW
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     amp = torch.autocast(torch.device(device).type, dtype=dtype) if dtype else contextlib.nullcontext()
     scaler = torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")

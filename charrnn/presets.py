@@ -5,7 +5,8 @@ model costs relatively more on some CPUs than on others, so seconds alone cannot
 What decides is how many characters a model can train on in the budget, and how many times over
 that reads the corpus. So before a new run whose settings are not all given, we time a few training
 steps of each candidate preset on the run's own device and precision, largest first, and take the
-largest preset that can train on at least its `min_chars` characters in the budget; its dropout
+largest preset that can train on at least its `min_chars` characters in the budget without reading
+the training split more than its `max_epochs` times; its dropout
 then follows the epochs those characters make of the training split (`dropout_for`). The presets,
 thresholds and the dropout rule come from sweeps recorded in benchmarks/README.md. Whatever the user
 sets wins, and is part of what is timed.
@@ -20,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .device import autocast
+from .device import autocast, fused_adamw
 from .families import Preset, family_of
 from .models import ModelConfig, build_model
 
@@ -32,7 +33,8 @@ SHAPE_KEYS = ("model", "n_layers", "hidden", "embed", "heads", "context", "batch
 def presets_for(kind: str) -> tuple[Preset, ...]:
     """The presets of a kind of model: its family's, with `model` set to this kind (the LSTM's serve
     lstm, gru and rnn alike)."""
-    return tuple(Preset(p.name, p.min_chars, {**p.settings, "model": kind}) for p in family_of(kind).presets)
+    return tuple(Preset(p.name, p.min_chars, {**p.settings, "model": kind}, p.max_epochs)
+                 for p in family_of(kind).presets)
 
 
 def needs_choice(given: dict[str, Any]) -> bool:
@@ -101,7 +103,7 @@ def measure_speed(settings: dict[str, Any], vocab_size: int, device: torch.devic
         torch.manual_seed(0)
         config = ModelConfig(vocab_size=vocab_size, **{k: v for k, v in settings.items() if k in fields})
         model = build_model(config).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused_adamw(device))  # the trainer's own
         x = torch.randint(0, config.outputs, (settings["batch_size"], settings["seq_len"] + 1), device=device)
         state, steps, t0 = None, 0, 0.0
         while True:
@@ -129,7 +131,8 @@ def _sync(device: torch.device) -> None:
 
 def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torch.device, precision: str,
            train_chars: int | None = None) -> Choice:
-    """The largest preset that can train on its `min_chars` in the budget, with the user's settings on top;
+    """The largest preset that can train on its `min_chars` in the budget within its `max_epochs` of
+    `train_chars`, with the user's settings on top;
     its dropout from the epochs that makes of `train_chars` (`dropout_for`) unless the user set one."""
     speeds: dict[tuple, float] = {}  # presets the user's settings make identical in shape are timed once
     for preset in reversed(presets_for(given.get("model", ModelConfig.model))):  # largest first
@@ -140,7 +143,8 @@ def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torc
                 speeds[shape] = measure_speed(settings, vocab_size, device, precision)
             except ValueError:  # the user's settings do not fit this preset (heads that do not divide hidden)
                 speeds[shape] = math.nan  # never chosen: NaN fails every comparison
-        if speeds[shape] * budget_s >= preset.min_chars:
+        chars = speeds[shape] * budget_s
+        if chars >= preset.min_chars and not (train_chars and chars / train_chars > preset.max_epochs):
             choice = Choice(preset.name, {k: settings[k] for k in preset.settings}, budget_s, speeds[shape],
                             train_chars)
             if "dropout" not in given and choice.epochs is not None:

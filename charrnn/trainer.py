@@ -16,8 +16,8 @@ the end of the run scores the whole split, and so does an earlier best checkpoin
 a run reports are full passes.
 
 A step whose loss or gradient is not finite changes nothing (the update is skipped, counted, and
-logged); `diverge_after` of them in a row end the run with `TrainingDiverged`. On CUDA the fused
-AdamW skips on the device itself, so a step still never waits for the GPU.
+logged); `diverge_after` of them in a row end the run with `TrainingDiverged`. The fused AdamW (CPU
+and CUDA) skips on the device itself, so a step still never waits for a GPU.
 
 Data parallel (`world`, see distributed.py): the model trains wrapped in DDP, the batcher yields
 this rank's rows of the global batch, and the ranks agree on the clock and on stopping after every
@@ -191,7 +191,7 @@ class Trainer:
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        # fused: one kernel for all parameters (CUDA), which can also skip a step on the device
+        # fused: one kernel for all parameters, which can also skip a step on the device's own flag
         return torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), fused=self._fused)
 
     # --- schedule -----------------------------------------------------------------------------
@@ -333,7 +333,7 @@ class Trainer:
         elif self._fused:  # the fused kernel reads the flag on the device: no host sync
             opt.found_inf, opt.grad_scale = bad.float(), None
             opt.step()
-        elif not bad.item():  # on the CPU reading the flag costs nothing
+        elif not bad.item():  # (no fused kernel here, e.g. MPS): read the flag on the host
             opt.step()
         self.scaler.update()
         opt.zero_grad(set_to_none=True)

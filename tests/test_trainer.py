@@ -242,7 +242,7 @@ class _Batcher:
         return chunk[:, :-1], chunk[:, 1:]
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["host check", "on the device (CUDA's fused AdamW)"])
+@pytest.mark.parametrize("fused", [False, True], ids=["host check", "on the device (fused AdamW, CPU and CUDA)"])
 def test_a_non_finite_step_changes_nothing_and_is_counted(monkeypatch, fused):
     from charrnn import trainer as trainer_module
 
@@ -403,3 +403,19 @@ def test_the_final_pass_settles_the_best_checkpoint_on_full_figures(best_in_full
     else:  # in full the last model is better: it becomes the best checkpoint
         assert seen[2] == (30, 1.4, False, True) and rescored == []
         assert (t.progress.best_step, t.progress.best_full) == (30, 1.4)
+
+
+def test_a_preset_that_would_reread_a_small_corpus_gives_way_to_a_smaller_one(monkeypatch):
+    from charrnn import presets
+
+    monkeypatch.setattr(presets, "measure_speed", lambda settings, vocab_size, device, precision: 10_000.0)
+    cpu = torch.device("cpu")
+    top = presets.presets_for("lstm")[-1]
+    assert math.isfinite(top.max_epochs)
+    budget = top.min_chars / 10_000 + 1  # enough time for the largest preset
+    plenty = int(top.min_chars / top.max_epochs * 2)  # read well under max_epochs times
+    reread = int(top.min_chars / top.max_epochs / 2)  # read more than max_epochs times
+    assert presets.choose(budget, {}, 65, cpu, "fp32", train_chars=plenty).name == top.name
+    smaller = presets.choose(budget, {}, 65, cpu, "fp32", train_chars=reread)
+    assert smaller.name == presets.presets_for("lstm")[-2].name
+    assert presets.choose(budget, {}, 65, cpu, "fp32").name == top.name  # corpus size unknown: by characters

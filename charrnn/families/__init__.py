@@ -40,6 +40,9 @@ class Preset:
     name: str
     min_chars: float  # characters this preset must be able to train on in the budget to be chosen
     settings: dict[str, Any]
+    # the most times over the training split it may read in the budget (when the split's length is
+    # known): a larger model that would reread a small corpus loses to a smaller, regularised one
+    max_epochs: float = float("inf")
 
 
 class Family:
