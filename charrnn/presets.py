@@ -6,8 +6,8 @@ What decides is how many characters a model can train on in the budget, and how 
 that reads the corpus. So before a new run whose settings are not all given, we time a few training
 steps of each candidate preset on the run's own device and precision, largest first, and take the
 largest preset that can train on at least its `min_chars` characters in the budget without reading
-the training split more than its `max_epochs` times; its dropout
-then follows the epochs those characters make of the training split (`dropout_for`). The presets,
+the training split more than its `max_epochs` times; its dropout then follows the epochs those
+characters make of the training split (`dropout_for`). The presets,
 thresholds and the dropout rule come from sweeps recorded in benchmarks/README.md. Whatever the user
 sets wins, and is part of what is timed.
 """
@@ -132,8 +132,8 @@ def _sync(device: torch.device) -> None:
 def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torch.device, precision: str,
            train_chars: int | None = None) -> Choice:
     """The largest preset that can train on its `min_chars` in the budget within its `max_epochs` of
-    `train_chars`, with the user's settings on top;
-    its dropout from the epochs that makes of `train_chars` (`dropout_for`) unless the user set one."""
+    `train_chars`, with the user's settings on top; its dropout from the epochs that makes of
+    `train_chars` (`dropout_for`) unless the user set one."""
     speeds: dict[tuple, float] = {}  # presets the user's settings make identical in shape are timed once
     for preset in reversed(presets_for(given.get("model", ModelConfig.model))):  # largest first
         settings = family_of(preset.settings["model"]).derived({**preset.settings, **given})
