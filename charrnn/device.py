@@ -75,7 +75,7 @@ def autocast(device: torch.device, precision: str):
 def fused_adamw(device: torch.device) -> bool:
     """Whether AdamW runs as one fused kernel here: on CUDA and on the CPU (torch >= 2.4 has one for
     both), where it skips a step on the device's own flag. On a CPU the per-tensor default takes about
-    three times as long, 5-9 % of a small model's step (benchmarks/README.md, nanoGPT's recipe)."""
+    three times as long, 4-8 % of a small model's step on the Xeon measured (benchmarks/README.md)."""
     return device.type in ("cuda", "cpu")
 
 

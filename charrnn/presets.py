@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -33,8 +33,7 @@ SHAPE_KEYS = ("model", "n_layers", "hidden", "embed", "heads", "context", "batch
 def presets_for(kind: str) -> tuple[Preset, ...]:
     """The presets of a kind of model: its family's, with `model` set to this kind (the LSTM's serve
     lstm, gru and rnn alike)."""
-    return tuple(Preset(p.name, p.min_chars, {**p.settings, "model": kind}, p.max_epochs)
-                 for p in family_of(kind).presets)
+    return tuple(replace(p, settings={**p.settings, "model": kind}) for p in family_of(kind).presets)
 
 
 def needs_choice(given: dict[str, Any]) -> bool:
