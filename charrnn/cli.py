@@ -104,6 +104,7 @@ def cli():
 @click.option("--heads", type=POSITIVE_INT, help="Attention heads; must divide --hidden (Transformer).")
 @click.option("--context", type=POSITIVE_INT, help="Characters the Transformer attends to; its training windows are this long.")
 @click.option("--dropout", type=FiniteFloat(0, 1, max_open=True), help="Dropout between layers and before the output.")
+@click.option("--weight-drop", type=FiniteFloat(0, 1, max_open=True), help="DropConnect on the recurrent weight matrices in training (LSTM, GRU, RNN).")
 @click.option("--batch-size", type=POSITIVE_INT, help="Parallel text streams per batch.")
 @click.option("--seq-len", type=POSITIVE_INT, help="Characters per truncated-BPTT chunk (RNNs).")
 @click.option("--grad-accum", type=POSITIVE_INT, help="Split each batch into this many micro-batches, gradients accumulated: the same step in less memory.  [default: 1]")

@@ -46,6 +46,7 @@ class ModelConfig:
     dropout: float = 0.0
     # Read by some families only (each names its own in Family.options; the others refuse them):
     embed: int = 64  # character embedding size (the classic RNNs)
+    weight_drop: float = 0.0  # DropConnect on the recurrent matrices in training (the classic RNNs)
     heads: int = 4  # attention heads (Transformer); must divide hidden
     context: int = 128  # the most characters the Transformer attends to (its block size)
     # Tokens the output layer scores: the corpus's characters, which come first in the vocabulary. The
@@ -70,6 +71,8 @@ class ModelConfig:
         keep = set(COMMON_FIELDS) | set(family(self).options)
         if self.n_outputs is None:  # an old config reads back as it was written
             keep.discard("n_outputs")
+        if self.weight_drop == 0:  # absent means none, as in configs written before it existed
+            keep.discard("weight_drop")
         return {k: v for k, v in asdict(self).items() if k in keep}
 
 

@@ -6,9 +6,9 @@ What decides is how many characters a model can train on in the budget, and how 
 that reads the corpus. So before a new run whose settings are not all given, we time a few training
 steps of each candidate preset on the run's own device and precision, largest first, and take the
 largest preset that can train on at least its `min_chars` characters in the budget without reading
-the training split more than its `max_epochs` times; its dropout then follows the epochs those
-characters make of the training split (`dropout_for`). The presets,
-thresholds and the dropout rule come from sweeps recorded in benchmarks/README.md. Whatever the user
+the training split more than its `max_epochs` times; its dropout, and an RNN's weight drop, then
+follow the epochs those characters make of the training split (`dropout_for`, `weight_drop_for`).
+The presets, thresholds and these rules come from sweeps recorded in benchmarks/README.md. Whatever the user
 sets wins, and is part of what is timed.
 """
 
@@ -50,6 +50,17 @@ def needs_choice(given: dict[str, Any]) -> bool:
 def dropout_for(epochs: float) -> float:
     p = min(0.5, max(0.0, 0.15 * math.log2(max(epochs, 1e-9) / 3)))
     return round(math.floor(p / 0.05 + 1e-9) * 0.05, 2)
+
+
+# DropConnect on the recurrent matrices (the families that read `weight_drop`) follows the same epochs,
+# at half the dropout, and the dropout beside it stops at 0.4: on tinyshakespeare at 15 minutes (32
+# epochs) weight drop 0.25 with dropout 0.4 scored 0.022 nats below dropout 0.5 alone, and 0.015 below
+# the same weight drop with dropout 0.5 (benchmarks/README.md).
+MAX_DROPOUT_WITH_WEIGHT_DROP = 0.4
+
+
+def weight_drop_for(epochs: float) -> float:
+    return round(math.floor(dropout_for(epochs) / 2 / 0.05 + 1e-9) * 0.05, 2)
 
 
 @dataclass
@@ -131,8 +142,9 @@ def _sync(device: torch.device) -> None:
 def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torch.device, precision: str,
            train_chars: int | None = None) -> Choice:
     """The largest preset that can train on its `min_chars` in the budget within its `max_epochs` of
-    `train_chars`, with the user's settings on top; its dropout from the epochs that makes of
-    `train_chars` (`dropout_for`) unless the user set one."""
+    `train_chars`, with the user's settings on top; its dropout (and weight drop, where the family has
+    one, with the dropout then at most 0.4) from the epochs that makes of `train_chars` (`dropout_for`,
+    `weight_drop_for`) unless the user set them."""
     speeds: dict[tuple, float] = {}  # presets the user's settings make identical in shape are timed once
     for preset in reversed(presets_for(given.get("model", ModelConfig.model))):  # largest first
         settings = family_of(preset.settings["model"]).derived({**preset.settings, **given})
@@ -146,8 +158,15 @@ def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torc
         if chars >= preset.min_chars and not (train_chars and chars / train_chars > preset.max_epochs):
             choice = Choice(preset.name, {k: settings[k] for k in preset.settings}, budget_s, speeds[shape],
                             train_chars)
-            if "dropout" not in given and choice.epochs is not None:
-                choice.settings["dropout"] = dropout_for(choice.epochs)
+            if choice.epochs is not None:
+                weight_drop = 0.0
+                if "weight_drop" in family_of(settings["model"]).options:
+                    weight_drop = given.get("weight_drop", weight_drop_for(choice.epochs))
+                    if "weight_drop" not in given:
+                        choice.settings["weight_drop"] = weight_drop
+                if "dropout" not in given:
+                    p = dropout_for(choice.epochs)
+                    choice.settings["dropout"] = min(p, MAX_DROPOUT_WITH_WEIGHT_DROP) if weight_drop else p
             return choice
     # No preset fits the user's settings: the smallest (the loop's last) with them on top, which the run's
     # own checks then refuse in one line.

@@ -123,7 +123,9 @@ def test_unset_settings_come_from_the_budget_preset(corpus, tmp_path):
     assert config["model"]["n_layers"] == preset.settings["n_layers"] and config["train"]["lr"] == preset.settings["lr"]
     # the dropout from the epochs the budget buys on this corpus's training split
     assert chosen["epochs"] == pytest.approx(chosen["chars"] / config["run"]["train_chars"], rel=0.01)
-    assert config["model"]["dropout"] == presets.dropout_for(chosen["chars"] / config["run"]["train_chars"])
+    epochs = chosen["chars"] / config["run"]["train_chars"]
+    assert config["model"]["dropout"] == min(presets.dropout_for(epochs), presets.MAX_DROPOUT_WITH_WEIGHT_DROP)
+    assert config["model"].get("weight_drop", 0.0) == presets.weight_drop_for(epochs)
 
 
 def test_bom_notice(tmp_path):
@@ -165,7 +167,7 @@ def test_nonsense_sample_options(run_copy, args):
 
 
 @pytest.mark.parametrize("args", [["--seq-len", "0"], ["--batch-size", "-1"], ["--max-time", "soon"],
-                                  ["--dropout", "1.5"], ["--val-frac", "1"], ["--lr", "0"]])
+                                  ["--dropout", "1.5"], ["--val-frac", "1"], ["--lr", "0"], ["--weight-drop", "1"]])
 def test_nonsense_train_options(corpus, tmp_path, args):
     one_line_error(run("train", corpus, "--out", tmp_path / "run", *args))
 

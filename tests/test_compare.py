@@ -65,6 +65,7 @@ def test_train_sample_and_eval_a_transformer(corpus, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--heads", "3"], "must divide hidden"),
     (["--embed", "16"], "--embed cannot be used with --model transformer"),
+    (["--weight-drop", "0.2"], "--weight-drop cannot be used with --model transformer"),
     (["--seq-len", "32"], "--seq-len cannot be used"),
     (["--context", "0"], "--context"),
 ])

@@ -149,7 +149,7 @@ def test_a_huge_validation_loss_has_an_infinite_perplexity_and_json_says_null():
 
 
 @pytest.mark.parametrize("args", [["--lr", "inf"], ["--lr", "nan"], ["--lr", "1e308"], ["--weight-decay", "nan"],
-                                  ["--weight-decay", "inf"], ["--grad-clip", "nan"], ["--dropout", "nan"],
+                                  ["--weight-decay", "inf"], ["--grad-clip", "nan"], ["--dropout", "nan"], ["--weight-drop", "nan"],
                                   ["--max-epochs", "inf"], ["--val-frac", "nan"]])
 def test_non_finite_or_absurd_training_values_are_refused(small, tmp_path, args):
     one_line_error(run("train", small, "--out", tmp_path / "run", *SMALL, "--max-steps", "5", *args))
@@ -415,8 +415,9 @@ def test_junk_in_metrics_is_dropped_on_resume(fp32_run, small, junk):
 def test_resumed_metrics_equal_unbroken_metrics_record_for_record(small, tmp_path):
     from charrnn.pipeline import RunOptions, train
 
-    settings = dict(model="lstm", n_layers=1, hidden=32, embed=16, dropout=0.0, batch_size=4, seq_len=16, lr=1e-2,
-                    warmup_steps=5, max_steps=40, eval_interval=7, seed=3)  # logged every 10 (the default)
+    # logged every 10 (the default); the dropout and weight drop masks of a resumed run are the unbroken one's
+    settings = dict(model="lstm", n_layers=1, hidden=32, embed=16, dropout=0.1, weight_drop=0.3, batch_size=4,
+                    seq_len=16, lr=1e-2, warmup_steps=5, max_steps=40, eval_interval=7, seed=3)
     opts = dict(corpus=str(small), precision="fp32", device="cpu", quiet=True, sample_len=0)
     train(RunOptions(out=tmp_path / "a", **opts), settings)
     stop = lambda t: t.hooks.on_step.append(lambda t: t.request_stop() if t.progress.step == 17 else None)  # noqa: E731

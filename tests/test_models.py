@@ -52,6 +52,27 @@ def test_step_path_equals_fused_forward(kind):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", RNN_TYPES)
+def test_weight_drop_masks_the_recurrent_matrices_in_training_only(kind):
+    torch.manual_seed(0)
+    m = CharRNN(ModelConfig(vocab_size=50, model=kind, n_layers=2, hidden=24, embed=8, weight_drop=0.5))
+    plain = CharRNN(ModelConfig(vocab_size=50, model=kind, n_layers=2, hidden=24, embed=8))
+    plain.load_state_dict(m.state_dict())
+    idx = torch.randint(0, 50, (3, 9))
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    # evaluation and sampling read the weights as they are
+    torch.testing.assert_close(m.eval()(idx)[0], plain.eval()(idx)[0], rtol=0, atol=0)
+    m.train(), plain.train()
+    first, second, ref = m(idx, targets=idx)[1], m(idx, targets=idx)[1], plain(idx, targets=idx)[1]
+    assert first != second and first != ref  # a fresh mask for every batch
+    m.zero_grad()
+    m(idx, targets=idx)[1].backward()
+    for layer in range(2):  # entries of W_hh masked out for the batch get no gradient; W_ih is untouched
+        hh, ih = getattr(m.rnn, f"weight_hh_l{layer}").grad, getattr(m.rnn, f"weight_ih_l{layer}").grad
+        assert 0.3 < (hh == 0).float().mean() < 0.7 and (ih == 0).float().mean() < 0.1
+    assert all(torch.equal(p, before[n]) for n, p in m.named_parameters())  # the mask never touches the weights
+
+
 @pytest.mark.parametrize("weights", ["fp32", "int8"])
 def test_step_path_follows_weight_updates(weights):
     if weights == "int8" and not int8_supported():

@@ -170,11 +170,18 @@ def test_dropout_follows_the_epochs_the_budget_buys_on_this_corpus(monkeypatch):
     once = presets.choose(100, {}, 65, cpu, "fp32", train_chars=1_000_000)
     often = presets.choose(100, {}, 65, cpu, "fp32", train_chars=25_000)
     assert once.name == often.name and once.epochs == pytest.approx(1.0) and often.epochs == pytest.approx(40)
-    assert once.settings["dropout"] == 0.0 and often.settings["dropout"] == 0.5
+    assert once.settings["dropout"] == 0.0 and often.settings["dropout"] == 0.4  # beside weight drop 0.25: below
     assert presets.choose(100, {"dropout": 0.05}, 65, cpu, "fp32", train_chars=25_000).settings["dropout"] == 0.05
     assert presets.choose(100, {}, 65, cpu, "fp32").epochs is None  # no corpus size: the preset's own dropout
     steps = [presets.dropout_for(e) for e in (0.5, 3, 4.2, 6.1, 12.1, 25, 1e6)]
     assert steps == [0.0, 0.0, 0.05, 0.15, 0.3, 0.45, 0.5]
+    # the recurrent matrices' DropConnect follows too, for the families that have it, at half the dropout
+    assert once.settings["weight_drop"] == 0.0 and often.settings["weight_drop"] == 0.25
+    assert "weight_drop" not in presets.choose(100, {"weight_drop": 0.1}, 65, cpu, "fp32", train_chars=25_000).settings
+    assert presets.choose(100, {"weight_drop": 0.0}, 65, cpu, "fp32", train_chars=25_000).settings["dropout"] == 0.5
+    gpt = presets.choose(100, {"model": "transformer"}, 65, cpu, "fp32", train_chars=25_000).settings
+    assert "weight_drop" not in gpt and gpt["dropout"] == 0.5  # no recurrent matrices: the dropout alone
+    assert [presets.weight_drop_for(e) for e in (3, 6.1, 12.1, 25, 1e6)] == [0.0, 0.05, 0.15, 0.2, 0.25]
 
 
 def test_speed_measurement_leaves_the_rng_alone():

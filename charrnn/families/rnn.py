@@ -4,6 +4,11 @@ Training runs the fused `nn.LSTM/GRU/RNN` (cuDNN on CUDA, oneDNN on CPU); `step`
 weights through a per-layer cell computation (stepper.py), several times faster one character at a
 time than the fused module with a sequence of length one, and optionally on int8 weights. The state
 is a tuple of tensors, each (n_layers, B, hidden): (h, c) for an LSTM, (h,) otherwise.
+
+Regularisation: `dropout` on the last layer's output (and between layers), and `weight_drop`,
+DropConnect on the recurrent matrices W_hh (Merity et al. 2017, AWD-LSTM): each training batch runs
+the fused module with a random share of W_hh's entries zeroed, the same at every time step, so the
+state's own update is regularised without leaving the fused kernel.
 """
 
 from __future__ import annotations
@@ -52,13 +57,37 @@ class CharRNN(nn.Module):
     def forward(self, idx: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
         # idx: (B, T) int64 -> x: (B, T, embed) -> out: (B, T, hidden) -> logits: (B, T, vocab)
         x = self.embed(idx)
-        out, new = self.rnn(x, self._to_module_state(state))
+        if self.training and self.config.weight_drop > 0:
+            out, new = torch.func.functional_call(self.rnn, self._dropped_weights(), (x, self._to_module_state(state)))
+        else:
+            out, new = self.rnn(x, self._to_module_state(state))
         logits = self.head(self.drop(out))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
         new_state = new if isinstance(new, tuple) else (new,)
         return logits, loss, new_state
+
+    def _dropped_weights(self) -> dict[str, torch.Tensor]:
+        """W_hh of every layer times a fresh DropConnect mask."""
+        return {n: w * self._drop_mask(w) for n, w in self.rnn.named_parameters() if n.startswith("weight_hh")}
+
+    def _drop_mask(self, w: torch.Tensor) -> torch.Tensor:
+        """A mask shaped as w: each entry 0 with probability p, else 1 / (1 - p) (as dropout scales).
+
+        It is a window, at a random offset, into a fixed pool of twice w's size: a fresh Bernoulli draw
+        of a 1x512 LSTM's 1M entries costs a third of its training step on a CPU, a window next to
+        nothing. The entries of one mask are as independent as fresh ones, and two steps share an
+        entry's draw only if they draw the same offset (one chance in a million at 1x512). The offset comes
+        from the global RNG, so a resumed run draws the masks the unbroken one did."""
+        p, n = self.config.weight_drop, w.numel()
+        pool = self.__dict__.get("_mask_pool")
+        if pool is None or pool.numel() < 2 * n or pool.device != w.device or pool.dtype != w.dtype:
+            g = torch.Generator(device=w.device).manual_seed(0)
+            keep = torch.rand(2 * n, generator=g, device=w.device) >= p
+            pool = self.__dict__["_mask_pool"] = keep.to(w.dtype) / (1 - p)
+        start = int(torch.randint(n + 1, ()))
+        return pool[start:start + n].view_as(w)
 
     def _to_module_state(self, state: State | None):
         if state is None:
@@ -202,7 +231,7 @@ class RNNFamily(Family):
     name = "rnn"
     summary = "classic RNN: stacked LSTM, GRU or tanh RNN, trained with truncated BPTT"
     kinds = RNN_TYPES
-    options = ("embed",)
+    options = ("embed", "weight_drop")
     step_weights = STEP_WEIGHTS
     # Smallest first. A small model learns fastest per character at first; a bigger one, regularised,
     # wins once it can see the text several times over. From the sweeps in benchmarks/README.md (the
@@ -225,7 +254,12 @@ class RNNFamily(Family):
         return CharRNN(config)
 
     def checks(self, m, t):
-        return [(m.embed >= 1, f"embed must be >= 1, not {m.embed}")]
+        return [(m.embed >= 1, f"embed must be >= 1, not {m.embed}"),
+                (0 <= m.weight_drop < 1, f"weight-drop must be in [0, 1), not {m.weight_drop}")]
+
+    def describe(self, cfg: dict[str, Any]) -> str:
+        wd = cfg.get("weight_drop")
+        return super().describe(cfg) + (f", weight drop {wd}" if wd else "")
 
     def param_count(self, c: ModelConfig) -> int:
         V, H, L, G, O = c.vocab_size, c.hidden, c.n_layers, GATES[c.model], c.outputs
