@@ -48,7 +48,11 @@ def needs_choice(given: dict[str, Any]) -> bool:
 # back. None up to 3 epochs, then 0.15 more per doubling, at most 0.5, in steps of 0.05 (no cliff where
 # a timing's noise could tip it); measured by the sweep in benchmarks/README.md.
 def dropout_for(epochs: float) -> float:
-    p = min(0.5, max(0.0, 0.15 * math.log2(max(epochs, 1e-9) / 3)))
+    return _down_to_step(min(0.5, max(0.0, 0.15 * math.log2(max(epochs, 1e-9) / 3))))
+
+
+def _down_to_step(p: float) -> float:
+    """p rounded down to a multiple of 0.05."""
     return round(math.floor(p / 0.05 + 1e-9) * 0.05, 2)
 
 
@@ -60,7 +64,7 @@ MAX_DROPOUT_WITH_WEIGHT_DROP = 0.3
 
 
 def weight_drop_for(epochs: float) -> float:
-    return round(math.floor(dropout_for(epochs) / 2 / 0.05 + 1e-9) * 0.05, 2)
+    return _down_to_step(dropout_for(epochs) / 2)
 
 
 @dataclass
