@@ -57,6 +57,9 @@ GROUPS: dict[str, tuple[str, str, list[list[str]]]] = {
     "15m-tinyshakespeare-weight-drop": ("tinyshakespeare", "15m", [
         [], ["--weight-drop", "0", "--dropout", "0.5"], ["--dropout", "0.4"], ["--dropout", "0.5"],
         ["--weight-drop", "0.35", "--dropout", "0.5"]]),
+    # a fast hour of the Xeon, where 60 s buy tinyshakespeare 4-5 times
+    "60s-tinyshakespeare-fast": ("tinyshakespeare", "60s", [
+        [], ["--weight-drop", "0"], ["--dropout", "0", "--weight-drop", "0"], LARGE]),
 }
 
 

@@ -138,9 +138,21 @@ def python_sources(path: Path, limit: int = 5_000_000) -> Path:
     """A corpus of Python source: the installed interpreter's standard library, concatenated (.py files
     in a seeded shuffled order, cut at `limit` characters). Built on the machine at run time, never
     stored in the repository; the same interpreter gives the same text."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(stdlib.rglob("*.py"))
-    random.Random(0).shuffle(files)  # in name order the validation split would be encodings/'s codec tables
+    return source_files(path, sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")), limit)
+
+
+def c_headers(path: Path, limit: int = 3_000_000) -> Path:
+    """A corpus of C: the system's headers (/usr/include/**/*.h), as `python_sources` concatenates .py
+    files. Which headers there are depends on the packages installed, so the text differs between
+    machines; the row records its size."""
+    return source_files(path, sorted(Path("/usr/include").rglob("*.h")), limit)
+
+
+def source_files(path: Path, files: list[Path], limit: int) -> Path:
+    """`files` in a seeded shuffled order (in name order the validation split would be one package's
+    tables), the UTF-8 ones, joined by newlines and cut at `limit` characters, written to `path`."""
+    files = list(files)
+    random.Random(0).shuffle(files)
     parts, size = [], 0
     for f in files:
         try:
@@ -157,13 +169,15 @@ def python_sources(path: Path, limit: int = 5_000_000) -> Path:
 
 def bench_corpus(name: str, work: Path) -> Path:
     """A corpus by name: `python-5mb` (or `python`, the same), `python-50mb`, ...: that many MB of
-    `python_sources`, built once under `work`; anything else a catalog name or a path."""
-    if name == "python":
-        name = "python-5mb"
-    if name.startswith("python-") and name.endswith("mb"):
-        path = work / f"python-stdlib-{name.removeprefix('python-')}.txt"
-        size = int(name.removeprefix("python-").removesuffix("mb")) * 1_000_000
-        return path if path.is_file() else python_sources(path, size)
+    `python_sources`; `c-3mb` (or `c`), ...: of `c_headers`; each built once under `work`. Anything else
+    is a catalog name or a path."""
+    builders = {"python": (python_sources, "python-stdlib", 5), "c": (c_headers, "c-headers", 3)}
+    kind, _, size = name.partition("-")
+    if kind in builders and (not size or (size.endswith("mb") and size[:-2].isdigit())):
+        build, stem, default_mb = builders[kind]
+        mb = int(size[:-2]) if size else default_mb
+        path = work / f"{stem}-{mb}mb.txt"
+        return path if path.is_file() else build(path, mb * 1_000_000)
     return resolve_corpus(name)
 
 

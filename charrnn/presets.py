@@ -7,7 +7,9 @@ that reads the corpus. So before a new run whose settings are not all given, we 
 steps of each candidate preset on the run's own device and precision, largest first, and take the
 largest preset that can train on at least its `min_chars` characters in the budget without reading
 the training split more than its `max_epochs` times; its dropout, and an RNN's weight drop, then
-follow the epochs those characters make of the training split (`dropout_for`, `weight_drop_for`).
+follow the epochs those characters make of the training split (`dropout_for`, `weight_drop_for`;
+where that brings weight drop, which slows a step, the preset is timed again with it, and the epochs
+counted again).
 The presets, thresholds and these rules come from sweeps recorded in benchmarks/README.md. Whatever the user
 sets wins, and is part of what is timed.
 """
@@ -143,6 +145,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def regularisation(kind: str, epochs: float, given: dict[str, Any]) -> dict[str, float]:
+    """The dropout, and the weight drop where the family has one, that `epochs` call for: those of the
+    two the user has not set (`given`). Beside weight drop the dropout is at most 0.3."""
+    held: dict[str, float] = {}
+    weight_drop = 0.0
+    if "weight_drop" in family_of(kind).options:
+        weight_drop = given.get("weight_drop", weight_drop_for(epochs))
+        if "weight_drop" not in given:
+            held["weight_drop"] = weight_drop
+    if "dropout" not in given:
+        p = dropout_for(epochs)
+        held["dropout"] = min(p, MAX_DROPOUT_WITH_WEIGHT_DROP) if weight_drop else p
+    return held
+
+
 def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torch.device, precision: str,
            train_chars: int | None = None) -> Choice:
     """The largest preset that can train on its `min_chars` in the budget within its `max_epochs` of
@@ -163,14 +180,14 @@ def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torc
             choice = Choice(preset.name, {k: settings[k] for k in preset.settings}, budget_s, speeds[shape],
                             train_chars)
             if choice.epochs is not None:
-                weight_drop = 0.0
-                if "weight_drop" in family_of(settings["model"]).options:
-                    weight_drop = given.get("weight_drop", weight_drop_for(choice.epochs))
-                    if "weight_drop" not in given:
-                        choice.settings["weight_drop"] = weight_drop
-                if "dropout" not in given:
-                    p = dropout_for(choice.epochs)
-                    choice.settings["dropout"] = min(p, MAX_DROPOUT_WITH_WEIGHT_DROP) if weight_drop else p
+                held = regularisation(settings["model"], choice.epochs, given)
+                if held.get("weight_drop"):
+                    # Weight drop is not free (a fifth of a 1x384 LSTM's step on a Xeon), and what the rule
+                    # reads is the epochs the run will train: time the preset again as it will train, and
+                    # hold it back as those epochs say (never more than the first estimate did).
+                    choice.chars_per_s = measure_speed({**settings, **held}, vocab_size, device, precision)
+                    held = regularisation(settings["model"], choice.epochs, given)
+                choice.settings.update(held)
             return choice
     # No preset fits the user's settings: the smallest (the loop's last) with them on top, which the run's
     # own checks then refuse in one line.

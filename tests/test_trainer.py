@@ -184,6 +184,23 @@ def test_dropout_follows_the_epochs_the_budget_buys_on_this_corpus(monkeypatch):
     assert [presets.weight_drop_for(e) for e in (3, 6.1, 12.1, 25, 1e6)] == [0.0, 0.05, 0.15, 0.2, 0.25]
 
 
+def test_epochs_are_counted_at_the_speed_of_the_weight_drop_they_bring(monkeypatch):
+    from charrnn import presets
+
+    # weight drop halves the speed here: 40 epochs at first sight, 20 as the run will train
+    monkeypatch.setattr(presets, "measure_speed", lambda settings, vocab_size, device, precision:
+                        5_000.0 if settings.get("weight_drop") else 10_000.0)
+    cpu = torch.device("cpu")
+    choice = presets.choose(100, {}, 65, cpu, "fp32", train_chars=25_000)
+    assert choice.chars_per_s == 5_000.0 and choice.epochs == pytest.approx(20)
+    assert choice.settings["weight_drop"] == presets.weight_drop_for(20) == 0.2
+    assert choice.settings["dropout"] == presets.MAX_DROPOUT_WITH_WEIGHT_DROP
+    assert choice.to_dict()["epochs"] == 20  # what config.json records is what the rule read
+    # weight drop the user set is part of the first timing: nothing to time again
+    given = presets.choose(100, {"weight_drop": 0.1}, 65, cpu, "fp32", train_chars=25_000)
+    assert given.chars_per_s == 5_000.0 and given.settings["dropout"] == 0.3  # dropout_for(20) = 0.4, capped
+
+
 def test_speed_measurement_leaves_the_rng_alone():
     from charrnn import presets
 
