@@ -68,6 +68,17 @@ class Section:
                 "seconds": round(self.seconds, 1)}
 
 
+# What holds each library's kernels to an ISA (children inherit it): on a CPU with native bf16, a
+# stand-in for one without, such as the AMD EPYC (Zen 1) these defaults must also win on
+ISA_ENV = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
+
+
+def emulate_isa(isa: str, where: dict) -> None:
+    """Hold this process's children to `isa` and mark `where` (the machine's record) as emulating it."""
+    os.environ.update(ISA_ENV[isa])
+    where["emulated_isa"] = isa
+
+
 def machine() -> dict:
     """What the numbers were measured on."""
     model = cpu_name()

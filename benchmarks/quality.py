@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -33,12 +32,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
-from benchmarks.common import bench_corpus, machine, train_and_score  # noqa: E402
+from benchmarks.common import ISA_ENV, bench_corpus, emulate_isa, machine, train_and_score  # noqa: E402
 from charrnn.units import parse_duration  # noqa: E402
 
 REFERENCE = HERE.parent.parent / "shared" / "bench" / "lstm_reference.py"
-# What holds each library's kernels to an ISA; children inherit it
-ISA_ENV = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
 BAR = -0.02  # ours minus the reference, nats
 
 
@@ -67,8 +64,7 @@ def main() -> None:
         if args.precision == "bf16":
             raise SystemExit("--isa avx2 stands for a CPU without native bf16: leave --precision out or give fp32")
         args.precision = "fp32"  # what --precision auto picks on such a CPU
-        os.environ.update(ISA_ENV[args.isa])
-        where["emulated_isa"] = args.isa
+        emulate_isa(args.isa, where)
     for name in args.corpus or ["tinyshakespeare", "python"]:
         corpus = bench_corpus(name, args.out)
         for budget in args.budget or ["60s", "5m"]:

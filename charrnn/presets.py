@@ -8,7 +8,7 @@ steps of each candidate preset on the run's own device and precision, largest fi
 largest preset that can train on at least its `min_chars` characters in the budget without reading
 the training split more than its `max_epochs` times; its dropout, and an RNN's weight drop, then
 follow the epochs those characters make of the training split (`dropout_for`, `weight_drop_for`;
-where that brings weight drop, which slows a step, the preset is timed again with it, and the epochs
+where that brings either, which can slow a step, the preset is timed again with them, and the epochs
 counted again).
 The presets, thresholds and these rules come from sweeps recorded in benchmarks/README.md. Whatever the user
 sets wins, and is part of what is timed.
@@ -47,10 +47,12 @@ def needs_choice(given: dict[str, Any]) -> bool:
 
 # Dropout follows the epochs the budget buys on this corpus (characters trained / training characters):
 # a model that reads its text once or twice cannot overfit it, one that reads it many times must be held
-# back. None up to 3 epochs, then 0.15 more per doubling, at most 0.5, in steps of 0.05 (no cliff where
-# a timing's noise could tip it); measured by the sweep in benchmarks/README.md.
+# back. None up to 6 epochs, then 0.25 more per doubling, at most 0.5, in steps of 0.05 (no cliff where
+# a timing's noise could tip it): at 5.4 epochs dropout 0.1 with weight drop 0.05 cost 0.015 nats at
+# nearly the same speed, at 9-10 epochs 0.15 and 0.3 tied, at 17 epochs 0.4 beat 0.25 by 0.031
+# (the sweeps in benchmarks/README.md).
 def dropout_for(epochs: float) -> float:
-    return _down_to_step(min(0.5, max(0.0, 0.15 * math.log2(max(epochs, 1e-9) / 3))))
+    return _down_to_step(min(0.5, max(0.0, 0.25 * math.log2(max(epochs, 1e-9) / 6))))
 
 
 def _down_to_step(p: float) -> float:
@@ -181,10 +183,11 @@ def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torc
                             train_chars)
             if choice.epochs is not None:
                 held = regularisation(settings["model"], choice.epochs, given)
-                if held.get("weight_drop"):
-                    # Dropout and weight drop are not free (at 60 s on a Xeon a 1x384 LSTM trained 3,992
-                    # steps with them, 5,258 without), and what the rule reads is the epochs the run will
-                    # train: time the preset again as it will train, and hold it back as those epochs say.
+                if any(held.values()):
+                    # Dropout and weight drop can slow a step (their masks come from a pool, but the
+                    # masked matrices are copies, and nn.LSTM draws its own between layers), and what the
+                    # rule reads is the epochs the run will train: time the preset again as it will train,
+                    # and hold it back as those epochs say.
                     choice.chars_per_s = measure_speed({**settings, **held}, vocab_size, device, precision)
                     held = regularisation(settings["model"], choice.epochs, given)
                 choice.settings.update(held)

@@ -3,7 +3,7 @@ import torch
 
 from charrnn.device import cpu_supports_bf16
 from charrnn.families.rnn import RNN_TYPES, CharRNN
-from charrnn.models import ModelConfig, build_model
+from charrnn.models import ModelConfig, PooledDropout, build_model
 from charrnn.stepper import int8_supported
 
 
@@ -71,6 +71,32 @@ def test_weight_drop_masks_the_recurrent_matrices_in_training_only(kind):
         hh, ih = getattr(m.rnn, f"weight_hh_l{layer}").grad, getattr(m.rnn, f"weight_ih_l{layer}").grad
         assert 0.3 < (hh == 0).float().mean() < 0.7 and (ih == 0).float().mean() < 0.1
     assert all(torch.equal(p, before[n]) for n, p in m.named_parameters())  # the mask never touches the weights
+
+
+def test_pooled_dropout_drops_and_scales_as_dropout_does_with_a_fresh_mask_each_call():
+    drop = PooledDropout(0.25)
+    x = torch.ones(4, 50, 64, requires_grad=True)
+    torch.manual_seed(3)
+    masks = [drop(x) for _ in range(40)]
+    for m in masks:  # each mask: entries 0 or 1 / (1 - p), zero at rate p
+        assert set(m.unique().tolist()) <= {0.0, torch.tensor(1 / 0.75).item()}
+        assert 0.2 < (m == 0).float().mean() < 0.3
+    # across calls the same entry is dropped independently: its mean over calls is about 1, not 0 or 4/3
+    per_entry = torch.stack(masks).mean(0)
+    assert (per_entry == masks[0]).float().mean() < 0.01 and abs(per_entry.mean().item() - 1) < 0.02
+    masks[0].sum().backward()  # the gradient flows through the kept entries only, scaled
+    torch.testing.assert_close(x.grad, masks[0].detach())
+    torch.manual_seed(3)  # the draw follows the global RNG: a resumed run draws the same masks
+    assert torch.equal(drop(x), masks[0])
+    assert drop.eval()(x) is x and PooledDropout(0.0)(x) is x
+
+
+def test_pooled_dropout_draws_afresh_inside_a_compiled_graph(monkeypatch):
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # as dynamo reports while tracing
+    drop = PooledDropout(0.5)
+    m = drop(torch.ones(64, 64))
+    assert 0.4 < (m == 0).float().mean() < 0.6 and set(m.unique().tolist()) <= {0.0, 2.0}
+    assert "_mask_pools" not in drop.__dict__  # no offset read back to Python, which would break the graph
 
 
 @pytest.mark.parametrize("weights", ["fp32", "int8"])

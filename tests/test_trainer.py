@@ -173,15 +173,15 @@ def test_dropout_follows_the_epochs_the_budget_buys_on_this_corpus(monkeypatch):
     assert once.settings["dropout"] == 0.0 and often.settings["dropout"] == 0.3  # beside weight drop 0.25: below
     assert presets.choose(100, {"dropout": 0.05}, 65, cpu, "fp32", train_chars=25_000).settings["dropout"] == 0.05
     assert presets.choose(100, {}, 65, cpu, "fp32").epochs is None  # no corpus size: the preset's own dropout
-    steps = [presets.dropout_for(e) for e in (0.5, 3, 4.2, 6.1, 12.1, 25, 1e6)]
-    assert steps == [0.0, 0.0, 0.05, 0.15, 0.3, 0.45, 0.5]
+    steps = [presets.dropout_for(e) for e in (0.5, 3, 5.9, 8.5, 12.1, 25, 1e6)]
+    assert steps == [0.0, 0.0, 0.0, 0.1, 0.25, 0.5, 0.5]
     # the recurrent matrices' DropConnect follows too, for the families that have it, at half the dropout
     assert once.settings["weight_drop"] == 0.0 and often.settings["weight_drop"] == 0.25
     assert "weight_drop" not in presets.choose(100, {"weight_drop": 0.1}, 65, cpu, "fp32", train_chars=25_000).settings
     assert presets.choose(100, {"weight_drop": 0.0}, 65, cpu, "fp32", train_chars=25_000).settings["dropout"] == 0.5
     gpt = presets.choose(100, {"model": "transformer"}, 65, cpu, "fp32", train_chars=25_000).settings
     assert "weight_drop" not in gpt and gpt["dropout"] == 0.5  # no recurrent matrices: the dropout alone
-    assert [presets.weight_drop_for(e) for e in (3, 6.1, 12.1, 25, 1e6)] == [0.0, 0.05, 0.15, 0.2, 0.25]
+    assert [presets.weight_drop_for(e) for e in (3, 8.5, 12.1, 25, 1e6)] == [0.0, 0.05, 0.1, 0.25, 0.25]
 
 
 def test_epochs_are_counted_at_the_speed_of_the_weight_drop_they_bring(monkeypatch):
@@ -199,6 +199,11 @@ def test_epochs_are_counted_at_the_speed_of_the_weight_drop_they_bring(monkeypat
     # weight drop the user set is part of the first timing: nothing to time again
     given = presets.choose(100, {"weight_drop": 0.1}, 65, cpu, "fp32", train_chars=25_000)
     assert given.chars_per_s == 5_000.0 and given.settings["dropout"] == 0.3  # dropout_for(20) = 0.4, capped
+    # a family without weight drop is timed again with the dropout alone
+    monkeypatch.setattr(presets, "measure_speed", lambda settings, vocab_size, device, precision:
+                        5_000.0 if settings.get("dropout") else 10_000.0)
+    gpt = presets.choose(100, {"model": "transformer"}, 65, cpu, "fp32", train_chars=25_000)
+    assert gpt.chars_per_s == 5_000.0 and gpt.settings["dropout"] == presets.dropout_for(20) == 0.4
 
 
 def test_speed_measurement_leaves_the_rng_alone():

@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CharrnnError
-from ..models import ModelConfig, State, Trace, token_losses, warm_state, with_input_only_rows
+from ..models import ModelConfig, PooledDropout, State, Trace, token_losses, warm_state, with_input_only_rows
 from ..stepper import STEP_WEIGHTS, Int8Linear, int8_supported
 from . import Family, Preset, register
 
@@ -133,8 +133,8 @@ class MinLayer(nn.Module):
         self.ln2 = nn.LayerNorm(H, bias=False)
         # tanh-approximate GELU (as GPT-2): half the cost of the exact one in a sampling step
         self.mlp = nn.Sequential(nn.Linear(H, 4 * H), nn.GELU(approximate="tanh"), nn.Linear(4 * H, H),
-                                 nn.Dropout(c.dropout))
-        self.drop = nn.Dropout(c.dropout)
+                                 PooledDropout(c.dropout))
+        self.drop = PooledDropout(c.dropout)
 
     def gate_and_candidate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (..., H) -> the logit of z and the candidate's pre-activation (..., H), in fp32 (the scan's
@@ -222,7 +222,7 @@ class MinRNN(nn.Module):
         super().__init__()
         self.config = c = config
         self.embed = nn.Embedding(c.outputs, c.hidden)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = PooledDropout(c.dropout)
         self.layers = nn.ModuleList(MinLayer(c) for _ in range(c.n_layers))
         self.ln_f = nn.LayerNorm(c.hidden, bias=False)
         self.head = nn.Linear(c.hidden, c.outputs)

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models import ModelConfig, Trace, token_losses, with_input_only_rows
+from ..models import ModelConfig, PooledDropout, Trace, token_losses, with_input_only_rows
 from . import Family, Preset, register
 
 
@@ -57,7 +57,7 @@ class CausalSelfAttention(nn.Module):
         self.heads, self.dropout = c.heads, c.dropout
         self.qkv = nn.Linear(c.hidden, 3 * c.hidden, bias=False)
         self.proj = nn.Linear(c.hidden, c.hidden, bias=False)
-        self.resid_drop = nn.Dropout(c.dropout)
+        self.resid_drop = PooledDropout(c.dropout)
 
     def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # x: (B, T, d) -> q, k, v: (B, heads, T, d / heads)
@@ -95,7 +95,7 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(c)
         self.ln2 = nn.LayerNorm(c.hidden, bias=False)
         self.mlp = nn.Sequential(nn.Linear(c.hidden, 4 * c.hidden, bias=False), nn.GELU(),
-                                 nn.Linear(4 * c.hidden, c.hidden, bias=False), nn.Dropout(c.dropout))
+                                 nn.Linear(4 * c.hidden, c.hidden, bias=False), PooledDropout(c.dropout))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a, k, v = self.attn(self.ln1(x))
@@ -120,7 +120,7 @@ class GPT(nn.Module):
             raise ValueError(f"heads ({c.heads}) must divide hidden ({c.hidden})")
         self.wte = nn.Embedding(c.outputs, c.hidden)
         self.wpe = nn.Embedding(c.context, c.hidden)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = PooledDropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
         self.ln_f = nn.LayerNorm(c.hidden, bias=False)
         self.head = nn.Linear(c.hidden, c.outputs, bias=False)
