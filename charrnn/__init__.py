@@ -7,8 +7,9 @@ from importlib import import_module
 
 from .errors import CharrnnError
 
-_LAZY = {"GPT": "models", "CharRNN": "models", "ModelConfig": "models", "SampleConfig": "sampler",
-         "Sampler": "sampler", "CharTokenizer": "tokenizer", "TrainConfig": "trainer", "Trainer": "trainer"}
+_LAZY = {"GPT": "families.transformer", "CharRNN": "families.rnn", "MinRNN": "families.minrnn", "ModelConfig": "models",
+         "SampleConfig": "sampler", "Sampler": "sampler", "CharTokenizer": "tokenizer", "TrainConfig": "trainer",
+         "Trainer": "trainer"}
 
 __all__ = ["CharrnnError", *_LAZY]
 __version__ = "0.1.0"

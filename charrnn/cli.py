@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from . import __version__
 from .errors import CharrnnError, Interrupted, one_line
 from .units import MAX_SEED
 
@@ -90,7 +91,7 @@ SEED = click.IntRange(0, MAX_SEED)
 
 
 @click.group(cls=CharrnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="charrnn")
+@click.version_option(version=__version__, prog_name="charrnn")
 def cli():
     """Character-level language models: train a stacked LSTM/GRU/RNN, a minGRU/minLSTM or a Transformer on any text and sample from it."""
 

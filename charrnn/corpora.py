@@ -1,5 +1,5 @@
-"""Finding a corpus: a path to a text file, or a name from the catalog (`corpora/catalog.json`) whose
-file is read from $CHARRNN_CORPORA, else downloaded once and checked against its sha256.
+"""Finding a corpus: a path to a text file, or a name from the catalog (`charrnn/catalog.json`, package
+data) whose file is read from $CHARRNN_CORPORA, else downloaded once and checked against its sha256.
 
 Only regular files count as corpora: a FIFO or a device would block or never end. Nothing here
 imports torch or numpy, so `charrnn corpus list` starts at once.
@@ -18,15 +18,15 @@ from .errors import CharrnnError
 from .fileio import atomic_file, open_regular, reason, shown
 
 CORPORA_ENV = "CHARRNN_CORPORA"
+CATALOG = Path(__file__).resolve().with_name("catalog.json")  # package data: in the wheel too
+# Where a source checkout keeps the corpora it downloads (git-ignored); an installed package has no such
+# folder beside it, and downloads into the user's cache instead (`_catalog_path`).
 REPO_CORPORA = Path(__file__).resolve().parent.parent / "corpora"
 
 
 def load_catalog() -> dict[str, dict]:
-    """The named corpora in `corpora/catalog.json`."""
-    path = REPO_CORPORA / "catalog.json"
-    if not path.is_file():  # an installed wheel carries the catalog inside the package
-        path = Path(__file__).resolve().parent / "corpora" / "catalog.json"
-    return json.loads(path.read_text(encoding="utf-8"))
+    """The named corpora in `catalog.json`."""
+    return json.loads(CATALOG.read_text(encoding="utf-8"))
 
 
 def file_sha256(path: Path) -> str:

@@ -103,8 +103,9 @@ def _fake_catalog(tmp_path, monkeypatch, payload: bytes, sha: str):
     source.write_bytes(payload)
     repo = tmp_path / "corpora"
     repo.mkdir()
-    (repo / "catalog.json").write_text(json.dumps(
+    (tmp_path / "catalog.json").write_text(json.dumps(
         {"demo": {"url": source.as_uri(), "sha256": sha, "bytes": len(payload), "description": "demo"}}))
+    monkeypatch.setattr(corpora, "CATALOG", tmp_path / "catalog.json")
     monkeypatch.setattr(corpora, "REPO_CORPORA", repo)
     return repo
 
