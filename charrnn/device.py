@@ -1,4 +1,21 @@
-"""Where a model runs and in what precision: device resolution, autocast, and the fp16 grad scaler."""
+"""Where a model runs and in what precision: device resolution, the precision `auto` picks, autocast, the
+fp16 gradient scaler, and the TF32 policy.
+
+`--precision auto` means native reduced precision or none:
+- CPU: bf16 where the CPU has it natively (AVX-512 BF16 or AMX-BF16 in its flags), else fp32. oneDNN's own
+  probe says yes on every AVX-512 CPU, where bf16 is emulated and slower than fp32, so the flags decide.
+  Where they cannot be read (not Linux) the answer is fp32, which is never wrong.
+- CUDA: bf16 on compute capability 8.0 and newer (Ampere on), which have bf16 units; fp16 with a gradient
+  scaler below that (Volta, Turing), where bf16 would be emulated. torch.cuda.is_bf16_supported() counts
+  emulation by default, so the capability decides.
+- MPS: fp32. Autocast on MPS covers fewer ops than on CUDA and nothing about it was measured here; fp16
+  or bf16 can be asked for explicitly.
+
+TF32: off. On Ampere and newer torch computes cuDNN's RNNs and convolutions in TF32 by default but
+matmuls in full fp32; charrnn turns cuDNN's TF32 off too (`apply_tf32_policy`), so `--precision fp32`
+is IEEE fp32 everywhere and gives the CPU's numbers to rounding. The fast path there is mixed precision,
+which `auto` picks.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +34,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
+            apply_tf32_policy()
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
@@ -27,41 +45,78 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise CharrnnError("--device mps: no MPS device is available")
     if name not in DEVICES:
         raise CharrnnError(f"unknown device {name!r}")
+    if name == "cuda":
+        apply_tf32_policy()
     return torch.device(name)
+
+
+CPUINFO = Path("/proc/cpuinfo")  # Linux only: elsewhere the fields below are unknown
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # x86 flags of CPUs with bf16 arithmetic
+
+
+def _cpuinfo(field: str, cpuinfo: Path = CPUINFO) -> str | None:
+    """The value of the first line of /proc/cpuinfo that starts with `field`."""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith(field):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return None
 
 
 def cpu_name() -> str:
     """The processor's model name, for records of where a number was measured."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (`flags` in /proc/cpuinfo); none elsewhere."""
+    return frozenset((_cpuinfo("flags", cpuinfo) or "").split())
 
 
 def cpu_supports_bf16() -> bool:
-    """True where oneDNN has native bf16 kernels (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """Native bf16 here: AVX-512 BF16 or AMX-BF16 among the CPU's flags, and oneDNN built in."""
+    return bool(NATIVE_BF16_FLAGS & cpu_flags()) and torch.backends.mkldnn.is_available()
+
+
+NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere: the first CUDA GPUs with bf16 units
+
+
+def cuda_supports_bf16(device: torch.device) -> bool:
+    """Native bf16 on this GPU: compute capability 8.0 or newer."""
+    return torch.cuda.get_device_capability(device) >= NATIVE_BF16_CAPABILITY
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """'auto' -> bf16 on a CPU with native bf16 or a CUDA GPU that supports it, else fp16 on CUDA, else fp32."""
+    """'auto' -> native reduced precision where there is one (see the module's note), else fp32; an
+    explicit choice this device cannot run is one line."""
     if name not in PRECISIONS:
         raise CharrnnError(f"unknown precision {name!r}")
     if name == "auto":
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            return "bf16" if cuda_supports_bf16(device) else "fp16"
         if device.type == "cpu" and cpu_supports_bf16():
             return "bf16"
         return "fp32"
     if name == "fp16" and device.type == "cpu":
+        # oneDNN has no fp16 LSTM without native fp16, and nothing was measured where it has
         raise CharrnnError("--precision fp16 needs a GPU; on the CPU use bf16 or fp32")
     if name == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
         # oneDNN has no bf16 LSTM without native support, and emulated bf16 matmuls are ~300x slower
         raise CharrnnError("--precision bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX); use fp32")
+    if name == "bf16" and device.type == "cuda" and not cuda_supports_bf16(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise CharrnnError(f"--precision bf16: this GPU (compute capability {major}.{minor}) has no native bf16 "
+                           f"(8.0 and newer have); use fp16 or fp32")
     return name
+
+
+def apply_tf32_policy() -> None:
+    """TF32 off in cuDNN and in matmuls: fp32 means fp32 (see the module's note). Process-wide, as torch's
+    own flags are; every path that puts charrnn on a CUDA device calls it."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def autocast(device: torch.device, precision: str):
@@ -82,3 +137,8 @@ def fused_adamw(device: torch.device) -> bool:
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 and fp32 do not."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+# The fp16 scaler halves its scale at each overflow. Below this the gradients overflow even unscaled:
+# no longer the scaler's ordinary business, but a run going wrong (trainer.py stops it).
+MIN_LOSS_SCALE = 1.0
