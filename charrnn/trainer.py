@@ -17,7 +17,11 @@ a run reports are full passes.
 
 A step whose loss or gradient is not finite changes nothing (the update is skipped, counted, and
 logged); `diverge_after` of them in a row end the run with `TrainingDiverged`. The fused AdamW (CPU
-and CUDA) skips on the device itself, so a step still never waits for a GPU.
+and CUDA) skips on the device itself, so a step still never waits for a GPU. Under fp16 the gradient
+scaler skips a step whose scaled gradients overflowed while the loss was finite: that is how it finds
+its scale (several times early in a run), so such steps are counted apart (`scaler_skipped`) and never
+toward the divergence stop; a non-finite loss still is, and so is a scale that falls below
+`MIN_LOSS_SCALE` (the gradients then overflow even unscaled).
 
 Data parallel (`world`, see distributed.py): the model trains wrapped in DDP, the batcher yields
 this rank's rows of the global batch, and the ranks agree on the clock and on stopping after every
@@ -40,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .device import autocast, fused_adamw, grad_scaler
+from .device import MIN_LOSS_SCALE, autocast, fused_adamw, grad_scaler
 from .distributed import World
 from .models import finite_weights
 from .errors import CharrnnError, TrainingDiverged, one_line
@@ -94,36 +98,44 @@ class Progress:
     eval_frac: float = 0.0  # run fraction at the last validation
     eval_s: float = 0.0  # seconds the last validation took
     skipped: int = 0  # updates skipped because the loss or the gradient was not finite
+    scaler_skipped: int = 0  # fp16: updates the gradient scaler skipped while it lowered its scale
 
 
 class _Window:
     """The steps since the last metrics record, kept on the device (reading them syncs it): the sum and
-    count of their finite losses, the updates skipped, and the longest run of skipped updates."""
+    count of their finite losses, the updates skipped for a non-finite loss or gradient, the longest
+    run of those, and the updates the fp16 scaler skipped."""
 
     def __init__(self, device: torch.device):
         z = torch.zeros((), device=device)
         self.loss, self.finite, self.skipped, self.worst = z.clone(), z.clone(), z.clone(), z.clone()
+        self.scaler = z.clone()
         self.streak = z.clone()  # skipped updates in a row up to now; it runs on across records
 
-    def add(self, loss: torch.Tensor, bad: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, bad: torch.Tensor, scaler_skip: torch.Tensor | None = None) -> None:
         finite = torch.isfinite(loss)
         self.loss += torch.where(finite, loss, 0.0)
         self.finite += finite
         self.skipped += bad
         self.streak = (self.streak + 1) * bad
         torch.maximum(self.worst, self.streak, out=self.worst)
+        if scaler_skip is not None:
+            self.scaler += scaler_skip
 
-    def read(self) -> tuple[float, float, int, int]:
-        """(loss sum, finite count, skipped, longest streak), and a fresh window (the streak goes on)."""
-        loss, finite, skipped, worst = torch.stack([self.loss, self.finite, self.skipped, self.worst]).tolist()
-        for t in (self.loss, self.finite, self.skipped):
+    def read(self) -> tuple[float, float, int, int, int]:
+        """(loss sum, finite count, skipped, longest streak, scaler skips), and a fresh window (the streak
+        goes on)."""
+        values = torch.stack([self.loss, self.finite, self.skipped, self.worst, self.scaler]).tolist()
+        for t in (self.loss, self.finite, self.skipped, self.scaler):
             t.zero_()
         self.worst.copy_(self.streak)
-        return loss, finite, int(skipped), int(worst)
+        loss, finite, skipped, worst, scaler = values
+        return loss, finite, int(skipped), int(worst), int(scaler)
 
     def state_dict(self) -> dict:
         return {"loss": self.loss.detach().cpu().clone(), "finite": int(self.finite.item()),
-                "skipped": int(self.skipped.item()), "worst": int(self.worst.item()), "streak": int(self.streak.item())}
+                "skipped": int(self.skipped.item()), "worst": int(self.worst.item()), "streak": int(self.streak.item()),
+                "scaler": int(self.scaler.item())}
 
     @staticmethod
     def mean(windows: list[dict]) -> dict:
@@ -136,6 +148,7 @@ class _Window:
         self.loss.copy_(sd["loss"])
         for name in ("finite", "skipped", "worst", "streak"):
             getattr(self, name).fill_(sd[name])
+        self.scaler.fill_(sd.get("scaler", 0))  # (absent in checkpoints from before it was counted)
 
 
 @dataclass
@@ -327,8 +340,11 @@ class Trainer:
         else:
             norm = _grad_norm(params)
         # The gradients are all-reduced, so every rank reaches the same verdict.
-        bad = ~torch.isfinite(norm)
+        bad, scaler_skip = ~torch.isfinite(norm), None
         if self.scaler.is_enabled():  # fp16: the scaler skips a step whose gradients overflowed
+            # With a finite loss that is the scaler lowering its scale, not a step gone wrong.
+            scaler_skip = bad & torch.isfinite(total)
+            bad = bad & ~scaler_skip
             self.scaler.step(opt)
         elif self._fused:  # the fused kernel reads the flag on the device: no host sync
             opt.found_inf, opt.grad_scale = bad.float(), None
@@ -337,7 +353,7 @@ class Trainer:
             opt.step()
         self.scaler.update()
         opt.zero_grad(set_to_none=True)
-        self.window.add(total / n, bad)
+        self.window.add(total / n, bad, scaler_skip)
         # carry the state into the next chunk, cut from this chunk's graph
         self.state = self._join_state(carried)
         self.loss = total / n
@@ -370,7 +386,8 @@ class Trainer:
         pin = self.device.type == "cuda"
         bar = tqdm(total=1000, disable=self.quiet or not self.world.is_main, dynamic_ncols=True, leave=True,
                    bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
-        window_t0, window_chars = time.perf_counter(), 0  # for the rate: restarted after each validation
+        window_t0, window_chars = time.perf_counter(), 0  # for the rate, since the last record
+        logged = p.step  # the step of the last metrics record
         previous = self._install_sigint()
         reason, failed = "done", True
         try:
@@ -402,18 +419,15 @@ class Trainer:
                 self._agree()
                 frac = self.fraction_done()
                 if p.step % c.log_interval == 0 or self._done():
-                    record = self._log_record(frac, window_chars / max(now - window_t0, 1e-9))
-                    for hook in self.hooks.on_log:
-                        hook(self, record)
-                    bar.n = int(frac * 1000)
-                    loss = "-" if record["loss"] is None else f"{record['loss']:.3f}"
-                    bar.set_postfix_str(f"step {p.step} loss {loss} {record['chars_per_s'] / 1000:.1f}k chars/s"
-                                        + (f" skipped {p.skipped}" if p.skipped else ""), refresh=True)
-                    window_t0, window_chars = time.perf_counter(), 0
+                    self._log(bar, frac, window_chars / max(now - window_t0, 1e-9))
+                    window_t0, window_chars, logged = time.perf_counter(), 0, p.step
                 if self.evaluate is not None and (self._eval_due(frac) or self._done()):
+                    t_eval = time.perf_counter()
                     self._validate(bar)
                     t_last = time.perf_counter()  # evaluation time is counted by _validate
-                    window_t0, window_chars = t_last, 0
+                    window_t0 += t_last - t_eval  # and left out of the rate
+            if reason == "done" and logged != p.step:  # a validation spent the budget before these were logged
+                self._log(bar, self.fraction_done(), window_chars / max(t_last - window_t0, 1e-9))
             failed = False
         except torch._dynamo.exc.BackendCompilerFailed as e:  # e.g. no C++ compiler for inductor on this machine
             inner = e.inner_exception
@@ -426,20 +440,41 @@ class Trainer:
             hook(self)
         return reason
 
+    def _log(self, bar, frac: float, rate: float) -> None:
+        p = self.progress
+        record = self._log_record(frac, rate)
+        for hook in self.hooks.on_log:
+            hook(self, record)
+        bar.n = int(frac * 1000)
+        loss = "-" if record["loss"] is None else f"{record['loss']:.3f}"
+        bar.set_postfix_str(f"step {p.step} loss {loss} {record['chars_per_s'] / 1000:.1f}k chars/s"
+                            + (f" skipped {p.skipped}" if p.skipped else ""), refresh=True)
+
     def _log_record(self, frac: float, rate: float) -> dict:
         """The metrics record of the steps since the last one (the only host sync, at logging points);
         stops the run if the updates have been skipped `diverge_after` times in a row."""
         c, p = self.config, self.progress
-        loss_sum, finite, skipped, worst = self.window.read()
-        loss_sum, finite, skipped = self.world.all_sum([loss_sum, finite, skipped])
+        loss_sum, finite, skipped, worst, scaler = self.window.read()
+        loss_sum, finite, skipped, scaler = self.world.all_sum([loss_sum, finite, skipped, scaler])
         skipped = int(skipped / self.world.world_size)  # every rank skips the same steps
         p.skipped += skipped
         if worst >= c.diverge_after:
             raise TrainingDiverged(f"training diverged: {worst} updates in a row, up to step {p.step}, had a "
                                    f"non-finite loss or gradient")
         loss = loss_sum / finite if finite else None
-        return {"step": p.step, "epoch": p.epoch, "loss": loss, "bpc": None if loss is None else loss / math.log(2),
-                "lr": self.lr_at(p.step - 1, frac), "chars_per_s": rate, "elapsed": p.elapsed, "skipped": skipped}
+        record = {"step": p.step, "epoch": p.epoch, "loss": loss, "bpc": None if loss is None else loss / math.log(2),
+                  "lr": self.lr_at(p.step - 1, frac), "chars_per_s": rate, "elapsed": p.elapsed, "skipped": skipped}
+        if self.scaler.is_enabled():
+            scaler = int(scaler / self.world.world_size)
+            p.scaler_skipped += scaler
+            scale = self.scaler.get_scale()
+            if scale < MIN_LOSS_SCALE:
+                raise TrainingDiverged(f"training diverged: the fp16 gradient scale fell to {scale:g} by step {p.step}, "
+                                       f"so the gradients overflow even unscaled")
+            record |= {"scaler_skipped": scaler, "loss_scale": scale}
+        if self.device.type == "cuda":  # a host-side counter: no sync
+            record["gpu_peak_mib"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return record
 
     def _validate(self, bar) -> None:
         """An intermediate pass scores the evaluator's fixed subset, which also picks the best checkpoint;
@@ -447,6 +482,9 @@ class Trainer:
         p = self.progress
         t0, elapsed_before = time.perf_counter(), p.elapsed
         result = self.evaluate(self.model, subset=True)  # the whole split when that is small
+        # The pass's time counts now: if it spent the rest of the budget, this is the run's final pass.
+        p.elapsed = elapsed_before + time.perf_counter() - t0
+        self._agree()
         is_best = result.loss_nats < p.best_val
         if is_best:
             p.best_val, p.best_step = result.loss_nats, p.step
@@ -468,7 +506,7 @@ class Trainer:
             if is_best:
                 p.best_full = result.loss_nats
         p.evals += 1
-        p.elapsed += time.perf_counter() - t0
+        p.elapsed = elapsed_before + time.perf_counter() - t0
         self._agree()
         # from the agreed clock, so that every rank spaces its validations alike
         p.eval_s = p.elapsed - elapsed_before
