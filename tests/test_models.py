@@ -151,3 +151,82 @@ def test_param_count_by_formula_equals_the_built_model(config):
 
     c = ModelConfig(vocab_size=77, **config)
     assert param_count(c) == build_model(c).num_params()
+
+
+def _contiguous_flatten(rnn, weights):
+    """A stand-in for cuDNN's flattening on the CPU: the weights, in order, as views of one buffer."""
+    buf = torch.empty(sum(w.numel() for w in weights), dtype=weights[0].dtype)
+    offset = 0
+    with torch.no_grad():
+        for w in weights:
+            view = buf[offset:offset + w.numel()].view_as(w)
+            view.copy_(w)
+            w.set_(view)
+            offset += w.numel()
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_weight_drop_for_cudnn_runs_on_one_buffer_and_equals_the_plain_path(kind, monkeypatch):
+    """FlatWeightDrop, the route cuDNN takes, driven on the CPU with a stand-in for cuDNN's layout: the
+    same losses, gradients and updates as the functional path, with every weight the kernel reads a view
+    of one buffer and the W_hh parameters apart from it."""
+    from charrnn.families import rnn as rnn_module
+
+    torch.manual_seed(0)
+    flat = CharRNN(ModelConfig(vocab_size=50, model=kind, n_layers=2, hidden=24, embed=8, weight_drop=0.5))
+    plain = CharRNN(ModelConfig(vocab_size=50, model=kind, n_layers=2, hidden=24, embed=8, weight_drop=0.5))
+    plain.load_state_dict(flat.state_dict())
+    monkeypatch.setattr(rnn_module, "cudnn_flatten", _contiguous_flatten)
+    monkeypatch.setattr(CharRNN, "_flat_weight_drop_applies", lambda self, x: self is flat)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.5) for m in (flat, plain)]
+    idx = torch.randint(0, 50, (3, 9))
+    for step in range(3):
+        losses = []
+        for m, opt in zip((flat, plain), opts):
+            torch.manual_seed(step)  # the same masks
+            opt.zero_grad()
+            loss = m.train()(idx, targets=idx)[1]
+            loss.backward()
+            losses.append(loss)
+            opt.step()
+        torch.testing.assert_close(losses[0], losses[1])
+        for (name, a), b in zip(flat.named_parameters(), plain.parameters()):
+            torch.testing.assert_close(a.grad, b.grad, msg=name)
+            torch.testing.assert_close(a, b, msg=name)
+    torch.testing.assert_close(flat.eval()(idx)[0], plain.eval()(idx)[0])
+    drop = flat._flat_drop
+    buffer = {w.untyped_storage().data_ptr() for w in drop._weights()}
+    assert len(buffer) == 1 and len(drop.slots) == 2  # what the kernel reads: one buffer, W_hh slots in it
+    hh = [w for n, w in flat.rnn.named_parameters() if n.startswith("weight_hh")]
+    assert all(w.untyped_storage().data_ptr() not in buffer for w in hh)
+    assert flat.state_dict().keys() == plain.state_dict().keys()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_cuda_weight_drop_hands_cudnn_flat_weights(kind):
+    """On cuDNN, DropConnect copies nothing but the masked W_hh: no 'not part of single contiguous chunk'
+    warning (cuDNN's per-call copy comes with it), one buffer, the functional path's numbers."""
+    import warnings
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=50, model=kind, n_layers=2, hidden=64, embed=16, weight_drop=0.3)
+    m, ref = CharRNN(cfg).cuda(), CharRNN(cfg).cuda()
+    ref.load_state_dict(m.state_dict())
+    ref._flat_weight_drop_applies = lambda x: False  # the functional path, for reference
+    idx = torch.randint(0, 50, (4, 32), device="cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for step in range(2):
+            losses = []
+            for model in (m, ref):
+                torch.manual_seed(step)
+                model.zero_grad()
+                losses.append(model.train()(idx, targets=idx)[1])
+                losses[-1].backward()
+            torch.testing.assert_close(losses[0], losses[1], rtol=1e-4, atol=1e-4)
+        m.eval()(idx)
+    assert len({w.untyped_storage().data_ptr() for w in m._flat_drop._weights()}) == 1
+    for a, b in zip(m.parameters(), ref.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-5)

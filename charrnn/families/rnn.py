@@ -10,7 +10,8 @@ DropConnect on the recurrent matrices W_hh (Merity et al. 2017, AWD-LSTM): each 
 the fused module with a random share of W_hh's entries zeroed, the same at every time step, so the
 state's own update is regularised without leaving the fused kernel. Both masks are windows into a
 fixed pool of draws (models.pooled_mask), so neither costs a Bernoulli draw per step; the dropout that
-nn.LSTM applies between its own layers draws afresh.
+nn.LSTM applies between its own layers draws afresh. On cuDNN the masked matrices are written into a
+buffer laid out as cuDNN reads it (`FlatWeightDrop`), so the kernel runs on the weights in place.
 """
 
 from __future__ import annotations
@@ -30,6 +31,72 @@ from . import Family, Preset, register
 RNN_TYPES = ("lstm", "gru", "rnn")
 GATE_NAMES = {"lstm": ("input", "forget", "output"), "gru": ("reset", "update"), "rnn": ()}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # gate blocks of H rows in W_ih, W_hh
+
+
+_VF_RNN = {"LSTM": torch._VF.lstm, "GRU": torch._VF.gru, "RNN_TANH": torch._VF.rnn_tanh}
+
+
+def named_weights(rnn: nn.RNNBase) -> list[tuple[str, torch.Tensor]]:
+    """The module's parameters in the order its fused kernel takes them (read from the module itself:
+    `_flat_weights` can still hold the tensors a functional_call swapped in)."""
+    return [(name, getattr(rnn, name)) for name in rnn._flat_weights_names]
+
+
+def cudnn_flatten(rnn: nn.RNNBase, weights: list[torch.Tensor]) -> None:
+    """Lay `weights` (an RNN's in `_flat_weights` order) out in one buffer as cuDNN reads it, each tensor
+    becoming a view of it: what nn.RNNBase.flatten_parameters does for a module's own parameters."""
+    import torch.backends.cudnn.rnn as cudnn_rnn  # (torch's own module; it needs a CUDA build of torch)
+
+    with torch.no_grad():
+        torch._cudnn_rnn_flatten_weight(weights, 4, rnn.input_size, cudnn_rnn.get_cudnn_mode(rnn.mode),
+                                        rnn.hidden_size, 0, rnn.num_layers, rnn.batch_first, False)
+
+
+class FlatWeightDrop:
+    """DropConnect on W_hh that cuDNN runs in place.
+
+    cuDNN reads an RNN's weights where they are only when all of them are views into one buffer in its
+    own layout. A masked W_hh is a new tensor each step, and handed to nn.LSTM (torch.func.functional_call)
+    it made cuDNN copy every weight into a fresh buffer on every forward, with a warning. Here the buffer
+    holds the module's W_ih, b_ih and b_hh parameters and, where W_hh would be, `slots`: each forward
+    writes W_hh * mask into them (the one copy DropConnect needs; W_hh itself in eval mode) and runs the
+    fused kernel on [W_ih, slot, b_ih, b_hh] of every layer. The W_hh parameters live apart, and get
+    their gradient back through that copy. The layout is rebuilt whenever the parameters move (`.to()`,
+    or nn.LSTM flattening them again)."""
+
+    def __init__(self, rnn: nn.RNNBase, flatten=None):
+        self.rnn, self.flatten = rnn, flatten or cudnn_flatten
+        self.key: tuple | None = None
+        self.slots: list[torch.Tensor] = []
+
+    def _weights(self) -> list[torch.Tensor]:
+        """The module's weights in `_flat_weights` order, each W_hh replaced by its slot."""
+        slots = iter(self.slots)
+        return [next(slots) if name.startswith("weight_hh") else w for name, w in named_weights(self.rnn)]
+
+    def _layout(self) -> None:
+        key = tuple(w.data_ptr() for _, w in named_weights(self.rnn))
+        if key == self.key:
+            return
+        with torch.no_grad():
+            hh = [w for name, w in named_weights(self.rnn) if name.startswith("weight_hh")]
+            for w in hh:  # out of the module's buffer, into storage of its own
+                w.set_(w.detach().clone())
+            self.slots = [torch.empty_like(w) for w in hh]
+            self.flatten(self.rnn, self._weights())
+        self.key = tuple(w.data_ptr() for _, w in named_weights(self.rnn))
+
+    def __call__(self, x: torch.Tensor, hx, masked: list[torch.Tensor]):
+        """x (B, T, in), hx as nn.LSTM/GRU/RNN take it (never None), `masked`: each layer's W_hh as this
+        forward uses it -> what the module returns."""
+        self._layout()
+        for slot, w in zip(self.slots, masked):
+            slot.detach_().copy_(w)  # a fresh graph: the last step's copy is not this one's input
+        r = self.rnn
+        hx = hx if isinstance(hx, tuple) else (hx,)
+        out = _VF_RNN[r.mode](x, hx if r.mode == "LSTM" else hx[0], self._weights(), True, r.num_layers, r.dropout,
+                              r.training, False, True)
+        return out[0], (tuple(out[1:]) if r.mode == "LSTM" else out[1])
 
 
 class CharRNN(nn.Module):
@@ -60,10 +127,7 @@ class CharRNN(nn.Module):
     def forward(self, idx: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
         # idx: (B, T) int64 -> x: (B, T, embed) -> out: (B, T, hidden) -> logits: (B, T, vocab)
         x = self.embed(idx)
-        if self.training and self.config.weight_drop > 0:
-            out, new = torch.func.functional_call(self.rnn, self._dropped_weights(), (x, self._to_module_state(state)))
-        else:
-            out, new = self.rnn(x, self._to_module_state(state))
+        out, new = self._recurrence(x, self._to_module_state(state))
         logits = self.head(self.drop(out))
         loss = None
         if targets is not None:
@@ -71,11 +135,27 @@ class CharRNN(nn.Module):
         new_state = new if isinstance(new, tuple) else (new,)
         return logits, loss, new_state
 
-    def _dropped_weights(self) -> dict[str, torch.Tensor]:
-        """W_hh of every layer times a fresh DropConnect mask."""
-        p = self.config.weight_drop
-        return {n: w * pooled_mask(self, w, p, salt=1) for n, w in self.rnn.named_parameters()
-                if n.startswith("weight_hh")}
+    def _recurrence(self, x: torch.Tensor, hx):
+        """The fused module over x (B, T, embed), with DropConnect on W_hh in training."""
+        if self.config.weight_drop == 0:
+            return self.rnn(x, hx)
+        w_hh = [w for name, w in named_weights(self.rnn) if name.startswith("weight_hh")]
+        if self.training:
+            w_hh = [w * pooled_mask(self, w, self.config.weight_drop, salt=1) for w in w_hh]
+        if self._flat_weight_drop_applies(x):
+            if hx is None:
+                zeros = x.new_zeros(self.config.n_layers, x.size(0), self.config.hidden)
+                hx = (zeros, zeros.clone()) if self.config.model == "lstm" else zeros
+            return self.__dict__.setdefault("_flat_drop", FlatWeightDrop(self.rnn))(x, hx, w_hh)
+        if not self.training:
+            return self.rnn(x, hx)
+        names = [n for n in self.rnn._flat_weights_names if n.startswith("weight_hh")]
+        return torch.func.functional_call(self.rnn, dict(zip(names, w_hh)), (x, hx))
+
+    def _flat_weight_drop_applies(self, x: torch.Tensor) -> bool:
+        """cuDNN runs this module (FlatWeightDrop); torch.compile traces the plain path instead."""
+        return (x.is_cuda and torch.backends.cudnn.enabled and torch.backends.cudnn.is_acceptable(x)
+                and not torch.compiler.is_compiling())
 
     def _to_module_state(self, state: State | None):
         if state is None:
