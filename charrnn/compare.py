@@ -17,7 +17,6 @@ import json
 import multiprocessing
 import os
 import queue as queue_module
-import resource
 import signal
 import statistics
 import sys
@@ -44,6 +43,11 @@ from .models import ModelConfig, macs_per_char, param_count
 from .probe import MIN_PAIRS, bracket_probe, char_losses, context_probe, find_pairs, probe_targets
 from .report import write_reports
 from .sampler import SampleConfig, Sampler
+
+try:
+    import resource  # POSIX only: the peak memory where there is no /proc (macOS)
+except ImportError:  # Windows
+    resource = None
 
 PROBE_LENGTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PROBE_CHARS = 100_000  # the probes read at most this much of the validation split
@@ -116,13 +120,16 @@ def size_for_params(model: str, target: int, vocab_size: int, preset: dict[str, 
 
 
 # --- training, one child process per model ---------------------------------------------------------
-def _peak_rss_mib() -> float:
-    """This process's peak resident memory. VmHWM where there is /proc: ru_maxrss would carry the parent's
-    peak across fork and exec into the child's (benchmarks/memory.py measures the same way)."""
+def _peak_rss_mib() -> float | None:
+    """This process's peak resident memory (None where the system does not say). VmHWM where there is
+    /proc: ru_maxrss would carry the parent's peak across fork and exec into the child's
+    (benchmarks/memory.py measures the same way)."""
     try:
         with open("/proc/self/status") as f:
             return int(next(line.split()[1] for line in f if line.startswith("VmHWM:"))) / 1024
     except (OSError, StopIteration):
+        if resource is None:
+            return None
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return rss / 1024 if sys.platform != "darwin" else rss / 2**20  # KiB on Linux, bytes on macOS
 
@@ -133,7 +140,8 @@ def _train_child(opts: pipeline.RunOptions, overrides: dict[str, Any], queue) ->
     It leaves the terminal's process group, so a Ctrl-C reaches only the parent, which passes on
     exactly one SIGINT (a second one would abort the run before it saves); and it stops, saving,
     if the parent goes away."""
-    os.setpgrp()
+    if hasattr(os, "setpgrp"):  # POSIX; on Windows a console's Ctrl-C reaches every process in it anyway
+        os.setpgrp()
     parent = os.getppid()
 
     def orphaned(trainer) -> None:
