@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 export CHARRNN_CORPORA ?= $(abspath ../shared/corpora)
 
-.PHONY: venv test test-fast demo bench bench-quick bench-minrnn quality clean
+.PHONY: venv test test-fast demo bench bench-quick bench-minrnn bench-gpu quality clean
 
 $(BIN)/charrnn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(BIN)/charrnn: pyproject.toml
 
 venv: $(BIN)/charrnn
 
-# Everything CI runs (under 6 minutes on the slower of our machines, no network needed).
+# Everything CI runs, the installed wheel's test included (no network needed).
 test: venv
 	$(BIN)/python -m pytest -q
 
@@ -40,6 +40,12 @@ bench-minrnn: venv
 
 bench-quick: venv
 	$(BIN)/python -m benchmarks --quick --out benchmarks/results-quick.json
+
+# The GPU check (benchmarks/gpu.py, about 5 minutes on one GPU; says so and exits 0 without one). Run it
+# with the Python whose torch is built for CUDA, from the checkout as it is: no venv, which would install
+# the CPU build of torch. E.g. `make bench-gpu PYTHON=/opt/conda/bin/python`.
+bench-gpu:
+	PYTHONPATH=. $(PYTHON) -m benchmarks.gpu
 
 # The quality bar: the defaults against ../shared/bench/lstm_reference.py, 60 s and 5 min, on
 # tinyshakespeare and on 5 MB of Python source built at run time (about 25 minutes).
