@@ -34,7 +34,7 @@ import torch
 
 from charrnn.compare import sampling_speed
 from charrnn.device import cpu_name, resolve_precision
-from charrnn.models import ModelConfig, build_model
+from charrnn.families import build_model, model_config
 from charrnn.presets import measure_speed
 from charrnn.sampler import Sampler
 from charrnn.tokenizer import CharTokenizer
@@ -92,7 +92,7 @@ def train_rows(device: torch.device, budget: str, work: Path, corpus: Path) -> l
 
 
 def _model(settings: dict, device: torch.device):
-    config = ModelConfig(vocab_size=VOCAB + 256, n_outputs=VOCAB, dropout=0.0, **settings)
+    config = model_config(vocab_size=VOCAB + 256, n_outputs=VOCAB, dropout=0.0, **settings)
     return build_model(config).to(device), config
 
 

@@ -37,7 +37,7 @@ import torch  # noqa: E402
 from benchmarks.common import machine, python_sources  # noqa: E402
 from charrnn import checkpoint as ck  # noqa: E402
 from charrnn.data import encode_corpus, split  # noqa: E402
-from charrnn.evaluate import evaluate_model  # noqa: E402
+from charrnn.families import evaluate_model  # noqa: E402
 from charrnn.microscope import gradients_through_time  # noqa: E402
 
 COPY_SETTINGS = ["--layers", "1", "--hidden", "128", "--embed", "16", "--seq-len", "128", "--batch-size", "32",

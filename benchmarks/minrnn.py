@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from charrnn.device import cpu_supports_bf16
-from charrnn.models import ModelConfig, build_model
+from charrnn.families import build_model, model_config
 from charrnn.presets import measure_speed
 from charrnn.sampler import Sampler
 
@@ -48,7 +48,7 @@ def train_speeds(layers: int, hidden: int, precision: str, seq_len: int, seconds
 
 def sample_speed(kind: str, layers: int, hidden: int, chars: int, tok) -> tuple[float, str]:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(vocab_size=tok.vocab_size, **{k: v for k, v in settings(kind, layers, hidden, 1).items()
+    model = build_model(model_config(vocab_size=tok.vocab_size, **{k: v for k, v in settings(kind, layers, hidden, 1).items()
                                                                     if k not in ("batch_size", "seq_len")} |
                                     {"n_outputs": tok.n_chars}))
     sampler = Sampler(model, tok)

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from .common import Section, best_time, write_corpus
-from charrnn.families.rnn import CharRNN
-from charrnn.models import ModelConfig
+from charrnn.families.rnn.model import CharRNN
+from charrnn.families import model_config
 from charrnn.sampler import SampleConfig, Sampler
-from charrnn.stepper import int8_supported
+from charrnn.quant import int8_supported
 from charrnn.tokenizer import CharTokenizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,7 +52,7 @@ def throughput(ceilings: dict, quick: bool, sec: Section, device: str = "cpu") -
     tok = _tokenizer()
     hidden = 64 if quick else 512
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=tok.vocab_size, model="lstm", n_layers=2, hidden=hidden, embed=128)).eval()
+    model = CharRNN(model_config(vocab_size=tok.vocab_size, model="lstm", n_layers=2, hidden=hidden, embed=128)).eval()
     fpc = step_flops_per_char(model)
     on_cpu = device == "cpu"
     weights = ["fp32"] + (["int8"] if int8_supported() and on_cpu else [])

@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from charrnn.compare import size_for_params, state_bytes  # noqa: E402
 from charrnn.units import parse_count  # noqa: E402
-from charrnn.models import ModelConfig, build_model  # noqa: E402
+from charrnn.families import build_model, model_config, model_settings  # noqa: E402
+from charrnn.config import ModelConfig  # noqa: E402
 from charrnn.presets import presets_for  # noqa: E402
 from charrnn.sampler import SampleConfig, Sampler, resolve_step_weights  # noqa: E402
 from charrnn.tokenizer import CharTokenizer  # noqa: E402
@@ -37,8 +38,7 @@ TOK = CharTokenizer.from_chars(string.ascii_letters + " \n.,;:!?'-&$3")  # tinys
 
 
 def _config(settings: dict) -> ModelConfig:
-    return ModelConfig(vocab_size=TOK.vocab_size, **{k: v for k, v in settings.items()
-                                                     if k in ModelConfig.__dataclass_fields__})
+    return model_config(TOK.vocab_size, **model_settings(settings)[0])
 
 
 def train_speed(settings: dict, device: torch.device, steps: int = 10) -> dict:

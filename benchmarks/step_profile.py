@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import best_time  # noqa: E402
-from charrnn.stepper import _Int8Linear, int8_supported  # noqa: E402
+from charrnn.quant import Int8Linear, int8_supported  # noqa: E402
 
 
 def per_call(fn, number: int = 300, repeat: int = 5) -> float:
@@ -48,7 +48,7 @@ def main() -> None:
         fp32 = per_call(lambda: torch.addmm(b, x, wt))
         line = f"{what:>15} {k}->{n}: fp32 addmm {fp32:7.1f} us ({k * n * 4 / fp32 / 1e3:4.1f} GB/s)"
         if int8_supported():
-            q = _Int8Linear(w, b)
+            q = Int8Linear(w, b)
             i8 = per_call(lambda: q(x))
             line += f"   int8 fbgemm {i8:7.1f} us ({k * n / i8 / 1e3:4.1f} GMAC/s)"
         print(line)

@@ -30,11 +30,12 @@ import torch
 
 from .common import NOT_SUPPORTED_BF16, Section, write_corpus
 from .reference import BareRNN, bare_steps
-from charrnn.data import StreamBatcher, build_tokenizer, encode_corpus, split
+from charrnn.batches import StreamBatcher  # noqa: E402
+from charrnn.data import build_tokenizer, encode_corpus, split
 from charrnn.device import cpu_supports_bf16
 from charrnn.evaluate import evaluate
-from charrnn.families.rnn import CharRNN
-from charrnn.models import ModelConfig
+from charrnn.families.rnn.model import CharRNN
+from charrnn.families import model_config
 from charrnn.trainer import TrainConfig, Trainer
 
 
@@ -140,7 +141,7 @@ def measure(ceilings: dict, quick: bool = False, kinds=("lstm", "gru", "rnn"), d
                         sec.bar(f"{label}: fraction of the bf16 matmul ceiling", ">= 0.55", None, lambda f: f >= 0.55,
                                 NOT_SUPPORTED_BF16)
                     continue
-                cfg = ModelConfig(vocab_size=tok.vocab_size, model=kind, n_layers=layers, hidden=hidden, embed=embed)
+                cfg = model_config(vocab_size=tok.vocab_size, model=kind, n_layers=layers, hidden=hidden, embed=embed)
                 torch.manual_seed(0)
                 init = CharRNN(cfg).state_dict()
                 batcher = StreamBatcher(train_ids, B, T, seed=0)

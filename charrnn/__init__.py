@@ -7,7 +7,8 @@ from importlib import import_module
 
 from .errors import CharrnnError
 
-_LAZY = {"GPT": "families.transformer", "CharRNN": "families.rnn", "MinRNN": "families.minrnn", "ModelConfig": "models",
+_LAZY = {"GPT": "families.transformer.model", "CharRNN": "families.rnn.model", "MinRNN": "families.minrnn.model",
+         "ModelConfig": "config",
          "SampleConfig": "sampler", "Sampler": "sampler", "CharTokenizer": "tokenizer", "TrainConfig": "trainer",
          "Trainer": "trainer"}
 

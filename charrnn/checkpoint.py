@@ -33,8 +33,8 @@ import torch
 from .errors import CharrnnError, one_line
 from .fileio import (append_line, atomic_write, is_regular, open_regular, read_bytes, reason, remove_stale_temporaries,
                      shown)
-from .families import kinds
-from .models import ModelConfig, build_model, param_count
+from .families import build_model, config_from_dict, kinds, param_count
+from .config import ModelConfig
 from .tokenizer import CharTokenizer
 from .trainer import Progress, TrainConfig
 
@@ -434,12 +434,18 @@ def _check_layout(ckpt: dict[str, Any], where: str) -> None:
                       ("model", dict), ("trainer", dict)):
         need(isinstance(ckpt.get(key), kind), f"{key} is missing or not a {kind.__name__}")
     mc = ckpt["model_config"]
-    _check_fields(mc, ModelConfig, where, "model_config")
     need("vocab_size" in mc, "model_config has no vocab_size")
-    need(mc.get("model", "lstm") in kinds(), f"model_config.model is not one of {', '.join(kinds())}")
-    for key in ("vocab_size", "n_layers", "hidden", "embed", "heads", "context"):
+    for key, kind in (("vocab_size", "int"), ("model", "str"), ("n_layers", "int"), ("hidden", "int"),
+                      ("dropout", "float"), ("n_outputs", "int | None")):
+        need(key not in mc or _fits(mc[key], kind), f"model_config.{key} is {one_line(repr(mc.get(key)), 40)}, not {kind}")
+    need(mc.get("model", ModelConfig.model) in kinds(), f"model_config.model is not one of {', '.join(kinds())}")
+    for key in ("vocab_size", "n_layers", "hidden"):
         need(mc.get(key, 1) >= 1, f"model_config.{key} must be >= 1")
     need(0 <= mc.get("dropout", 0.0) < 1, "model_config.dropout must be in [0, 1)")
+    try:  # the family's own options: known to it, each of its type and in its range
+        config_from_dict(mc)
+    except ValueError as e:
+        need(False, f"model_config: {one_line(e, 80)}")
     _check_fields(ckpt["train_config"], TrainConfig, where, "train_config")
     run = ckpt["run"]
     for key, ok in (("corpus", lambda v: isinstance(v, str)), ("corpus_sha256", lambda v: isinstance(v, str)),
@@ -482,7 +488,7 @@ def checkpoint_model(saved: Saved, path: Path) -> torch.nn.Module:
     """The model, built from the config only once the weights are known to be as large as it says:
     a crafted config cannot make this allocate more than the file already holds."""
     try:
-        config = ModelConfig(**saved.model_config)
+        config = config_from_dict(saved.model_config)
         held = sum(t.numel() for t in saved.weights.values())
         if param_count(config) > held:
             raise ValueError(f"the config describes {param_count(config):,} parameters, the file holds {held:,}")

@@ -51,6 +51,29 @@ class FiniteFloat(click.FloatRange):
         return rv
 
 
+class TrainCommand(click.Command):
+    """`charrnn train`, whose flags include every option a family declares (`Family.options`), plug-ins'
+    included: read when the command runs, so that `charrnn --help` loads no family (nor torch)."""
+
+    def get_params(self, ctx):
+        from .families import families
+
+        declared: dict[str, tuple] = {}  # option name -> (declaration, the kinds that read it)
+        for fam in families():
+            for o in fam.options:
+                declared.setdefault(o.name, (o, []))[1].extend(fam.kinds)
+        params = super().get_params(ctx)
+        at = next(i for i, p in enumerate(params) if p.name == "dropout")  # among the model's flags
+        own = [click.Option([o.flag, o.name], type=_option_type(o), help=f"{o.help} ({', '.join(readers)}).")
+               for o, readers in declared.values()]
+        return params[:at] + own + params[at:]
+
+
+def _option_type(o) -> click.ParamType:
+    bounds = dict(min=o.min, max=o.max, min_open=o.min_open, max_open=o.max_open)
+    return click.IntRange(**bounds) if o.type is int else FiniteFloat(**bounds)
+
+
 class CharrnnGroup(click.Group):
     """Every error is one line on stderr and a non-zero exit: 2 for bad input, never a traceback."""
 
@@ -96,16 +119,12 @@ def cli():
     """Character-level language models: train a stacked LSTM/GRU/RNN, a minGRU/minLSTM or a Transformer on any text and sample from it."""
 
 
-@cli.command()
+@cli.command(cls=TrainCommand)
 @click.argument("corpus")
 @click.option("--model", type=ModelKind(), help="Kind of model: lstm, gru, rnn, mingru, minlstm, transformer, or a plug-in's (`charrnn models` describes each).  [default: lstm]")
 @click.option("--layers", "n_layers", type=POSITIVE_INT, help="Number of stacked recurrent layers (Transformer: blocks).")
 @click.option("--hidden", type=POSITIVE_INT, help="Hidden units per layer (Transformer: its width).")
-@click.option("--embed", type=POSITIVE_INT, help="Character embedding size (RNNs).")
-@click.option("--heads", type=POSITIVE_INT, help="Attention heads; must divide --hidden (Transformer).")
-@click.option("--context", type=POSITIVE_INT, help="Characters the Transformer attends to; its training windows are this long.")
 @click.option("--dropout", type=FiniteFloat(0, 1, max_open=True), help="Dropout between layers and before the output.")
-@click.option("--weight-drop", type=FiniteFloat(0, 1, max_open=True), help="DropConnect on the recurrent weight matrices in training (LSTM, GRU, RNN).")
 @click.option("--batch-size", type=POSITIVE_INT, help="Parallel text streams per batch.")
 @click.option("--seq-len", type=POSITIVE_INT, help="Characters per truncated-BPTT chunk (RNNs).")
 @click.option("--grad-accum", type=POSITIVE_INT, help="Split each batch into this many micro-batches, gradients accumulated: the same step in less memory.  [default: 1]")

@@ -35,11 +35,10 @@ from .data import encode_corpus, scan_corpus, split, training_unknown
 from .device import cpu_name, resolve_device, resolve_precision
 from .errors import CharrnnError, Interrupted
 from .fileio import read_bytes, shown
-from .evaluate import evaluate_model
 from .memorization import NgramIndex
 from .microscope import gradients_through_time
-from .families import family_of, kinds
-from .models import ModelConfig, macs_per_char, param_count
+from .evaluate import EVAL_LENGTH, EVAL_STREAMS
+from .families import evaluate_model, family_of, kinds, macs_per_char, model_config, model_settings, param_count
 from .probe import MIN_PAIRS, bracket_probe, char_losses, context_probe, find_pairs, probe_targets
 from .report import write_reports
 from .sampler import SampleConfig, Sampler
@@ -91,8 +90,7 @@ class CompareConfig:
 # --- sizing ----------------------------------------------------------------------------------------
 def count_params(settings: dict[str, Any], vocab_size: int) -> int:
     """Parameters of the model these settings describe, by formula (nothing is built)."""
-    fields = {k: v for k, v in settings.items() if k in ModelConfig.__dataclass_fields__}
-    return param_count(ModelConfig(vocab_size=vocab_size, **fields))
+    return param_count(model_config(vocab_size, **model_settings(settings)[0]))
 
 
 def size_for_params(model: str, target: int, vocab_size: int, preset: dict[str, Any]) -> dict[str, Any]:
@@ -200,10 +198,8 @@ def sampling_speed(sampler: Sampler, streams: int, length: int) -> float:
 
 def state_bytes(model) -> int:
     """Memory one sampling stream carries from character to character: an RNN's hidden state (fixed),
-    or a Transformer's key/value cache (grows with its context)."""
-    state = model.init_state(1)
-    tensors = state if isinstance(state, tuple) else [v for v in vars(state).values() if torch.is_tensor(v)]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    or a Transformer's key/value cache (grows with its context), in fp32."""
+    return 4 * family_of(model.config.model).sampling_state_floats(model.config, 1)
 
 
 def _val_curve(run_dir: Path) -> list[tuple[float, float]]:
@@ -220,7 +216,7 @@ def measure(name: str, run_dir: Path, summary: dict[str, Any], val_ids: np.ndarr
             cfg: CompareConfig, training_text: NgramIndex) -> tuple[dict[str, Any], Any, Sampler]:
     model, tok, ckpt, _ = ck.load_run(run_dir)
     model = model.to(device)
-    result = evaluate_model(model, val_ids, device, "fp32", n_streams=pipeline.EVAL_STREAMS, seq_len=pipeline.EVAL_SEQ)
+    result = evaluate_model(model, val_ids, device, "fp32", n_streams=EVAL_STREAMS, seq_len=EVAL_LENGTH)
     sampler = Sampler(model, tok, device)
     one = sampling_speed(sampler, 1, cfg.speed_chars)
     many = sampling_speed(sampler, cfg.batch_streams, max(cfg.speed_chars // 4, 1))

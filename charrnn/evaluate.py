@@ -1,14 +1,14 @@
 """Validation loss over a whole split: every character after the first predicted exactly once.
 
-`evaluate_model` asks the model's family for its method: carried streams for a model with a state
-(`evaluate`), strided windows for one that reads windows, as the Transformer (`evaluate_windows`).
+A model's family says which method is its own (`Family.evaluate`; `families.evaluate_model` asks it):
+carried streams for a model with a state (`evaluate`), strided windows for one that reads windows, as
+the Transformer (`evaluate_windows`).
 
 RNNs: the split is cut into `n_streams` contiguous streams read in chunks with the hidden state carried,
 as in training. Stream b covers positions [b*L, (b+1)*L] and predicts positions b*L+1..(b+1)*L.
 The few characters left over after B*L belong right after the last stream, so they are predicted
-by continuing that stream's state. Each stream starts from a zero state, which costs a little
-at its first characters; 16 streams over tinyshakespeare's 111k validation characters is
-enough parallelism for speed and a negligible cold-start cost.
+by continuing that stream's state. Each stream starts from a zero state, which costs a little at its
+first characters: a few dozen streams give the batch its speed at a negligible cold-start cost.
 
 Training's intermediate validations may pass `limit`: then only part of the split is scored (the first
 characters of every stream, or evenly spaced windows), each character exactly as the whole pass would
@@ -27,7 +27,11 @@ import numpy as np
 import torch
 
 from .device import autocast
-from .models import token_losses
+from .models import token_losses, window_start
+
+# The validation batch: streams (or windows) at once, and characters per chunk. Training's validations,
+# `charrnn eval` and compare all score with it, so their numbers are the same estimate.
+EVAL_STREAMS, EVAL_LENGTH = 32, 256
 
 
 @dataclass
@@ -59,20 +63,9 @@ def _ids(ids: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tenso
     return torch.from_numpy(np.asarray(ids[rows], dtype=np.int64)).to(device)
 
 
-def evaluate_model(model, ids: np.ndarray, device: torch.device, precision: str = "fp32", n_streams: int = 16,
-                   seq_len: int = 256, stride: int | None = None, per_char: bool = False,
-                   shard: tuple[int, int] = (0, 1), limit: int | None = None) -> EvalResult:
-    """Mean loss over `ids` by the method the model's family gives (`Family.evaluate`): streams or windows.
-    `limit`: score about that many characters only (a part of the whole pass; see the module's note)."""
-    from .models import family
-
-    return family(model.config).evaluate(model, ids, device, precision, n_streams=n_streams, seq_len=seq_len,
-                                         stride=stride, per_char=per_char, shard=shard, limit=limit)
-
-
 @torch.no_grad()
 def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp32",
-             n_streams: int = 16, seq_len: int = 256, per_char: bool = False,
+             n_streams: int = EVAL_STREAMS, seq_len: int = EVAL_LENGTH, per_char: bool = False,
              shard: tuple[int, int] = (0, 1), limit: int | None = None) -> EvalResult:
     """Mean loss of `model` over `ids` (a 1-D array of token ids), on `device`.
 
@@ -131,23 +124,22 @@ def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp3
 
 
 @torch.no_grad()
-def evaluate_windows(model, ids: np.ndarray, device: torch.device, precision: str = "fp32",
-                     stride: int | None = None, batch_size: int = 32, per_char: bool = False,
+def evaluate_windows(model, ids: np.ndarray, device: torch.device, precision: str = "fp32", *, context: int,
+                     stride: int | None = None, batch_size: int = EVAL_STREAMS, per_char: bool = False,
                      shard: tuple[int, int] = (0, 1), limit: int | None = None) -> EvalResult:
-    """Mean loss of a Transformer over `ids`: every character after the first predicted exactly once.
+    """Mean loss of a model that reads windows of at most `context` characters (a Transformer) over `ids`:
+    every character after the first predicted exactly once.
 
     Windows of `context` characters start every `stride` characters (default context // 2).
     Window 0 scores all its predictions; each later window scores only its last `stride`, whose
     predictions see between context - stride + 1 and context characters. So character t is
-    predicted from characters window_start(t)..t-1 (`families.transformer.window_start`), exactly the window
-    the sampler uses, and the result equals scoring each character with its own forward pass over
+    predicted from characters window_start(t)..t-1 (`models.window_start`), exactly the window the sampler
+    uses, and the result equals scoring each character with its own forward pass over
     that window (tests/test_transformer.py checks it). The last window may be shorter.
     `shard=(i, n)` scores the i-th of n contiguous groups of the windows (the last takes the short one).
     `limit`: only evenly spaced full windows, about `limit` scored characters in all.
     """
-    from .families.transformer import window_start
-
-    n, C = len(ids), model.config.context
+    n, C = len(ids), context
     if n < 2:
         raise ValueError("need at least two characters to evaluate")
     S = max(1, C // 2) if stride is None else stride

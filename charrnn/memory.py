@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 
 from .errors import CharrnnError
-from .models import ModelConfig, activation_floats, family, param_count, sampling_state_floats
+from .evaluate import EVAL_LENGTH, EVAL_STREAMS
+from .families import family_of
+from .config import ModelConfig
 
 FLOAT = 4  # bytes: the estimates count fp32; bf16 autocast keeps fp32 master weights anyway
 # weights + gradients + AdamW's two moments, and one more copy for the sampling step validation prints
 TRAIN_BYTES_PER_PARAM = 5 * FLOAT
-EVAL_ROWS, EVAL_LENGTH = 32, 256  # the validation batch (pipeline.EVAL_STREAMS x EVAL_SEQ)
 CHARS_KEPT_BYTES = 64  # a generated character kept in Python until the sample is returned
 
 
@@ -38,21 +39,23 @@ class Need:
 
 def training_need(c: ModelConfig, rows: int, seq_len: int) -> Need:
     """A training run: `rows` streams (or windows) of `seq_len` per micro-batch, and validation."""
-    window = family(c).context(c)  # a model that reads windows evaluates them, at most its context
-    act = max(activation_floats(c, rows, seq_len, training=True),
-              activation_floats(c, EVAL_ROWS, EVAL_LENGTH if window is None else min(EVAL_LENGTH, window),
-                                training=False))
-    return Need(param_count(c) * TRAIN_BYTES_PER_PARAM, act * FLOAT)
+    fam = family_of(c.model)
+    window = fam.context(c)  # a model that reads windows evaluates them, at most its context
+    act = max(fam.activation_floats(c, rows, seq_len, training=True),
+              fam.activation_floats(c, EVAL_STREAMS, EVAL_LENGTH if window is None else min(EVAL_LENGTH, window),
+                                    training=False))
+    return Need(fam.param_count(c) * TRAIN_BYTES_PER_PARAM, act * FLOAT)
 
 
 def sampling_need(c: ModelConfig, streams: int, prime_len: int, kept_chars: int = 0) -> Need:
     """`streams` samples at once: the weights (and the step's copy), reading the prime in one pass,
     each stream's state and logits, and `kept_chars` characters held until they are returned."""
-    window = family(c).context(c)  # the prime's pass reads at most a window
+    fam = family_of(c.model)
+    window = fam.context(c)  # the prime's pass reads at most a window
     prime = max(1, prime_len if window is None else min(prime_len, window))
-    act = (activation_floats(c, streams, prime, training=False) + 2 * sampling_state_floats(c, streams)
+    act = (fam.activation_floats(c, streams, prime, training=False) + 2 * fam.sampling_state_floats(c, streams)
            + 4 * streams * c.outputs) * FLOAT + streams * prime_len * 8 + kept_chars * CHARS_KEPT_BYTES
-    return Need(param_count(c) * 2 * FLOAT, act)
+    return Need(fam.param_count(c) * 2 * FLOAT, act)
 
 
 def _read_int(path: str) -> int | None:

@@ -1,5 +1,6 @@
-"""What every kind of model shares: its config, the loss, and the contract the trainer, sampler and
-evaluator rely on. The models themselves live with their families (charrnn/families/):
+"""What every kind of model is built from: the carried state, what a trace of it holds, the loss, dropout
+masks, and the rule by which a model that reads windows sees a long text (its config is config.py). The models
+themselves live with their families (charrnn/families/), behind this contract:
 
     forward(idx, state=None, targets=None) -> (logits, loss, state)
     prefill(idx) -> (logits, state)                 # read a prime; logits predict what follows it
@@ -16,7 +17,7 @@ A carried state is a tuple of tensors with the streams on dim 1 (a model laid ou
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -35,45 +36,6 @@ class Trace:
     logits: torch.Tensor  # (T, outputs): the prediction of the character after each one
     units: dict[str, torch.Tensor]  # kind -> (T, n_layers, width), e.g. "hidden", "cell" (tanh c)
     gates: dict[str, torch.Tensor]  # gate -> (T, n_layers, hidden) in [0, 1]; empty without gates
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int
-    model: str = "lstm"  # a --model value: the family that builds it (families.kinds())
-    n_layers: int = 2  # recurrent layers, or Transformer blocks
-    hidden: int = 512  # hidden units per layer, or the Transformer's width
-    dropout: float = 0.0
-    # Read by some families only (each names its own in Family.options; the others refuse them):
-    embed: int = 64  # character embedding size (the classic RNNs)
-    weight_drop: float = 0.0  # DropConnect on the recurrent matrices in training (the classic RNNs)
-    heads: int = 4  # attention heads (Transformer); must divide hidden
-    context: int = 128  # the most characters the Transformer attends to (its block size)
-    # Tokens the output layer scores: the corpus's characters, which come first in the vocabulary. The
-    # byte tokens after them are read (a prime or an eval text may hold characters the corpus has not)
-    # but never predicted, so they cost nothing in training. None: every token, as checkpoints written
-    # before this field have it.
-    n_outputs: int | None = None
-
-    def __post_init__(self) -> None:
-        family(self)  # a ValueError naming the kinds there are, for one that is not
-        if self.n_outputs is not None and not 1 <= self.n_outputs <= self.vocab_size:
-            raise ValueError(f"n_outputs must be in [1, vocab_size={self.vocab_size}], not {self.n_outputs}")
-
-    @property
-    def outputs(self) -> int:
-        return self.vocab_size if self.n_outputs is None else self.n_outputs
-
-    def to_dict(self) -> dict:
-        """The fields this kind of model reads (an RNN's config has no heads or context)."""
-        from .families import COMMON_FIELDS
-
-        keep = set(COMMON_FIELDS) | set(family(self).options)
-        if self.n_outputs is None:  # an old config reads back as it was written
-            keep.discard("n_outputs")
-        if self.weight_drop == 0:  # absent means none, as in configs written before it existed
-            keep.discard("weight_drop")
-        return {k: v for k, v in asdict(self).items() if k in keep}
 
 
 def with_input_only_rows(table: nn.Embedding, vocab_size: int, std: float = 1.0) -> nn.Embedding:
@@ -139,16 +101,21 @@ def warm_state(model: nn.Module, rows: torch.Tensor, k_max: int) -> tuple[int, S
         return warm, (model(rows[:, :warm])[2] if warm else model.init_state(B, rows.device))
 
 
-def family(config: ModelConfig):
-    """The family that builds `config.model` (families/)."""
-    from .families import family_of
+def window_start(t: int, context: int, stride: int | None = None) -> int:
+    """Where the window starts that a model reading at most `context` characters (the Transformer) reads
+    to predict character t from characters 0..t-1: the rule its sampling and its evaluation share, so
+    that the loss `charrnn eval` reports is the loss of the distribution the sampler draws from.
 
-    return family_of(config.model)
-
-
-def build_model(config: ModelConfig) -> nn.Module:
-    """The model `config.model` names, built by its family."""
-    return family(config).build(config)
+    Up to `context` characters it sees everything. Beyond that the window jumps forward by `stride`
+    (default context // 2) whenever it is full, rather than by one character: learned absolute
+    positions change every key when the window moves, so each move costs a fresh pass over the
+    window, and jumping by half a window keeps that at O(context) per character amortised. Every
+    prediction therefore sees between context - stride + 1 and context characters.
+    """
+    stride = max(1, context // 2) if stride is None else stride
+    if t <= context:
+        return 0
+    return stride * -(-(t - context) // stride)  # stride * ceil((t - context) / stride)
 
 
 def unscored_loss(outputs: int) -> float:
@@ -174,29 +141,3 @@ def finite_weights(model: nn.Module) -> bool:
     return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
 
 
-
-# --- sizes, without building anything ---------------------------------------------------------------
-# So that a model or batch too large for this machine is refused before anything is allocated (and
-# a config with a million layers is not built just to be counted); each family gives the formulas,
-# and tests/test_models.py checks them against the built models.
-def param_count(c: ModelConfig) -> int:
-    """The parameters `build_model(c)` has."""
-    return family(c).param_count(c)
-
-
-def activation_floats(c: ModelConfig, rows: int, length: int, training: bool = True) -> int:
-    """About how many floats one forward pass over (rows, length) keeps alive, and its backward with
-    `training`."""
-    return family(c).activation_floats(c, rows, length, training)
-
-
-def sampling_state_floats(c: ModelConfig, streams: int) -> int:
-    """The state `streams` sampling streams carry."""
-    return family(c).sampling_state_floats(c, streams)
-
-
-def macs_per_char(c: ModelConfig) -> dict[str, float]:
-    """Multiply-adds per character: {"train": forward and backward, "sample": one step}. Counted are
-    the matrix products as the model defines them (embedding lookups, elementwise work and the
-    sampler's shortcuts are not); the backward pass counts as twice the forward."""
-    return family(c).macs_per_char(c)

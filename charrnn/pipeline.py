@@ -28,10 +28,10 @@ from .corpora import file_sha256, resolve_corpus
 from .data import RARE_COUNT, encode_corpus, has_bom, scan_corpus, split, training_unknown
 from .device import resolve_device, resolve_precision
 from .errors import CharrnnError, TrainingDiverged, one_line
-from .evaluate import EvalResult, evaluate_model
+from .evaluate import EVAL_LENGTH, EVAL_STREAMS, EvalResult
 from .fileio import atomic_write, shown
-from .families import COMMON_FIELDS, family_of
-from .models import ModelConfig, build_model
+from .families import build_model, evaluate_model, family_of, model_settings, option_names
+from .config import ModelConfig
 from .sampler import SampleConfig, Sampler
 from .tokenizer import CharTokenizer
 from .trainer import TrainConfig, Trainer
@@ -39,12 +39,10 @@ from .units import MAX_SECONDS, MAX_SEED
 
 DEFAULT_MAX_TIME = 600.0  # with no stop given, train for ten minutes
 DEFAULT_VAL_FRAC = 0.1
-EVAL_STREAMS = memory.EVAL_ROWS
-EVAL_SEQ = memory.EVAL_LENGTH
 # Characters an intermediate validation scores: the start of the whole pass (evaluate.py's `limit`), the
 # same every time. Enough to rank checkpoints, which all score that text, at a small share of the cost:
 # for the RNNs one chunk of every validation stream.
-VAL_SUBSET = EVAL_STREAMS * EVAL_SEQ
+VAL_SUBSET = EVAL_STREAMS * EVAL_LENGTH
 MAX_RATE = 1e6  # the largest --lr and --weight-decay
 SIZE_HINT = "lower --hidden, --layers, --embed or --context, or the batch (--batch-size, --seq-len, or more --grad-accum)"
 
@@ -68,13 +66,12 @@ class RunOptions:
 
 
 def _split_overrides(overrides: dict[str, Any]) -> tuple[dict, dict]:
-    model_keys = {f.name for f in fields(ModelConfig)}
+    model_over, rest = model_settings(overrides)
     train_keys = {f.name for f in fields(TrainConfig)}
-    unknown = set(overrides) - model_keys - train_keys
+    unknown = set(rest) - train_keys
     if unknown:
         raise ValueError(f"unknown settings: {sorted(unknown)}")
-    return ({k: v for k, v in overrides.items() if k in model_keys},
-            {k: v for k, v in overrides.items() if k in train_keys})
+    return model_over, rest
 
 
 FLAGS = {"n_layers": "--layers", "warmup_steps": "--warmup", "model": "--model"}
@@ -88,11 +85,10 @@ def flag(key: str) -> str:
 def check_settings(model_cfg: ModelConfig, train_cfg: TrainConfig, val_frac: float) -> None:
     """Nonsense values are caught before anything touches the disk."""
     m, t = model_cfg, train_cfg
-    for cfg in (m, t):  # NaN passes every comparison below, and inf most of them
-        for f in fields(cfg):
-            v = getattr(cfg, f.name)
-            if isinstance(v, float) and not math.isfinite(v):
-                raise CharrnnError(f"{flag(f.name)} must be a finite number, not {v}")
+    values = {**m.to_dict(), **t.to_dict()}
+    for name, v in values.items():  # NaN passes every comparison below, and inf most of them
+        if isinstance(v, float) and not math.isfinite(v):
+            raise CharrnnError(f"{flag(name)} must be a finite number, not {v}")
     if not (isinstance(val_frac, (int, float)) and 0 < val_frac < 1):
         raise CharrnnError(f"val-frac must be in (0, 1), not {val_frac}")
     checks = [
@@ -124,9 +120,14 @@ def check_settings(model_cfg: ModelConfig, train_cfg: TrainConfig, val_frac: flo
 
 def _configs(kind: str, settings: dict[str, Any], vocab_size: int, val_frac: float) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configs these settings make, checked."""
-    settings = family_of(kind).derived(dict(settings))
+    fam = family_of(kind)
+    settings = fam.derived(dict(settings))
     model_over, train_over = _split_overrides(settings)
-    model_cfg, train_cfg = ModelConfig(vocab_size=vocab_size, **model_over), TrainConfig(**train_over)
+    try:
+        model_cfg = fam.config(vocab_size, **model_over)
+    except ValueError as e:
+        raise CharrnnError(str(e)) from None
+    train_cfg = TrainConfig(**train_over)
     check_settings(model_cfg, train_cfg, val_frac)
     return model_cfg, train_cfg
 
@@ -298,7 +299,7 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
 
     def validate(m, subset: bool) -> EvalResult:
         # Each rank scores its share of the validation streams or windows; the sums make the global figure.
-        part = evaluate_model(m, val_ids, device, s.precision, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ,
+        part = evaluate_model(m, val_ids, device, s.precision, n_streams=EVAL_STREAMS, seq_len=EVAL_LENGTH,
                               shard=(world.rank, world.world_size), limit=VAL_SUBSET if subset else None)
         if world.world_size == 1:
             return part
@@ -375,7 +376,7 @@ def check_family_options(kind: str, overrides: dict[str, Any]) -> None:
         fam = family_of(kind)
     except ValueError as e:
         raise CharrnnError(str(e)) from None
-    others = {f for f in ModelConfig.__dataclass_fields__ if f not in COMMON_FIELDS} - set(fam.options)
+    others = option_names() - {o.name for o in fam.options}
     wrong = [k for k in overrides if k in others or k in fam.refuses]
     if wrong:
         names = ", ".join(flag(k) for k in wrong)
@@ -491,7 +492,7 @@ def eval_run(run: str | Path, corpus: str, split_name: str = "val", val_frac: fl
     target = ids if split_name == "all" else split(ids, frac)[1]
     if len(target) < 2:
         raise CharrnnError(f"{shown(corpus_path)}: too little text to evaluate ({len(target)} characters)")
-    return evaluate_model(model.to(dev), target, dev, prec, n_streams=EVAL_STREAMS, seq_len=EVAL_SEQ, stride=stride)
+    return evaluate_model(model.to(dev), target, dev, prec, n_streams=EVAL_STREAMS, seq_len=EVAL_LENGTH, stride=stride)
 
 
 def run_info(run: str | Path) -> dict[str, Any]:

@@ -24,12 +24,13 @@ from typing import Any
 import torch
 
 from .device import autocast, fused_adamw
-from .families import Preset, family_of
-from .models import ModelConfig, build_model
+from .families import Family, Preset, build_model, family_of, model_config, model_settings
+from .config import ModelConfig
 
 
-# What the speed of a step depends on.
-SHAPE_KEYS = ("model", "n_layers", "hidden", "embed", "heads", "context", "batch_size", "seq_len")
+def shape_keys(fam: Family) -> tuple[str, ...]:
+    """What the speed of a step of this family's models depends on."""
+    return ("model", "n_layers", "hidden", *(o.name for o in fam.options if o.speed), "batch_size", "seq_len")
 
 
 def presets_for(kind: str) -> tuple[Preset, ...]:
@@ -116,10 +117,9 @@ def measure_speed(settings: dict[str, Any], vocab_size: int, device: torch.devic
     short chunk, so a shorter one would read slower than training runs. The global RNG is left as it
     was, so the run's own seeding is unaffected.
     """
-    fields = ModelConfig.__dataclass_fields__.keys() - {"vocab_size"}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
-        config = ModelConfig(vocab_size=vocab_size, **{k: v for k, v in settings.items() if k in fields})
+        config = model_config(vocab_size, **model_settings(settings)[0])
         model = build_model(config).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused_adamw(device))  # the trainer's own
         x = torch.randint(0, config.outputs, (settings["batch_size"], settings["seq_len"] + 1), device=device)
@@ -152,7 +152,7 @@ def regularisation(kind: str, epochs: float, given: dict[str, Any]) -> dict[str,
     two the user has not set (`given`). Beside weight drop the dropout is at most 0.3."""
     held: dict[str, float] = {}
     weight_drop = 0.0
-    if "weight_drop" in family_of(kind).options:
+    if any(o.name == "weight_drop" for o in family_of(kind).options):
         weight_drop = given.get("weight_drop", weight_drop_for(epochs))
         if "weight_drop" not in given:
             held["weight_drop"] = weight_drop
@@ -171,7 +171,7 @@ def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torc
     speeds: dict[tuple, float] = {}  # presets the user's settings make identical in shape are timed once
     for preset in reversed(presets_for(given.get("model", ModelConfig.model))):  # largest first
         settings = family_of(preset.settings["model"]).derived({**preset.settings, **given})
-        shape = tuple(settings.get(k) for k in SHAPE_KEYS)
+        shape = tuple(settings.get(k) for k in shape_keys(family_of(settings["model"])))
         if shape not in speeds:
             try:
                 speeds[shape] = measure_speed(settings, vocab_size, device, precision)

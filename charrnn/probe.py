@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .evaluate import evaluate_model
-from .models import family, token_losses
+from .families import evaluate_model, family_of
+from .models import token_losses
 
 OPEN_CLOSE = {"(": ")", "[": "]", "{": "}", "\u201c": "\u201d", "\u2018": "\u2019", "\u00ab": "\u00bb"}
 SELF_CLOSING = ('"',)  # a straight double quote opens and closes by turns
@@ -100,7 +100,7 @@ def context_probe(model, ids: np.ndarray, device: torch.device, lengths: list[in
     before each, for each k in `lengths` (a Transformer reads at most its context)."""
     was_training = model.training
     model.eval()
-    cap = family(model.config).context(model.config)
+    cap = family_of(model.config.model).context(model.config)
     out = []
     try:
         for k in lengths:

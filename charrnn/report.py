@@ -13,7 +13,7 @@ from typing import Any
 from .charts import line_chart
 from .checkpoint import to_json
 from .fileio import atomic_write
-from .pipeline import EVAL_STREAMS
+from .evaluate import EVAL_STREAMS
 
 LN2 = math.log(2)
 
@@ -40,7 +40,7 @@ the Transformer samples with a key/value cache. Weights while sampling: {weights
 carries from character to character: an RNN's hidden state, the same size however long the text, or
 the Transformer's key/value cache, which grows with its context. *peak memory* is the peak resident memory of the
 training process (the Python interpreter and torch included){gpu}. *multiply-adds/char* counts the matrix
-products per character of training (forward and backward) and of sampling (`models.macs_per_char`),
+products per character of training (forward and backward) and of sampling (`Family.macs_per_char`),
 beside the state a stream carries: an RNN's state is its whole memory and its step cost grows with the
 square of it, while a Transformer's per-character cost follows its width and context, not a state it must
 squeeze the past into. *sample n-grams in training text*: see Memorization below."""

@@ -28,7 +28,9 @@ import torch
 from . import memory
 from .checkpoint import load_run
 from .errors import CharrnnError
+from .families import family_of
 from .models import finite_weights
+from . import quant
 from .tokenizer import CharTokenizer
 from .units import MAX_SEED
 
@@ -89,16 +91,13 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, t
 
 def resolve_step_weights(weights: str, model, device: torch.device) -> str:
     """'auto' -> 'int8' for a model whose family's step takes int8 weights, on a CPU with fbgemm; else 'fp32'."""
-    from .models import family
-    from .stepper import STEP_WEIGHTS, int8_supported
-
     config = getattr(model, "config", None)  # (a stand-in model without one steps in fp32)
-    supported = family(config).step_weights if config is not None else ("fp32",)
+    supported = family_of(config.model).step_weights if config is not None else ("fp32",)
     takes_weights = "int8" in supported
-    int8_ok = takes_weights and device.type == "cpu" and int8_supported()
+    int8_ok = takes_weights and device.type == "cpu" and quant.int8_supported()
     if weights == "auto":
         return "int8" if int8_ok else "fp32"
-    if weights not in STEP_WEIGHTS or (weights != "fp32" and not takes_weights):
+    if weights not in quant.STEP_WEIGHTS or (weights != "fp32" and not takes_weights):
         raise CharrnnError(f"this model cannot sample with {weights} weights; use fp32")
     if weights == "int8" and not int8_ok:
         raise CharrnnError("int8 weights need a CPU with fbgemm (x86); use fp32")

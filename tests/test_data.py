@@ -6,7 +6,8 @@ import pytest
 
 from charrnn import corpora, data
 from charrnn.corpora import resolve_corpus
-from charrnn.data import StreamBatcher, build_tokenizer, encode_corpus, iter_text, split
+from charrnn.batches import StreamBatcher
+from charrnn.data import build_tokenizer, encode_corpus, iter_text, split
 from charrnn.errors import CharrnnError
 
 

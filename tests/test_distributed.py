@@ -103,7 +103,7 @@ def test_grad_accum_gives_the_same_steps_as_one_batch(corpus, reference, tmp_pat
 def test_ranks_rows_make_up_the_single_process_batch(batcher):
     import numpy as np
 
-    from charrnn.data import StreamBatcher, WindowBatcher
+    from charrnn.batches import StreamBatcher, WindowBatcher
     from charrnn.distributed import World
 
     cls = StreamBatcher if batcher == "streams" else WindowBatcher

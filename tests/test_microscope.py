@@ -14,19 +14,19 @@ from click.testing import CliRunner
 from charrnn.cli import cli
 from charrnn.evaluate import evaluate_windows
 from charrnn.microscope import FEATURES, _Pearson, gradients_through_time, text_features
-from charrnn.models import ModelConfig, build_model, macs_per_char
+from charrnn.families import build_model, macs_per_char, model_config
 
 RNNS = ("lstm", "gru", "rnn")
 
 
 def rnn(kind: str, seed: int = 0, **kw) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(ModelConfig(vocab_size=11, model=kind, n_layers=2, hidden=12, embed=6, **kw)).eval()
+    return build_model(model_config(vocab_size=11, model=kind, n_layers=2, hidden=12, embed=6, **kw)).eval()
 
 
 def gpt(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(ModelConfig(vocab_size=11, model="transformer", n_layers=2, hidden=16, heads=2, context=12)).eval()
+    return build_model(model_config(vocab_size=11, model="transformer", n_layers=2, hidden=16, heads=2, context=12)).eval()
 
 
 def run(*args):
@@ -61,7 +61,7 @@ def test_transformer_trace_scores_each_character_as_eval_does():
     assert sum(len(t.logits) for t in traces) == 100 and traces[0].start == 0
     logits = torch.cat([t.logits for t in traces])[:-1]
     ce = F.cross_entropy(logits, ids[1:], reduction="none").numpy()
-    ref = evaluate_windows(model, ids.numpy(), torch.device("cpu"), per_char=True).losses
+    ref = evaluate_windows(model, ids.numpy(), torch.device("cpu"), context=model.config.context, per_char=True).losses
     np.testing.assert_allclose(ce, ref, atol=1e-5)
     assert traces[0].units["residual"].shape == (12, 2, 16) and traces[0].gates == {}
 
@@ -164,8 +164,8 @@ def test_the_lesson_vanishing_in_a_plain_rnn_kept_by_an_open_forget_gate():
     """A tanh RNN whose recurrent weights shrink the state loses its gradient geometrically; an LSTM whose
     forget gates are held open (bias +8) passes it back almost undiminished through c."""
     torch.manual_seed(0)
-    plain = build_model(ModelConfig(vocab_size=11, model="rnn", n_layers=1, hidden=32, embed=8)).eval()
-    lstm = build_model(ModelConfig(vocab_size=11, model="lstm", n_layers=1, hidden=32, embed=8)).eval()
+    plain = build_model(model_config(vocab_size=11, model="rnn", n_layers=1, hidden=32, embed=8)).eval()
+    lstm = build_model(model_config(vocab_size=11, model="lstm", n_layers=1, hidden=32, embed=8)).eval()
     with torch.no_grad():
         plain.rnn.weight_hh_l0.mul_(0.5)
         lstm.rnn.bias_hh_l0[32:64] = 8.0  # forget gate rows (i, f, g, o)
@@ -210,12 +210,12 @@ def test_streaming_correlation_equals_numpy():
 
 
 def test_multiply_adds_per_character():
-    lstm = ModelConfig(vocab_size=65, model="lstm", n_layers=2, hidden=512, embed=64)
+    lstm = model_config(vocab_size=65, model="lstm", n_layers=2, hidden=512, embed=64)
     sample = 4 * 512 * (64 + 512) + 4 * 512 * 1024 + 512 * 65
     assert macs_per_char(lstm) == {"train": 3.0 * sample, "sample": float(sample)}
     # a Transformer's cost does not grow with a state: doubling the context adds only attention work
-    a = macs_per_char(ModelConfig(vocab_size=65, model="transformer", n_layers=2, hidden=64, heads=4, context=64))
-    b = macs_per_char(ModelConfig(vocab_size=65, model="transformer", n_layers=2, hidden=64, heads=4, context=128))
+    a = macs_per_char(model_config(vocab_size=65, model="transformer", n_layers=2, hidden=64, heads=4, context=64))
+    b = macs_per_char(model_config(vocab_size=65, model="transformer", n_layers=2, hidden=64, heads=4, context=128))
     dense = 12 * 64 * 64 * 2 + 64 * 65
     assert 3 * dense < a["train"] < b["train"] < 3 * dense * 1.5
     assert dense < a["sample"] < 3 * dense  # the window's rebuilds cost about one more pass per character

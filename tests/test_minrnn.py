@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 from charrnn import checkpoint as ck
 from charrnn.errors import CharrnnError
-from charrnn.families import minrnn
-from charrnn.families.minrnn import MinRNN, scan
-from charrnn.models import ModelConfig, param_count
+from charrnn.families.minrnn import model as minrnn
+from charrnn.families.minrnn.model import MinRNN, scan
+from charrnn.families import model_config, param_count
 from charrnn.pipeline import RunOptions, eval_run, train
 from charrnn.sampler import Sampler
 from charrnn.tokenizer import CharTokenizer
@@ -26,7 +26,7 @@ TINY = dict(n_layers=2, hidden=32, dropout=0.0, batch_size=4, seq_len=16, max_st
 
 def _model(kind, layers=2, hidden=48, seed=0):
     torch.manual_seed(seed)
-    return MinRNN(ModelConfig(vocab_size=70, n_outputs=60, model=kind, n_layers=layers, hidden=hidden)).eval()
+    return MinRNN(model_config(vocab_size=70, n_outputs=60, model=kind, n_layers=layers, hidden=hidden)).eval()
 
 
 def _naive(z_logit, cand, h0):
@@ -186,13 +186,13 @@ def test_grad_accum_gives_the_same_steps(corpus, tmp_path):
 
 @pytest.mark.parametrize("fbgemm", [True, False], ids=["int8 available", "no fbgemm"])
 def test_int8_step_weights_where_fbgemm_runs(fbgemm, monkeypatch):
-    import charrnn.stepper as stepper
+    from charrnn import quant
 
-    if fbgemm and not stepper.int8_supported():
+    if fbgemm and not quant.int8_supported():
         pytest.skip("this torch build has no fbgemm")
-    monkeypatch.setattr(stepper, "int8_supported", lambda: fbgemm)
+    monkeypatch.setattr(quant, "int8_supported", lambda: fbgemm)
     tok = CharTokenizer.from_chars("abcdefghij \n")
-    m = MinRNN(ModelConfig(vocab_size=tok.vocab_size, n_outputs=tok.n_chars, model="minlstm", n_layers=2, hidden=32))
+    m = MinRNN(model_config(vocab_size=tok.vocab_size, n_outputs=tok.n_chars, model="minlstm", n_layers=2, hidden=32))
     assert Sampler(m, tok, weights="auto").weights == ("int8" if fbgemm else "fp32")
     if not fbgemm:
         with pytest.raises(CharrnnError, match="int8 weights need a CPU with fbgemm"):

@@ -2,14 +2,16 @@ import pytest
 import torch
 
 from charrnn.device import cpu_supports_bf16
-from charrnn.families.rnn import RNN_TYPES, CharRNN
-from charrnn.models import ModelConfig, PooledDropout, build_model
-from charrnn.stepper import int8_supported
+from charrnn.families.rnn import RNN_TYPES
+from charrnn.families.rnn.model import CharRNN
+from charrnn.models import PooledDropout
+from charrnn.families import build_model, model_config
+from charrnn.quant import int8_supported
 
 
 def _model(kind, layers=2, dropout=0.0):
     torch.manual_seed(0)
-    return CharRNN(ModelConfig(vocab_size=50, model=kind, n_layers=layers, hidden=24, embed=8, dropout=dropout))
+    return CharRNN(model_config(vocab_size=50, model=kind, n_layers=layers, hidden=24, embed=8, dropout=dropout))
 
 
 @pytest.mark.parametrize("kind", RNN_TYPES)
@@ -55,8 +57,8 @@ def test_step_path_equals_fused_forward(kind):
 @pytest.mark.parametrize("kind", RNN_TYPES)
 def test_weight_drop_masks_the_recurrent_matrices_in_training_only(kind):
     torch.manual_seed(0)
-    m = CharRNN(ModelConfig(vocab_size=50, model=kind, n_layers=2, hidden=24, embed=8, weight_drop=0.5))
-    plain = CharRNN(ModelConfig(vocab_size=50, model=kind, n_layers=2, hidden=24, embed=8))
+    m = CharRNN(model_config(vocab_size=50, model=kind, n_layers=2, hidden=24, embed=8, weight_drop=0.5))
+    plain = CharRNN(model_config(vocab_size=50, model=kind, n_layers=2, hidden=24, embed=8))
     plain.load_state_dict(m.state_dict())
     idx = torch.randint(0, 50, (3, 9))
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
@@ -120,7 +122,7 @@ def test_step_path_follows_weight_updates(weights):
 def test_bf16_autocast_forward_backward_runs_on_cpu(kind):
     torch.manual_seed(0)
     m = _model("lstm") if kind == "lstm" else build_model(
-        ModelConfig(vocab_size=50, model="transformer", n_layers=2, hidden=24, heads=4, context=16))
+        model_config(vocab_size=50, model="transformer", n_layers=2, hidden=24, heads=4, context=16))
     idx = torch.randint(0, 50, (2, 9))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, loss, _ = m(idx, targets=idx)
@@ -147,9 +149,9 @@ def test_cuda_step_equals_forward():
     dict(model="rnn", n_layers=2, hidden=40, embed=64), dict(model="transformer", n_layers=3, hidden=24, heads=4,
                                                              context=19)])
 def test_param_count_by_formula_equals_the_built_model(config):
-    from charrnn.models import param_count
+    from charrnn.families import param_count
 
-    c = ModelConfig(vocab_size=77, **config)
+    c = model_config(vocab_size=77, **config)
     assert param_count(c) == build_model(c).num_params()
 
 
@@ -170,11 +172,11 @@ def test_weight_drop_for_cudnn_runs_on_one_buffer_and_equals_the_plain_path(kind
     """FlatWeightDrop, the route cuDNN takes, driven on the CPU with a stand-in for cuDNN's layout: the
     same losses, gradients and updates as the functional path, with every weight the kernel reads a view
     of one buffer and the W_hh parameters apart from it."""
-    from charrnn.families import rnn as rnn_module
+    from charrnn.families.rnn import model as rnn_module
 
     torch.manual_seed(0)
-    flat = CharRNN(ModelConfig(vocab_size=50, model=kind, n_layers=2, hidden=24, embed=8, weight_drop=0.5))
-    plain = CharRNN(ModelConfig(vocab_size=50, model=kind, n_layers=2, hidden=24, embed=8, weight_drop=0.5))
+    flat = CharRNN(model_config(vocab_size=50, model=kind, n_layers=2, hidden=24, embed=8, weight_drop=0.5))
+    plain = CharRNN(model_config(vocab_size=50, model=kind, n_layers=2, hidden=24, embed=8, weight_drop=0.5))
     plain.load_state_dict(flat.state_dict())
     monkeypatch.setattr(rnn_module, "cudnn_flatten", _contiguous_flatten)
     monkeypatch.setattr(CharRNN, "_flat_weight_drop_applies", lambda self, x: self is flat)
@@ -211,7 +213,7 @@ def test_cuda_weight_drop_hands_cudnn_flat_weights(kind):
     import warnings
 
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=50, model=kind, n_layers=2, hidden=64, embed=16, weight_drop=0.3)
+    cfg = model_config(vocab_size=50, model=kind, n_layers=2, hidden=64, embed=16, weight_drop=0.3)
     m, ref = CharRNN(cfg).cuda(), CharRNN(cfg).cuda()
     ref.load_state_dict(m.state_dict())
     ref._flat_weight_drop_applies = lambda x: False  # the functional path, for reference

@@ -16,8 +16,9 @@ from charrnn import checkpoint as ck
 from charrnn import data
 from charrnn.data import MANY_CHARS, RARE_COUNT
 from charrnn.cli import cli
-from charrnn.evaluate import evaluate_model
-from charrnn.models import ModelConfig, build_model, param_count, unscored_loss
+from charrnn.families import evaluate_model
+from charrnn.models import unscored_loss
+from charrnn.families import build_model, model_config, param_count
 from charrnn.pipeline import RunOptions, train
 from charrnn.sampler import Sampler
 from charrnn.tokenizer import MAX_CODEPOINT
@@ -31,9 +32,9 @@ FAMILY = {"lstm": dict(model="lstm", n_layers=2, hidden=32, embed=8),
 @pytest.mark.parametrize("kind", sorted(FAMILY))
 def test_byte_rows_are_drawn_last_so_both_vocabularies_start_alike(kind):
     torch.manual_seed(0)
-    with_bytes = build_model(ModelConfig(vocab_size=65 + 256, n_outputs=65, **FAMILY[kind]))
+    with_bytes = build_model(model_config(vocab_size=65 + 256, n_outputs=65, **FAMILY[kind]))
     torch.manual_seed(0)
-    without = build_model(ModelConfig(vocab_size=65, **FAMILY[kind]))
+    without = build_model(model_config(vocab_size=65, **FAMILY[kind]))
     a, b = with_bytes.state_dict(), without.state_dict()
     assert a.keys() == b.keys()
     for key in b:  # the embedding has 256 more rows (read, never predicted); everything else is equal

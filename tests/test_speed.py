@@ -13,13 +13,14 @@ import torch
 
 from charrnn import Sampler
 from charrnn import checkpoint as ck
-from charrnn.data import StreamBatcher
+from charrnn.batches import StreamBatcher
 from charrnn.device import cpu_supports_bf16
 from charrnn.errors import CharrnnError
-from charrnn.families.rnn import RNN_TYPES, CharRNN
-from charrnn.models import ModelConfig
+from charrnn.families.rnn import RNN_TYPES
+from charrnn.families.rnn.model import CharRNN
+from charrnn.families import model_config
 from charrnn.pipeline import RunOptions, train
-from charrnn.stepper import int8_supported
+from charrnn.quant import int8_supported
 from charrnn.trainer import TrainConfig, Trainer
 from conftest import TINY
 
@@ -30,7 +31,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 def _model(kind, layers=2, hidden=48, vocab=50):
     torch.manual_seed(0)
-    return CharRNN(ModelConfig(vocab_size=vocab, model=kind, n_layers=layers, hidden=hidden, embed=16)).eval()
+    return CharRNN(model_config(vocab_size=vocab, model=kind, n_layers=layers, hidden=hidden, embed=16)).eval()
 
 
 def _steps(model, idx, weights):
@@ -108,7 +109,7 @@ def test_bare_reference_loop_does_the_same_work_as_the_trainer(kind):
     vocab, B, T = 40, 4, 16
     ids = np.random.default_rng(0).integers(0, vocab, 5000)
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=vocab, model=kind, n_layers=2, hidden=32, embed=8))
+    model = CharRNN(model_config(vocab_size=vocab, model=kind, n_layers=2, hidden=32, embed=8))
     bare = BareRNN(vocab, kind, 2, 32, 8)
     bare.load_state_dict(model.state_dict())
     batcher = StreamBatcher(ids, B, T)
@@ -194,7 +195,7 @@ def test_cuda_training_step_never_waits_for_the_gpu(precision):
     ids = np.random.default_rng(0).integers(0, vocab, 50_000)
     batcher = StreamBatcher(ids, B, T)
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=vocab, model="lstm", n_layers=2, hidden=64, embed=16))
+    model = CharRNN(model_config(vocab_size=vocab, model="lstm", n_layers=2, hidden=64, embed=16))
     dev = torch.device("cuda")
     trainer = Trainer(model, TrainConfig(batch_size=B, seq_len=T, max_steps=100), batcher, dev, precision, quiet=True)
 

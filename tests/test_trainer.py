@@ -12,8 +12,8 @@ import torch
 
 from charrnn import checkpoint as ck
 from charrnn.device import cpu_supports_bf16
-from charrnn.families.rnn import CharRNN
-from charrnn.models import ModelConfig
+from charrnn.families.rnn.model import CharRNN
+from charrnn.families import model_config
 from charrnn.pipeline import RunOptions, train
 from charrnn.trainer import TrainConfig, Trainer
 from conftest import TINY
@@ -235,7 +235,7 @@ def test_a_batch_grad_accum_cannot_split_is_refused():
         def batches_per_epoch(self, epoch):
             return 10
 
-    model = CharRNN(ModelConfig(vocab_size=10, model="gru", n_layers=1, hidden=8, embed=4, dropout=0.0))
+    model = CharRNN(model_config(vocab_size=10, model="gru", n_layers=1, hidden=8, embed=4, dropout=0.0))
     t = Trainer(model, TrainConfig(max_steps=1, grad_accum=4), Batcher(), torch.device("cpu"), "fp32")
     x = torch.randint(0, 10, (6, 5))  # 6 rows in 4 micro-batches would be 3 chunks, each loss scaled by 1/4
     with pytest.raises(ValueError, match="does not split into 4"):
@@ -248,7 +248,7 @@ class _Poisoned(torch.nn.Module):
 
     def __init__(self, bad):
         super().__init__()
-        self.inner = CharRNN(ModelConfig(vocab_size=20, model="gru", n_layers=1, hidden=8, embed=4))
+        self.inner = CharRNN(model_config(vocab_size=20, model="gru", n_layers=1, hidden=8, embed=4))
         self.bad, self.calls = set(bad), 0
 
     def forward(self, idx, state=None, targets=None):
@@ -327,11 +327,11 @@ def test_non_finite_weights_are_never_written(corpus, tmp_path):
 def test_a_limited_validation_scores_part_of_the_whole_pass_exactly_as_it_does(kind):
     import numpy as np
 
-    from charrnn.evaluate import evaluate_model
-    from charrnn.models import build_model
+    from charrnn.families import build_model, evaluate_model
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(vocab_size=20, model=kind, n_layers=1, hidden=32, embed=8, heads=2, context=16))
+    own = dict(embed=8) if kind == "lstm" else dict(heads=2, context=16)
+    model = build_model(model_config(vocab_size=20, model=kind, n_layers=1, hidden=32, **own))
     ids = np.random.default_rng(0).integers(0, 20, 5_000)
     whole = evaluate_model(model, ids, torch.device("cpu"), n_streams=8, seq_len=64, per_char=True)
     part = evaluate_model(model, ids, torch.device("cpu"), n_streams=8, seq_len=64, per_char=True, limit=800)
@@ -409,7 +409,7 @@ def test_a_resumed_run_scores_its_earlier_best_checkpoint_fully(corpus, tmp_path
 def test_the_final_pass_settles_the_best_checkpoint_on_full_figures(best_in_full):
     from charrnn.evaluate import EvalResult
 
-    model = CharRNN(ModelConfig(vocab_size=20, model="gru", n_layers=1, hidden=8, embed=4))
+    model = CharRNN(model_config(vocab_size=20, model="gru", n_layers=1, hidden=8, embed=4))
     step_of = {}  # the step whose weights were evaluated, read from a weight the steps change
 
     def evaluate(m, subset):

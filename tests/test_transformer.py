@@ -12,11 +12,12 @@ import torch.nn.functional as F
 
 from charrnn import SampleConfig, Sampler
 from charrnn import checkpoint as ck
-from charrnn.data import WindowBatcher
+from charrnn.batches import WindowBatcher
 from charrnn.evaluate import evaluate_windows
-from charrnn.families.transformer import GPT, window_start
+from charrnn.families.transformer.model import GPT
+from charrnn.models import window_start
 from charrnn.families import family_of
-from charrnn.models import ModelConfig, build_model
+from charrnn.families import build_model, model_config
 from charrnn.pipeline import RunOptions, train
 from charrnn.tokenizer import CharTokenizer
 
@@ -26,7 +27,7 @@ TINY_GPT = dict(model="transformer", n_layers=2, hidden=32, heads=4, context=16,
 
 def _gpt(context=8, layers=2, dropout=0.0, std=None, vocab=40, seed=0):
     torch.manual_seed(seed)
-    m = GPT(ModelConfig(vocab_size=vocab, model="transformer", n_layers=layers, hidden=16, heads=4, context=context,
+    m = GPT(model_config(vocab_size=vocab, model="transformer", n_layers=layers, hidden=16, heads=4, context=context,
                         dropout=dropout))
     if std is not None:  # larger weights: sharp, strongly context-dependent predictions
         with torch.no_grad():
@@ -137,7 +138,8 @@ def test_kv_cache_sampling_equals_no_cache_sampling_past_the_context():
 def test_strided_eval_equals_scoring_each_character_on_its_own(n, stride):
     m = _gpt(context=8, std=0.2)
     ids = np.random.default_rng(n).integers(0, 40, n)
-    result = evaluate_windows(m, ids, torch.device("cpu"), stride=stride, batch_size=3, per_char=True)
+    result = evaluate_windows(m, ids, torch.device("cpu"), context=m.config.context, stride=stride, batch_size=3,
+                              per_char=True)
     brute = []
     for t in range(1, n):  # character t from its own window, one forward pass each
         x = torch.as_tensor(ids[window_start(t, 8, stride):t], dtype=torch.long)[None]
@@ -194,9 +196,9 @@ def test_interrupted_and_resumed_transformer_run_equals_unbroken_run(corpus, tmp
 
 def test_rnn_checkpoints_keep_their_config_keys():
     old = {"vocab_size": 70, "model": "lstm", "n_layers": 2, "hidden": 64, "embed": 16, "dropout": 0.0}
-    cfg = ModelConfig(**old)  # a config written before the Transformer existed loads unchanged
+    cfg = model_config(**old)  # a config written before the Transformer existed loads unchanged
     assert cfg.to_dict() == old
-    assert set(ModelConfig(vocab_size=5, model="transformer").to_dict()) == \
+    assert set(model_config(vocab_size=5, model="transformer").to_dict()) == \
            {"vocab_size", "model", "n_layers", "hidden", "dropout", "heads", "context"}
 
 

@@ -12,7 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from charrnn.families import Family, Preset, register
-from charrnn.models import ModelConfig, Trace, token_losses
+from charrnn.config import ModelConfig
+from charrnn.models import Trace, token_losses
 
 
 class LeakyAverage(nn.Module):

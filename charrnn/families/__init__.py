@@ -1,154 +1,43 @@
-"""Kinds of model, each behind one contract: `Family`.
+"""Kinds of model, each behind one contract (`base.Family`), and every lookup by kind.
 
-A family is everything the rest of charrnn needs to know about a kind of model: the `--model` names
-it answers to, how to build it, the options it reads and refuses, its presets, its batcher and
-evaluation method, how to size it and describe its shape, and which step weights its sampler runs.
-The pipeline, presets, compare, evaluate, probe, memory and the CLI ask the family; none of them
-compares a model's name. Built in: `rnn` (lstm, gru, rnn), `transformer` and `minrnn` (mingru,
-minlstm), one module each.
-
-A plug-in family is a module that calls `register(MyFamily())` on import. It is loaded from the
+Built in: `rnn` (lstm, gru, rnn), `minrnn` (mingru, minlstm) and `transformer`, one module each. A
+plug-in family is a module that calls `register(MyFamily())` on import. It is loaded from the
 `charrnn.families` entry-point group of an installed package, or from the modules named in the
-CHARRNN_FAMILIES environment variable (comma-separated), which spawned processes (compare's
-training runs) inherit.
+CHARRNN_FAMILIES environment variable (comma-separated), which spawned processes (compare's training
+runs) inherit. Plug-ins load at the first lookup, so that importing charrnn runs no one's code.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
+
+from ..config import ModelConfig
+from . import minrnn, rnn, transformer  # noqa: F401  (each registers itself, in the order --model lists them)
+from .base import Family, Option, Preset, register, registered
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
     from ..evaluate import EvalResult
-    from ..models import ModelConfig
-    from ..trainer import TrainConfig
 
-# ModelConfig fields every family reads; each family names the others it reads in `Family.options`.
-COMMON_FIELDS = ("vocab_size", "model", "n_layers", "hidden", "dropout", "n_outputs")
+__all__ = ["Family", "Option", "Preset", "register", "kinds", "families", "family_of", "model_config",
+           "config_from_dict", "build_model", "evaluate_model", "param_count", "macs_per_char", "model_settings", "option_names"]
+
 PLUGINS_ENV = "CHARRNN_FAMILIES"
 ENTRY_POINTS = "charrnn.families"
+_plugins_loaded = False
 
 
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    min_chars: float  # characters this preset must be able to train on in the budget to be chosen
-    settings: dict[str, Any]
-    # the most times over the training split it may read in the budget (when the split's length is
-    # known): a larger model that would reread a small corpus loses to a smaller, regularised one
-    max_epochs: float = float("inf")
-
-
-class Family:
-    """The contract. Subclasses set the attributes and implement the methods that raise here."""
-
-    name: str = ""  # the family's own name, for messages
-    summary: str = ""  # one line for `charrnn models`
-    kinds: tuple[str, ...] = ()  # the --model values it builds, in the order compare lists them
-    options: tuple[str, ...] = ()  # ModelConfig fields it reads beyond COMMON_FIELDS
-    refuses: dict[str, str] = {}  # training settings it does not take -> why (e.g. the Transformer's seq_len)
-    presets: tuple[Preset, ...] = ()  # smallest first (presets.py chooses among them)
-    presets_note: str = ""  # how the presets were chosen (compare's report says it)
-    stateful: bool = True  # True: carried streams in training and evaluation; False: independent windows
-    step_weights: tuple[str, ...] = ("fp32",)  # what `step(..., weights=)` runs; fp32 only: no such argument
-
-    def build(self, config: ModelConfig) -> torch.nn.Module:
-        raise NotImplementedError
-
-    # --- settings ---------------------------------------------------------------------------------
-    def derived(self, settings: dict[str, Any]) -> dict[str, Any]:
-        """Settings that follow from others (the Transformer trains on windows of its context)."""
-        return settings
-
-    def checks(self, m: ModelConfig, t: TrainConfig) -> list[tuple[bool, str]]:
-        """(ok, message) for the family's own options."""
-        return []
-
-    def context(self, c: ModelConfig) -> int | None:
-        """The most characters the model reads at once; None for no limit (a carried state)."""
-        return None
-
-    # --- data and evaluation ------------------------------------------------------------------------
-    def batcher(self, ids: np.ndarray, batch_size: int, seq_len: int, seed: int, rows=None):
-        from ..data import StreamBatcher, WindowBatcher
-
-        cls = StreamBatcher if self.stateful else WindowBatcher
-        return cls(ids, batch_size, seq_len, seed=seed, rows=rows)
-
-    def evaluate(self, model, ids: np.ndarray, device: torch.device, precision: str = "fp32", *,
-                 n_streams: int = 16, seq_len: int = 256, stride: int | None = None, per_char: bool = False,
-                 shard: tuple[int, int] = (0, 1), limit: int | None = None) -> EvalResult:
-        """Mean loss over `ids`, every character after the first predicted once (evaluate.py)."""
-        from ..evaluate import evaluate, evaluate_windows
-
-        if self.stateful:
-            return evaluate(model, ids, device, precision, n_streams=n_streams, seq_len=seq_len, per_char=per_char,
-                            shard=shard, limit=limit)
-        return evaluate_windows(model, ids, device, precision, stride=stride, per_char=per_char, shard=shard,
-                                limit=limit)
-
-    # --- sizes, by formula (nothing is built) ----------------------------------------------------------
-    def param_count(self, c: ModelConfig) -> int:
-        raise NotImplementedError
-
-    def activation_floats(self, c: ModelConfig, rows: int, length: int, training: bool = True) -> int:
-        """About how many floats one forward pass over (rows, length) keeps alive (and its backward)."""
-        raise NotImplementedError
-
-    def sampling_state_floats(self, c: ModelConfig, streams: int) -> int:
-        raise NotImplementedError
-
-    def macs_per_char(self, c: ModelConfig) -> dict[str, float]:
-        """Multiply-adds per character: {"train": forward and backward, "sample": one step}."""
-        raise NotImplementedError
-
-    # --- compare --------------------------------------------------------------------------------
-    def describe(self, cfg: dict[str, Any]) -> str:
-        """The shape in a few words, from a model config's dict: "2x512, dropout 0.3"."""
-        return f"{cfg['n_layers']}x{cfg['hidden']}" + (f", dropout {cfg['dropout']}" if cfg.get("dropout") else "")
-
-    def width_step(self, settings: dict[str, Any]) -> int:
-        """What `hidden` must be a multiple of."""
-        return 1
-
-    def with_width(self, settings: dict[str, Any], width: int) -> dict[str, Any]:
-        """The settings that change when `hidden` becomes `width` (compare --params)."""
-        return {"hidden": width}
-
-
-_REGISTRY: dict[str, Family] = {}
-_loaded = False
-
-
-def register(family: Family) -> Family:
-    """Make a family's kinds available to every command. A kind another family holds is refused."""
-    for kind in family.kinds:
-        held = _REGISTRY.get(kind)
-        if held is not None and type(held) is not type(family):
-            raise ValueError(f"--model {kind} is already {held.name}'s")
-    for kind in family.kinds:
-        _REGISTRY[kind] = family
-    return family
-
-
-def _load() -> None:
-    """The built-in families, then the plug-ins (once)."""
-    global _loaded
-    if _loaded:
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
         return
-    _loaded = True
-    from . import rnn  # noqa: F401  (each registers itself, in the order --model lists them)
-    from . import minrnn  # noqa: F401
-    from . import transformer  # noqa: F401
-
-    names = [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]
-    for name in names:
+    _plugins_loaded = True
+    for name in [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]:
         importlib.import_module(name)
     for ep in entry_points(group=ENTRY_POINTS):
         ep.load()
@@ -156,14 +45,67 @@ def _load() -> None:
 
 def kinds() -> tuple[str, ...]:
     """Every --model value, family by family."""
-    _load()
-    return tuple(_REGISTRY)
+    _load_plugins()
+    return tuple(registered())
+
+
+def families() -> list[Family]:
+    """Every family, in the order their kinds are listed."""
+    _load_plugins()
+    return list({id(f): f for f in registered().values()}.values())
 
 
 def family_of(kind: str) -> Family:
-    """The family that builds `kind` (a --model value)."""
-    _load()
+    """The family that builds `kind` (a --model value); a ValueError naming the kinds there are."""
+    _load_plugins()
     try:
-        return _REGISTRY[kind]
+        return registered()[kind]
     except KeyError:
-        raise ValueError(f"model must be one of {', '.join(_REGISTRY)}, not {kind!r}") from None
+        raise ValueError(f"model must be one of {', '.join(registered())}, not {kind!r}") from None
+
+
+def model_config(vocab_size: int, model: str = ModelConfig.model, **settings: Any) -> ModelConfig:
+    """A complete ModelConfig: the common fields and the options of `model`'s family, the rest at their
+    defaults (`Family.config`)."""
+    return family_of(model).config(vocab_size, model=model, **settings)
+
+
+def config_from_dict(d: dict[str, Any]) -> ModelConfig:
+    """A ModelConfig from its `to_dict()` (config.json, a checkpoint); a ValueError if it does not make one.
+    A config without `model` was written when the classic RNNs were the only kind, as ModelConfig's
+    default still is."""
+    return model_config(**d)
+
+
+def build_model(config: ModelConfig) -> torch.nn.Module:
+    """The model `config.model` names, built by its family."""
+    return family_of(config.model).build(config)
+
+
+def evaluate_model(model, ids: np.ndarray, device: torch.device, precision: str = "fp32", **kw: Any) -> EvalResult:
+    """Mean loss over `ids` by the method of the model's family (`Family.evaluate`: streams or windows).
+    `limit`: score about that many characters only (a part of the whole pass; see evaluate.py)."""
+    return family_of(model.config.model).evaluate(model, ids, device, precision, **kw)
+
+
+def param_count(config: ModelConfig) -> int:
+    """The parameters `build_model(config)` has, by formula (nothing is built)."""
+    return family_of(config.model).param_count(config)
+
+
+def macs_per_char(config: ModelConfig) -> dict[str, float]:
+    """Multiply-adds per character of training and of one sampling step (`Family.macs_per_char`)."""
+    return family_of(config.model).macs_per_char(config)
+
+
+def model_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`settings` split into what makes the model config of their kind (the common fields and its family's
+    options) and the rest."""
+    kind = settings.get("model", ModelConfig.model)
+    keys = set(ModelConfig.COMMON_FIELDS) | {o.name for o in family_of(kind).options}
+    return {k: v for k, v in settings.items() if k in keys}, {k: v for k, v in settings.items() if k not in keys}
+
+
+def option_names() -> set[str]:
+    """Every option any family declares."""
+    return {o.name for f in families() for o in f.options}

@@ -1,7 +1,7 @@
-"""The classic recurrent family: stacked LSTM, GRU or vanilla RNN (`--model lstm|gru|rnn`).
+"""The classic recurrent models: stacked LSTM, GRU or vanilla RNN (`--model lstm|gru|rnn`).
 
 Training runs the fused `nn.LSTM/GRU/RNN` (cuDNN on CUDA, oneDNN on CPU); `step` runs the same
-weights through a per-layer cell computation (stepper.py), several times faster one character at a
+weights through a per-layer cell computation (step.py), several times faster one character at a
 time than the fused module with a sequence of length one, and optionally on int8 weights. The state
 is a tuple of tensors, each (n_layers, B, hidden): (h, c) for an LSTM, (h,) otherwise.
 
@@ -17,20 +17,17 @@ buffer laid out as cuDNN reads it (`FlatWeightDrop`), so the kernel runs on the 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models import (TRACE_CHUNK, ModelConfig, PooledDropout, State, Trace, pooled_mask, token_losses, warm_state,
-                      with_input_only_rows)
-from ..stepper import STEP_WEIGHTS, CellStepper
-from . import Family, Preset, register
+from ...config import ModelConfig
+from ...models import (TRACE_CHUNK, PooledDropout, State, Trace, pooled_mask, token_losses, warm_state,
+                       with_input_only_rows)
+from .step import CellStepper
 
-RNN_TYPES = ("lstm", "gru", "rnn")
 GATE_NAMES = {"lstm": ("input", "forget", "output"), "gru": ("reset", "update"), "rnn": ()}
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # gate blocks of H rows in W_ih, W_hh
 
 
 _VF_RNN = {"LSTM": torch._VF.lstm, "GRU": torch._VF.gru, "RNN_TANH": torch._VF.rnn_tanh}
@@ -292,66 +289,3 @@ class CharRNN(nn.Module):
         per = len(taps) // k_max  # tensors per step
         sq = torch.stack([sum(g.pow(2).sum(1) for g in grads[j * per:(j + 1) * per]) for j in range(k_max)], 1)
         return sq.sqrt().flip(1)  # column k - 1 holds k: step j is k_max - j characters back
-
-
-
-class RNNFamily(Family):
-    name = "rnn"
-    summary = "classic RNN: stacked LSTM, GRU or tanh RNN, trained with truncated BPTT"
-    kinds = RNN_TYPES
-    options = ("embed", "weight_drop")
-    step_weights = STEP_WEIGHTS
-    # Smallest first. A small model learns fastest per character at first; a bigger one, regularised,
-    # wins once it can see the text several times over. From the sweeps in benchmarks/README.md (the
-    # dropout then follows the epochs, presets.dropout_for).
-    presets = (
-        Preset("small", 0, dict(model="lstm", n_layers=1, hidden=256, embed=64, dropout=0.0, batch_size=16,
-                                seq_len=64, lr=2e-2, warmup_steps=30)),
-        Preset("medium", 1.5e6, dict(model="lstm", n_layers=1, hidden=384, embed=64, dropout=0.0, batch_size=16,
-                                     seq_len=64, lr=8e-3, warmup_steps=30)),
-        # From 8M characters: at 5.6M (5 minutes of 5 MB of Python on an AVX2-only CPU) a 1x384 still
-        # beat it by 0.027 nats.
-        Preset("large", 8e6, dict(model="lstm", n_layers=1, hidden=512, embed=128, dropout=0.2, batch_size=16,
-                                  seq_len=64, lr=6e-3, warmup_steps=50)),
-        # Two layers win where the text is plentiful (30 minutes of 50 MB, under one epoch) and lose where
-        # it is reread (tinyshakespeare at 15 and 30 minutes, 15-28 epochs): so at most 3 epochs.
-        Preset("xlarge", 25e6, dict(model="lstm", n_layers=2, hidden=512, embed=128, dropout=0.3, batch_size=32,
-                                    seq_len=128, lr=4e-3, warmup_steps=100), max_epochs=3),
-    )
-    presets_note = "LSTM presets from the budget sweeps (benchmarks/README.md); GRU and RNN share them"
-
-    def build(self, config: ModelConfig) -> CharRNN:
-        return CharRNN(config)
-
-    def checks(self, m, t):
-        return [(m.embed >= 1, f"embed must be >= 1, not {m.embed}"),
-                (0 <= m.weight_drop < 1, f"weight-drop must be in [0, 1), not {m.weight_drop}")]
-
-    def describe(self, cfg: dict[str, Any]) -> str:
-        wd = cfg.get("weight_drop")
-        return super().describe(cfg) + (f", weight drop {wd}" if wd else "")
-
-    def param_count(self, c: ModelConfig) -> int:
-        V, H, L, G, O = c.vocab_size, c.hidden, c.n_layers, GATES[c.model], c.outputs
-        layers = G * H * (c.embed + H) + (L - 1) * G * H * 2 * H + L * 2 * G * H  # W_ih, W_hh, b_ih, b_hh
-        return V * c.embed + layers + H * O + O
-
-    def activation_floats(self, c: ModelConfig, rows: int, length: int, training: bool = True) -> int:
-        # embeddings, each layer's outputs and gates, the logits and their gradient
-        per = c.embed + c.n_layers * c.hidden * (GATES[c.model] + 2) + 3 * c.outputs
-        return rows * length * per * (2 if training else 1)
-
-    def sampling_state_floats(self, c: ModelConfig, streams: int) -> int:
-        return c.n_layers * streams * c.hidden * (2 if c.model == "lstm" else 1)
-
-    def macs_per_char(self, c: ModelConfig) -> dict[str, float]:
-        # the same at every character; backward counted as twice the forward
-        G, H, L = GATES[c.model], c.hidden, c.n_layers
-        forward = G * H * (c.embed + H) + (L - 1) * G * H * 2 * H + H * c.outputs
-        return {"train": 3.0 * forward, "sample": float(forward)}
-
-    def with_width(self, settings: dict[str, Any], width: int) -> dict[str, Any]:
-        return {"hidden": width, "embed": min(settings["embed"], width)}  # no embedding wider than the state
-
-
-register(RNNFamily())

@@ -1,4 +1,4 @@
-"""One character per stream through a CharRNN's weights: the sampling hot loop.
+"""One character per stream through a CharRNN's weights: the RNN family's sampling hot loop.
 
 Sampling runs one small matrix-vector product per layer per character, so on a CPU its cost is
 (a) reading the weights from memory every step and (b) Python dispatching each tensor op (a few
@@ -19,36 +19,12 @@ allocates its own outputs, so a returned state is never overwritten by a later s
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
-from .errors import CharrnnError
-
-State = tuple[torch.Tensor, ...]
-STEP_WEIGHTS = ("fp32", "int8")
-
-
-def int8_supported() -> bool:
-    """fbgemm (x86) dynamic quantisation is in this torch build (it is deprecated upstream; may go)."""
-    return "fbgemm" in torch.backends.quantized.supported_engines and hasattr(torch.ops.quantized, "linear_dynamic")
-
-
-class Int8Linear:
-    """x @ W^T + b with W stored as int8, one scale per output row (fbgemm, dynamic activations)."""
-
-    def __init__(self, w: torch.Tensor, b: torch.Tensor):
-        # w: (N, K) fp32. Symmetric per-row scales keep the rows with small weights precise.
-        scale = (w.abs().amax(1) / 127).clamp_min(1e-12).double()
-        zero = torch.zeros(w.size(0), dtype=torch.long)
-        with warnings.catch_warnings():  # quantized tensors are deprecated in torch >= 2.10
-            warnings.simplefilter("ignore")
-            qw = torch.quantize_per_channel(w.contiguous(), scale, zero, 0, torch.qint8)
-            self.packed = torch.ops.quantized.linear_prepack(qw, b.contiguous())
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # reduce_range=True: 7-bit activations, the setting fbgemm needs to avoid int16 saturation
-        return torch.ops.quantized.linear_dynamic(x, self.packed, True)
+from ...errors import CharrnnError
+from ...models import State
+from ... import quant
+from ...quant import STEP_WEIGHTS, Int8Linear
 
 
 class CellStepper:
@@ -59,7 +35,7 @@ class CellStepper:
             raise CharrnnError(f"step weights must be one of {STEP_WEIGHTS}, not {weights!r}")
         c = model.config
         device = model.head.weight.device
-        if weights == "int8" and (device.type != "cpu" or not int8_supported()):
+        if weights == "int8" and (device.type != "cpu" or not quant.int8_supported()):
             raise CharrnnError("int8 sampling needs a CPU with fbgemm (x86); use fp32")
         self.kind, self.hidden, self.n_layers, self.weights = c.model, c.hidden, c.n_layers, weights
         H = c.hidden

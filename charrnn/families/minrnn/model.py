@@ -17,7 +17,7 @@ g(x) = x + 1/2 for x >= 0, sigmoid(x) below: positive, so the state stays positi
 exists. A layer on its own is weak (its only nonlinearity is in what it reads), so layers are stacked
 as the paper's language models stack them, in pre-norm residual blocks with an MLP: x + minRNN(LN(x)),
 then x + MLP(LN(x)) (4x, GELU): a Transformer block with its attention swapped for the recurrence.
-Without the MLP the same time buys 0.1 nats less on tinyshakespeare (benchmarks/README.md). The
+Without the MLP the same time buys less (benchmarks/README.md, "The block"). The
 residual stream and the embedding are `hidden` wide. Inside, activations are time-major (T, B, H),
 so a step of the recurrence reads contiguous memory.
 
@@ -33,10 +33,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import CharrnnError
-from ..models import ModelConfig, PooledDropout, State, Trace, token_losses, warm_state, with_input_only_rows
-from ..stepper import STEP_WEIGHTS, Int8Linear, int8_supported
-from . import Family, Preset, register
+from ... import quant
+from ...errors import CharrnnError
+from ...config import ModelConfig
+from ...models import PooledDropout, State, Trace, token_losses, warm_state, with_input_only_rows
+from ...quant import STEP_WEIGHTS, Int8Linear
 
 GATES = {"mingru": ("update",), "minlstm": ("forget", "input")}  # what a layer's projection holds besides h~
 SCAN_BLOCK = 16  # steps the log-space scan solves at once; longer blocks lose precision (log A grows)
@@ -180,7 +181,7 @@ class MinStepper:
     def __init__(self, model: MinRNN, weights: str = "fp32"):
         if weights not in STEP_WEIGHTS:
             raise CharrnnError(f"step weights must be one of {STEP_WEIGHTS}, not {weights!r}")
-        if weights == "int8" and (model.head.weight.device.type != "cpu" or not int8_supported()):
+        if weights == "int8" and (model.head.weight.device.type != "cpu" or not quant.int8_supported()):
             raise CharrnnError("int8 sampling needs a CPU with fbgemm (x86); use fp32")
         c = model.config
         self.kind, self.H = c.model, c.hidden
@@ -320,47 +321,3 @@ class MinRNN(nn.Module):
             grads = torch.autograd.grad(loss, taps)
         norms = torch.stack([gr.pow(2).sum((0, 2)) for gr in grads], 1).sqrt()  # (B, k_max), oldest first
         return norms.flip(1)
-
-
-class MinRNNFamily(Family):
-    name = "minrnn"
-    summary = "minGRU or minLSTM: gates from the input only, so training solves the recurrence for a whole chunk at once"
-    kinds = ("mingru", "minlstm")
-    step_weights = STEP_WEIGHTS
-    # From the sweep in benchmarks/README.md, "minGRU and minLSTM" (tinyshakespeare, 60 s and 5 min on a
-    # 2-core Xeon): two layers of 256 learn most in a minute; three of 384 win once the budget buys a few
-    # million characters of them. The dropout then follows the epochs (presets.dropout_for).
-    presets = (
-        Preset("small", 0, dict(model="mingru", n_layers=2, hidden=256, dropout=0.0, batch_size=16, seq_len=128,
-                                lr=6e-3, warmup_steps=50, min_lr_ratio=0.1)),
-        Preset("medium", 3e6, dict(model="mingru", n_layers=3, hidden=384, dropout=0.0, batch_size=16,
-                                   seq_len=128, lr=4e-3, warmup_steps=100, min_lr_ratio=0.1)),
-    )
-    presets_note = "minGRU presets from the budget sweep (benchmarks/README.md); minLSTM shares them"
-
-    def build(self, config: ModelConfig) -> MinRNN:
-        return MinRNN(config)
-
-    def param_count(self, c: ModelConfig) -> int:
-        H, G = c.hidden, len(GATES[c.model]) + 1  # projection blocks: the gates and the candidate
-        block = 2 * H + G * H * (H + 1) + 4 * H * (H + 1) + H * (4 * H + 1)  # 2 LayerNorms, proj, MLP
-        return c.vocab_size * H + c.n_layers * block + H + H * c.outputs + c.outputs
-
-    def activation_floats(self, c: ModelConfig, rows: int, length: int, training: bool = True) -> int:
-        # per block: LayerNorms, the projection, the coefficients and the scan's copies (about 8H), the
-        # residual and the MLP (4H in, 4H after GELU); the logits and their gradient
-        H, G = c.hidden, len(GATES[c.model]) + 1
-        per = H + c.n_layers * (G + 20) * H + 3 * c.outputs
-        return rows * length * per * (2 if training else 1)
-
-    def sampling_state_floats(self, c: ModelConfig, streams: int) -> int:
-        return c.n_layers * streams * c.hidden
-
-    def macs_per_char(self, c: ModelConfig) -> dict[str, float]:
-        # the same at every character, in training (all at once) as in sampling (one at a time)
-        H, G = c.hidden, len(GATES[c.model]) + 1
-        forward = c.n_layers * (G * H * H + 8 * H * H) + H * c.outputs
-        return {"train": 3.0 * forward, "sample": float(forward)}
-
-
-register(MinRNNFamily())

@@ -3,7 +3,7 @@
 It is stateless in training: `forward` reads whole windows of at most `context` characters and
 returns no state, so its batches are independent random windows and its evaluation strided windows.
 For sampling its state is a key/value cache (`KVCache`), so a step costs O(context), not
-O(context^2); see `window_start` for how the window slides.
+O(context^2); see `models.window_start` for how the window slides.
 """
 
 from __future__ import annotations
@@ -11,31 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models import ModelConfig, PooledDropout, Trace, token_losses, with_input_only_rows
-from . import Family, Preset, register
-
-
-def window_start(t: int, context: int, stride: int | None = None) -> int:
-    """Where the window starts that the Transformer reads to predict character t from characters 0..t-1.
-
-    Up to `context` characters it sees everything. Beyond that the window jumps forward by `stride`
-    (default context // 2) whenever it is full, rather than by one character: learned absolute
-    positions change every key when the window moves, so each move costs a fresh pass over the
-    window, and jumping by half a window keeps that at O(context) per character amortised. Every
-    prediction therefore sees between context - stride + 1 and context characters. Sampling
-    (`GPT.step`) and evaluation (`evaluate_windows`) follow this same rule, so the loss `charrnn
-    eval` reports is the loss of the distribution the sampler draws from.
-    """
-    stride = max(1, context // 2) if stride is None else stride
-    if t <= context:
-        return 0
-    return stride * -(-(t - context) // stride)  # stride * ceil((t - context) / stride)
+from ...config import ModelConfig
+from ...models import PooledDropout, Trace, token_losses, window_start, with_input_only_rows
 
 
 @dataclass
@@ -245,84 +226,3 @@ class GPT(nn.Module):
         k = min(k_max, n - 1)
         out[:, :k] = norms[:, : n - 1].flip(1)[:, :k]  # k characters back: position n - 1 - k
         return out
-
-
-
-class TransformerFamily(Family):
-    name = "transformer"
-    summary = "decoder-only Transformer (nanoGPT-style), trained on windows of its context"
-    kinds = ("transformer",)
-    options = ("heads", "context")
-    refuses = {"seq_len": "its training windows are --context characters"}
-    stateful = False
-    # nanoGPT's CPU recipe (4 layers x 128, context 64) learns most in the budgets swept (benchmarks/README.md,
-    # "Transformer presets": 60 s and 5 min on a 2-core Xeon, up to 9M characters); the longer context and
-    # the wider, deeper model lost there, so they wait for budgets beyond what was measured.
-    presets = (
-        Preset("small", 0, dict(model="transformer", n_layers=4, hidden=128, heads=4, context=64, dropout=0.0,
-                                batch_size=16, lr=2e-3, warmup_steps=50, min_lr_ratio=0.1)),
-        Preset("medium", 12e6, dict(model="transformer", n_layers=4, hidden=128, heads=4, context=128, dropout=0.0,
-                                    batch_size=12, lr=2e-3, warmup_steps=100, min_lr_ratio=0.1)),
-        Preset("large", 25e6, dict(model="transformer", n_layers=6, hidden=192, heads=6, context=128, dropout=0.1,
-                                   batch_size=12, lr=1.5e-3, warmup_steps=100, min_lr_ratio=0.1)),
-    )
-    presets_note = "from nanoGPT's CPU recipe, thresholds from the 60 s and 5 min sweep (benchmarks/README.md)"
-
-    def build(self, config: ModelConfig) -> GPT:
-        return GPT(config)
-
-    def derived(self, settings: dict[str, Any]) -> dict[str, Any]:
-        return {**settings, "seq_len": settings.get("context", ModelConfig.context)}  # windows of its context
-
-    def checks(self, m, t):
-        return [
-            (m.heads >= 1, f"heads must be >= 1, not {m.heads}"),
-            (m.context >= 1, f"context must be >= 1, not {m.context}"),
-            (m.hidden % m.heads == 0, f"heads ({m.heads}) must divide hidden ({m.hidden}), the Transformer's width"),
-            (t.seq_len == m.context,
-             f"the Transformer trains on windows of --context characters; seq-len {t.seq_len} != context {m.context}"),
-        ]
-
-    def context(self, c: ModelConfig) -> int | None:
-        return c.context
-
-    def param_count(self, c: ModelConfig) -> int:
-        # token (tied with the output layer) and position embeddings; per block two LayerNorm weights,
-        # qkv 3H^2, proj H^2, MLP 8H^2; the final LayerNorm
-        V, H, L = c.vocab_size, c.hidden, c.n_layers
-        return V * H + c.context * H + L * (12 * H * H + 2 * H) + H
-
-    def activation_floats(self, c: ModelConfig, rows: int, length: int, training: bool = True) -> int:
-        # per block: residual, 2 LayerNorms, q/k/v, attention output, projection, MLP in and out (4H
-        # each). The attention matrix is not counted: SDPA's fused kernels never materialise it.
-        per = c.n_layers * 16 * c.hidden + 3 * c.outputs
-        return rows * length * per * (2 if training else 1)
-
-    def sampling_state_floats(self, c: ModelConfig, streams: int) -> int:
-        # the key/value cache over the whole context, and the window's ids
-        return 2 * c.n_layers * streams * c.context * c.hidden + 2 * streams * c.context
-
-    def macs_per_char(self, c: ModelConfig) -> dict[str, float]:
-        """Training reads windows of `context` characters, each position attending on average to half
-        the window (causal); sampling attends to the whole cache and rebuilds the window each time it
-        slides (`window_start`), which this counts too."""
-        V, H, L = c.outputs, c.hidden, c.n_layers
-        C, S = c.context, max(1, c.context // 2)
-        dense = 12 * H * H * L  # qkv, projection and MLP per position
-        attend = sum(p + 1 for p in range(C)) / C  # position p attends to p + 1 keys
-        train = 3.0 * (dense + 2 * H * L * attend + H * V)
-        # one cycle of S characters once the window is full: a rebuild over the C - S + 1 characters kept
-        # (causal attention among them, the output layer once), then S - 1 cached steps
-        n = C - S + 1
-        cycle = n * dense + 2 * H * L * n * (n + 1) / 2 + H * V
-        cycle += sum(dense + 2 * H * L * keys + H * V for keys in range(n + 1, C + 1))
-        return {"train": train, "sample": cycle / S}
-
-    def describe(self, cfg: dict[str, Any]) -> str:
-        return f"{cfg['n_layers']}x{cfg['hidden']}, {cfg['heads']} heads, context {cfg['context']}"
-
-    def width_step(self, settings: dict[str, Any]) -> int:
-        return settings["heads"]
-
-
-register(TransformerFamily())
