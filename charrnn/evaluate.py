@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .device import autocast
+from .memory import eval_batch
 from .models import token_losses
 
 
@@ -99,11 +100,12 @@ def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp3
         return EvalResult(0.0, 0)
     starts = mine * L
     losses = np.zeros(n - 1) if per_char else None
+    chunk = eval_batch(model.config.outputs, len(mine), seq_len)  # the state is carried: any chunk scores alike
     was_training = model.training
     model.eval()
     try:
-        for t0 in range(0, run, seq_len):
-            t1 = min(t0 + seq_len, run)
+        for t0 in range(0, run, chunk):
+            t1 = min(t0 + chunk, run)
             rows = starts[:, None] + np.arange(t0, t1 + 1)
             window = _ids(ids, rows, device)  # (B, t1-t0+1)
             with autocast(device, precision):
@@ -180,6 +182,7 @@ def evaluate_windows(model, ids: np.ndarray, device: torch.device, precision: st
         if per_char:
             losses[rows[:, :-1][keep]] = ce.cpu().numpy()[keep]
 
+    batch_size = eval_batch(model.config.outputs, C, batch_size)
     was_training = model.training
     model.eval()
     try:

@@ -23,6 +23,9 @@ FLOAT = 4  # bytes: the estimates count fp32; bf16 autocast keeps fp32 master we
 # weights + gradients + AdamW's two moments, and one more copy for the sampling step validation prints
 TRAIN_BYTES_PER_PARAM = 5 * FLOAT
 EVAL_ROWS, EVAL_LENGTH = 32, 256  # the validation batch (pipeline.EVAL_STREAMS x EVAL_SEQ)
+# Logits one evaluation pass may produce at once (64 MB in fp32). A wide output layer (a corpus of
+# 100,000 distinct characters) reads fewer positions per pass instead: the same losses, in more passes.
+EVAL_LOGITS = 1 << 24
 CHARS_KEPT_BYTES = 64  # a generated character kept in Python until the sample is returned
 
 
@@ -36,20 +39,31 @@ class Need:
         return self.weights + self.activations
 
 
+def eval_batch(outputs: int, size: int, wanted: int) -> int:
+    """How many of `wanted` rows (or positions) an evaluation pass reads at once, each `size` positions (or
+    rows), so that its logits stay within EVAL_LOGITS: `wanted`, fewer for a wide output layer, at least 1."""
+    return max(1, min(wanted, EVAL_LOGITS // max(size * outputs, 1)))
+
+
+def eval_shape(c: ModelConfig) -> tuple[int, int]:
+    """(rows, positions) of one validation pass: EVAL_ROWS streams read a chunk at a time, or as many of
+    the windows of a model that reads windows (all of its context) as fit; see evaluate.py."""
+    window = family(c).context(c)
+    if window is None:
+        return EVAL_ROWS, eval_batch(c.outputs, EVAL_ROWS, EVAL_LENGTH)
+    return eval_batch(c.outputs, window, EVAL_ROWS), window
+
+
 def training_need(c: ModelConfig, rows: int, seq_len: int) -> Need:
     """A training run: `rows` streams (or windows) of `seq_len` per micro-batch, and validation."""
-    window = family(c).context(c)  # a model that reads windows evaluates them, at most its context
-    act = max(activation_floats(c, rows, seq_len, training=True),
-              activation_floats(c, EVAL_ROWS, EVAL_LENGTH if window is None else min(EVAL_LENGTH, window),
-                                training=False))
+    act = max(activation_floats(c, rows, seq_len, training=True), activation_floats(c, *eval_shape(c), training=False))
     return Need(param_count(c) * TRAIN_BYTES_PER_PARAM, act * FLOAT)
 
 
 def sampling_need(c: ModelConfig, streams: int, prime_len: int, kept_chars: int = 0) -> Need:
-    """`streams` samples at once: the weights (and the step's copy), reading the prime in one pass,
-    each stream's state and logits, and `kept_chars` characters held until they are returned."""
-    window = family(c).context(c)  # the prime's pass reads at most a window
-    prime = max(1, prime_len if window is None else min(prime_len, window))
+    """`streams` samples at once: the weights (and the step's copy), reading the prime (a window of it, or
+    a chunk at a time), each stream's state and logits, and `kept_chars` characters held until returned."""
+    prime = max(1, family(c).prime_pass(c, prime_len))
     act = (activation_floats(c, streams, prime, training=False) + 2 * sampling_state_floats(c, streams)
            + 4 * streams * c.outputs) * FLOAT + streams * prime_len * 8 + kept_chars * CHARS_KEPT_BYTES
     return Need(param_count(c) * 2 * FLOAT, act)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
+from ..errors import CharrnnError, one_line, printable
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 
 # ModelConfig fields every family reads; each family names the others it reads in `Family.options`.
 COMMON_FIELDS = ("vocab_size", "model", "n_layers", "hidden", "dropout", "n_outputs")
+# Characters of a prime a model with a carried state reads in one pass while sampling (`Family.read_prime`).
+PRIME_CHUNK = 4096
 PLUGINS_ENV = "CHARRNN_FAMILIES"
 ENTRY_POINTS = "charrnn.families"
 
@@ -93,6 +97,28 @@ class Family:
         return evaluate_windows(model, ids, device, precision, stride=stride, per_char=per_char, shard=shard,
                                 limit=limit)
 
+    # --- sampling ------------------------------------------------------------------------------------
+    def read_prime(self, model, idx: torch.Tensor, prefill, step) -> tuple[torch.Tensor, Any]:
+        """idx (B, T >= 1) -> the logits for the character after it and the state to step on, through the
+        sampler's `prefill` and `step` (the model's, with its step weights). A model with a carried state
+        reads a prime longer than PRIME_CHUNK a chunk at a time, the state carried (its forward pass, as in
+        training), then the last character through `step`, as its prefill does: the memory is one chunk's
+        and the time grows in proportion to the prime. One that reads windows keeps only its last (its
+        prefill) and takes any prime in one call."""
+        if not self.stateful or idx.size(1) <= PRIME_CHUNK:
+            return prefill(idx)
+        state = None
+        for piece in idx[:, :-1].split(PRIME_CHUNK, dim=1):
+            state = model(piece, state)[2]
+        return step(idx[:, -1], state)
+
+    def prime_pass(self, c: ModelConfig, prime_len: int) -> int:
+        """The most characters of a prime of `prime_len` one pass of `read_prime` reads (for its memory)."""
+        window = self.context(c)
+        if window is not None:
+            return min(prime_len, window)
+        return min(prime_len, PRIME_CHUNK) if self.stateful else prime_len
+
     # --- sizes, by formula (nothing is built) ----------------------------------------------------------
     def param_count(self, c: ModelConfig) -> int:
         raise NotImplementedError
@@ -124,6 +150,7 @@ class Family:
 
 _REGISTRY: dict[str, Family] = {}
 _loaded = False
+_failed: CharrnnError | None = None  # a plug-in that could not be loaded: every command says so
 
 
 def register(family: Family) -> Family:
@@ -138,8 +165,11 @@ def register(family: Family) -> Family:
 
 
 def _load() -> None:
-    """The built-in families, then the plug-ins (once)."""
-    global _loaded
+    """The built-in families, then the plug-ins (once). A plug-in that cannot be imported is one line,
+    for this call and every later one."""
+    global _loaded, _failed
+    if _failed is not None:
+        raise _failed
     if _loaded:
         return
     _loaded = True
@@ -148,10 +178,15 @@ def _load() -> None:
     from . import transformer  # noqa: F401
 
     names = [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]
-    for name in names:
-        importlib.import_module(name)
-    for ep in entry_points(group=ENTRY_POINTS):
-        ep.load()
+    plugins = [(f"{PLUGINS_ENV} names {name}", lambda name=name: importlib.import_module(name)) for name in names]
+    plugins += [(f"the installed plug-in {ep.name} ({ep.value})", ep.load) for ep in entry_points(group=ENTRY_POINTS)]
+    for what, load in plugins:
+        try:
+            load()
+        except Exception as e:  # a plug-in's own bug included: not ours to show as a traceback
+            _failed = CharrnnError(f"{printable(what)}, which cannot be imported ({type(e).__name__}: "
+                                   f"{one_line(e, 120)})")
+            raise _failed from None
 
 
 def kinds() -> tuple[str, ...]:
