@@ -269,7 +269,7 @@ def measure(name: str, run_dir: Path, summary: dict[str, Any], val_ids: np.ndarr
         "preset": ckpt.run.preset,  # what the budget chose, and the speed it measured
         "chosen_by": family_of(ckpt.model_config["model"]).presets_note,
         "train_config": {k: train_cfg[k] for k in ("batch_size", "seq_len", "lr", "warmup_steps", "min_lr_ratio")},
-        "run_dir": str(run_dir),
+        "run_dir": path_text(run_dir),
     }
     return row, model, sampler
 

@@ -355,7 +355,7 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
         raise TrainingDiverged(f"{e}; {where}. Lower --lr, or clip gradients with --grad-clip") from None
     p = trainer.progress
     best = p.best_full if p.best_full < math.inf else p.best_val  # a full pass's figure once there is one
-    return {"run_dir": str(folder.path), "reason": reason, "step": p.step, "chars": p.chars, "elapsed": p.elapsed,
+    return {"run_dir": path_text(folder.path), "reason": reason, "step": p.step, "chars": p.chars, "elapsed": p.elapsed,
             "best_val": best if best < math.inf else None, "skipped": p.skipped, "main": world.is_main}
 
 

@@ -188,6 +188,22 @@ def test_bytes_that_are_not_utf8_in_inspect_and_compare_arguments(trained_run, t
         assert not out.exists()  # nothing trained: nothing kept
 
 
+def test_a_compare_out_that_is_not_utf8_records_its_runs(corpus, tmp_path, monkeypatch):
+    def stop(*args):  # what is tested ends with the training: its record in compare.json
+        raise CharrnnError("stopped before measuring")
+
+    monkeypatch.setattr(compare_module, "train_one", lambda opts, overrides: train(opts, overrides))  # in-process
+    monkeypatch.setattr(compare_module, "measure", stop)
+    out = tmp_path / os.fsdecode(b"C\xff")
+    cfg = compare_module.CompareConfig(str(corpus), models=("lstm",), max_time=60, out=out, device="cpu",
+                                       precision="fp32", quiet=True, extra=dict(n_layers=1, hidden=16, embed=8,
+                                                                                batch_size=4, seq_len=16, max_steps=5))
+    with pytest.raises(CharrnnError, match="stopped before measuring"):
+        compare_module.compare(cfg)
+    state = json.loads((out / compare_module.PROGRESS).read_text(encoding="utf-8"))
+    assert state["trained"]["lstm"]["run_dir"].endswith("C\\xff/runs/lstm")
+
+
 def test_the_same_line_for_a_prime_that_is_not_utf8_from_the_cli_and_the_api(trained_run):
     line = one_line_error(run("sample", trained_run, "--prime", os.fsdecode(b"KING\xff")))
     with pytest.raises(BadValue) as e:
