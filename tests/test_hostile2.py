@@ -74,6 +74,19 @@ def test_a_users_own_lock_file_is_neither_overwritten_nor_removed(small, tmp_pat
     assert not (out / ck.LOCK).exists()
 
 
+def test_a_cache_link_is_refused_by_every_command_that_would_write_through_it(small, run_copy, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    fresh = tmp_path / "R"
+    fresh.mkdir()
+    os.symlink(elsewhere, fresh / ck.CACHE)
+    assert "symbolic link" in one_line_error(run("train", small, "--out", fresh, *SMALL, "--max-steps", "3"))
+    shutil.rmtree(run_copy / ck.CACHE)
+    os.symlink(elsewhere, run_copy / ck.CACHE)
+    assert "symbolic link" in one_line_error(run("eval", run_copy, small))
+    assert not any(elsewhere.iterdir())
+
+
 def test_a_file_written_atomically_replaces_a_link_and_never_writes_through_it(tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("precious data\n")
