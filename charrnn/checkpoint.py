@@ -21,6 +21,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -31,16 +32,18 @@ from typing import Any
 import torch
 
 from .errors import CharrnnError, one_line
-from .fileio import (append_line, atomic_write, is_regular, open_regular, read_bytes, reason, remove_stale_temporaries,
-                     shown)
-from .families import build_model, config_from_dict, kinds, param_count
 from .config import ModelConfig
+from .data import CACHE_FILE
+from .families import build_model, config_from_dict, kinds, param_count
+from .fileio import (append_line, atomic_write, is_regular, json_value, open_in_folder, open_regular, read_bytes,
+                     reason, refuse_link, remove_stale_temporaries, shown)
 from .tokenizer import CharTokenizer
 from .trainer import Progress, TrainConfig
 
 FORMAT = "charrnn-checkpoint/1"
 LAST, BEST, CONFIG, TOKENIZER, METRICS = "last.pt", "best.pt", "config.json", "tokenizer.json", "metrics.jsonl"
 CACHE, LOCK = "cache", ".lock"
+LOCK_BYTES = 24  # a lock file holds a pid and a newline; anything longer is not ours
 INSPECT_PAGE = "inspect.html"  # `charrnn inspect`'s page, beside the checkpoint it inspected
 RUN_FILES = (LAST, BEST, CONFIG, TOKENIZER, METRICS)  # what a run writes at the top of its folder
 METRIC_KINDS = ("train", "val")
@@ -123,8 +126,8 @@ def write_json(path: Path, obj: Any) -> None:
 def _record(line: bytes) -> dict | None:
     """One metrics line as a record, or None for a torn or foreign line."""
     try:
-        rec = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        rec = json_value(line)
+    except ValueError:
         return None
     if not isinstance(rec, dict) or rec.get("kind") not in METRIC_KINDS:
         return None
@@ -154,37 +157,45 @@ def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict]:
 class FolderLock:
     """An exclusive lock on a folder for one writing process: `flock` on `<folder>/.lock`. The kernel
     releases it however the process ends, so a killed writer's lock is simply taken over; a clean
-    release also removes the file."""
+    release also removes the file.
+
+    The file is opened without following a link, and only a charrnn lock is ever written or removed: a
+    regular file that is empty or holds a pid (what `acquire` writes). A `.lock` that is a link, not a
+    regular file, or holds anything else is someone else's: refused with one line, left as it is."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self._fd: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.folder / LOCK
 
     def acquire(self) -> None:
         try:
             import fcntl
         except ImportError:  # no flock (Windows): one writer per folder is then up to the user
             return
-        path = self.folder / LOCK
+        path = self.path
         for _ in range(10):
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
             except OSError as e:
                 raise CharrnnError(f"cannot write to {shown(self.folder)}: {reason(e)}") from None
+            fd = open_in_folder(path, os.O_RDWR | os.O_CREAT, "lock file")
             try:
+                holder = self._holder(fd)
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
                 os.close(fd)
                 raise CharrnnError(f"{shown(self.folder)} is being written by another charrnn process"
-                                   f"{f' (pid {holder})' if holder.isdigit() else ''}: wait for it, or choose "
+                                   f"{f' (pid {holder})' if holder else ''}: wait for it, or choose "
                                    f"another --out") from None
-            try:  # the holder before us may have removed the file as we opened it: lock the one that is there
-                if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
+            except BaseException:
+                os.close(fd)
+                raise
+            if self._is_ours(fd):  # the holder before us may have removed the file as we opened it
+                break
             os.close(fd)
         else:
             raise CharrnnError(f"cannot lock {shown(path)}: it keeps being replaced")
@@ -192,10 +203,26 @@ class FolderLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # for the message above; the lock itself is flock's
         self._fd = fd
 
+    def _holder(self, fd: int) -> str:
+        """The pid a charrnn lock file holds ("" if none yet); one line if the file is not a charrnn lock."""
+        text = os.pread(fd, LOCK_BYTES + 1, 0)
+        if len(text) > LOCK_BYTES or not re.fullmatch(rb"\d*\n?", text):
+            raise CharrnnError(f"{shown(self.path)} is not a charrnn lock file (it holds other data): charrnn "
+                               f"will not overwrite it; move it away or choose another --out")
+        return text.decode("ascii").strip()
+
+    def _is_ours(self, fd: int) -> bool:
+        """Whether `path` is still the file `fd` holds open (not removed or replaced since)."""
+        try:
+            return os.lstat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
     def release(self) -> None:
         if self._fd is not None:
-            with contextlib.suppress(OSError):
-                (self.folder / LOCK).unlink()  # while still holding it: see acquire
+            if self._is_ours(self._fd):  # removed while still held: see acquire
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 
@@ -235,6 +262,8 @@ class RunFolder:
         self._lock.acquire()
         ours = ok = False  # ours: the fresh run's files are all its own from here on
         try:
+            for n in (*RUN_FILES, CACHE):  # a link here would make the run write somewhere else
+                refuse_link(self.path / n)
             if fresh:
                 taken = [n for n in RUN_FILES if (self.path / n).exists()]
                 if taken and self._abandoned(taken):  # a killed run's files, from before its first checkpoint
@@ -247,9 +276,10 @@ class RunFolder:
                     raise CharrnnError(f"{shown(self.path)} holds {', '.join(taken)}, which a new run would overwrite: "
                                        f"choose another --out")
                 ours = True
-            for folder in (self.path, self.cache):
-                if folder.is_dir():
-                    remove_stale_temporaries(folder)  # left by a writer that was killed mid-write
+            # left by a writer that was killed mid-write
+            remove_stale_temporaries(self.path, "|".join(map(re.escape, RUN_FILES)))
+            if self.cache.is_dir():
+                remove_stale_temporaries(self.cache, CACHE_FILE)
             yield self
             ok = True
         finally:
@@ -269,7 +299,7 @@ class RunFolder:
             return False
         try:
             if CONFIG in taken:
-                config = json.loads(read_bytes(self.path / CONFIG).decode("utf-8"))
+                config = json_value(read_bytes(self.path / CONFIG))
                 return isinstance(config, dict) and isinstance(config.get("run"), dict) and \
                     isinstance(config["run"].get("corpus_sha256"), str) and {"model", "train"} <= config.keys()
             return taken == [TOKENIZER] and CharTokenizer.from_file(self.path / TOKENIZER).n_chars > 0
@@ -295,7 +325,7 @@ class RunFolder:
     def recorded_precision(self) -> str | None:
         """The precision config.json records: for checkpoints written before they recorded it themselves."""
         try:
-            value = json.loads(read_bytes(self.path / CONFIG).decode("utf-8")).get("precision")
+            value = json_value(read_bytes(self.path / CONFIG)).get("precision")
         except (CharrnnError, ValueError, AttributeError):
             return None
         return value if value in ("fp32", "bf16", "fp16") else None
@@ -333,10 +363,17 @@ class RunFolder:
         ckpt = saved.to_dict()
         atomic_write(self.path / name, lambda f: torch.save(ckpt, f))
 
-    def best_weights(self) -> dict[str, torch.Tensor] | None:
-        """The best checkpoint's weights (None if there is none)."""
+    def read_best(self, run: Saved, run_path: Path) -> Saved | None:
+        """The run's best checkpoint (None if it has none), checked against the checkpoint `run` it resumes
+        from (read from `run_path`): a best.pt copied in from another run is one line before training."""
         path = self.path / BEST
-        return read_checkpoint(path).weights if path.is_file() else None
+        if run_path.name == BEST:
+            return run
+        if not path.exists():
+            return None
+        best = read_checkpoint(path)
+        check_same_run(best, path, run, run_path)
+        return best
 
     def set_best_loss(self, loss: float) -> None:
         """Record the best checkpoint's full-pass validation loss in it (it was chosen on a subset)."""
@@ -347,6 +384,16 @@ class RunFolder:
 
 
 # --- reading ---------------------------------------------------------------------------------------
+def run_cache(run_dir: Path) -> Path | None:
+    """Where a command that reads a run (eval, inspect) caches the ids of a corpus: the run folder's
+    cache/, or None (encode into memory) where the folder cannot be written, as a shared, read-only
+    copy. A link there is refused, as everywhere in a run folder."""
+    if not os.access(run_dir, os.W_OK):
+        return None
+    refuse_link(run_dir / CACHE)
+    return run_dir / CACHE
+
+
 def resolve_checkpoint(run: str | Path, prefer: str = BEST) -> Path:
     """A run folder (-> best.pt, falling back to last.pt; `prefer=LAST` for resume) or a checkpoint file."""
     run = Path(run)
@@ -367,7 +414,7 @@ def newest_run(root: Path = Path("checkpoints")) -> Path:
     """The run folder under `root` whose checkpoint was written last."""
     runs = [d for d in root.glob("*") if d.is_dir() and (is_regular(d / LAST) or is_regular(d / BEST))]
     if not runs:
-        raise CharrnnError(f"no runs under {root}/: train one with `charrnn train CORPUS` or name a run")
+        raise CharrnnError(f"no runs under {shown(root)}/: train one with `charrnn train CORPUS` or name a run")
     return max(runs, key=lambda d: max((d / n).stat().st_mtime for n in (LAST, BEST) if is_regular(d / n)))
 
 
@@ -424,6 +471,15 @@ def _check_fields(d: Any, cls, where: str, name: str) -> None:
                                f"not {known[key].type})")
 
 
+def _plain_json(value: Any) -> bool:
+    """Whether `value` writes as JSON (config.json copies it): plain values, not nested past the stack."""
+    try:
+        to_json(value)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
+
+
 def _check_layout(ckpt: dict[str, Any], where: str) -> None:
     """Every key the readers use, of the type they expect; finite weights; a model config that makes sense."""
     def need(ok: bool, what: str) -> None:
@@ -452,7 +508,8 @@ def _check_layout(ckpt: dict[str, Any], where: str) -> None:
                     ("val_frac", lambda v: _is_float(v) and 0 < v < 1), ("train_chars", _is_int),
                     ("val_chars", _is_int)):
         need(key in run and ok(run[key]), f"run.{key} is missing or wrong")
-    need(run.get("preset") is None or isinstance(run["preset"], dict), "run.preset is not a table")
+    need(run.get("preset") is None or (isinstance(run["preset"], dict) and _plain_json(run["preset"])),
+         "run.preset is not a table of plain values")
     need(run.get("precision", "fp32") in ("fp32", "bf16", "fp16"), "run.precision is not fp32, bf16 or fp16")
     weights = ckpt["model"]
     need(all(isinstance(k, str) and torch.is_tensor(v) for k, v in weights.items()), "model holds something not a tensor")
@@ -467,6 +524,26 @@ def _check_layout(ckpt: dict[str, Any], where: str) -> None:
     need(ckpt.get("val_loss") is None or _is_float(ckpt["val_loss"]), "val_loss is not a number")
 
 
+def check_same_run(saved: Saved, path: Path, run: Saved, run_path: Path) -> None:
+    """One line unless the checkpoint `saved` (read from `path`) belongs to the same run as `run` (read
+    from `run_path`): the same kind and shape of model, the same vocabulary, corpus and split."""
+    def model(s: Saved) -> ModelConfig | None:
+        try:
+            return config_from_dict(s.model_config)
+        except (TypeError, ValueError):
+            return None
+
+    differ = [what for what, same in (
+        ("model", model(saved) is not None and model(saved) == model(run)),
+        ("weights", {k: v.shape for k, v in saved.weights.items()} == {k: v.shape for k, v in run.weights.items()}),
+        ("vocabulary", CharTokenizer.from_str(saved.tokenizer) == CharTokenizer.from_str(run.tokenizer)),
+        ("corpus", saved.run.corpus_sha256 == run.run.corpus_sha256),
+        ("validation split", saved.run.val_frac == run.run.val_frac)) if not same]
+    if differ:
+        raise CharrnnError(f"{shown(path)} is not from the run {shown(run_path)} holds (its {', '.join(differ)} "
+                           f"differ): move it away to continue the run")
+
+
 def checkpoint_tokenizer(saved: Saved, path: Path) -> CharTokenizer:
     """The checkpoint's tokenizer, checked against the weights and against a tokenizer.json beside it."""
     tok = CharTokenizer.from_str(saved.tokenizer)
@@ -478,7 +555,7 @@ def checkpoint_tokenizer(saved: Saved, path: Path) -> CharTokenizer:
         other = CharTokenizer.from_file(beside)
         if other != tok:
             raise CharrnnError(
-                f"{shown(beside)} does not match the weights in {Path(path).name} "
+                f"{shown(beside)} does not match the weights in {shown(Path(path).name)} "
                 f"({other.vocab_size} vs {tok.vocab_size} tokens)"
             )
     return tok

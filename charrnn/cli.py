@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import CharrnnError, Interrupted, one_line
+from .errors import CharrnnError, Interrupted, one_line, printable
+from .fileio import shown
 from .units import MAX_SEED
 
 
@@ -84,19 +85,20 @@ class CharrnnGroup(click.Group):
             click.echo(e.ctx.get_help())
             rv = 0
         except Interrupted as e:
-            click.echo(str(e), err=True)
+            click.echo(printable(str(e)), err=True)
             sys.exit(e.exit_code)
         except CharrnnError as e:
-            click.echo(f"Error: {e}", err=True)
+            click.echo(f"Error: {printable(str(e))}", err=True)
             sys.exit(e.exit_code)
-        except click.ClickException as e:
-            click.echo(f"Error: {e.format_message()}", err=True)
+        except click.ClickException as e:  # (its messages hold what the user typed)
+            click.echo(f"Error: {printable(e.format_message())}", err=True)
             sys.exit(e.exit_code)
         except (click.exceptions.Abort, KeyboardInterrupt):
             click.echo("Aborted.", err=True)
             sys.exit(130)
         except OSError as e:  # a file we could not read or write that no check above named
-            click.echo(f"Error: {e.strerror or one_line(e)}{': ' + str(e.filename) if e.filename else ''}", err=True)
+            where = f": {shown(str(e.filename))}" if e.filename else ""
+            click.echo(f"Error: {e.strerror or one_line(e)}{where}", err=True)
             sys.exit(2)
         except (MemoryError, RuntimeError) as e:  # the allocator's verdict, where our estimate let a size through
             if not isinstance(e, MemoryError) and not any(s in str(e) for s in OUT_OF_MEMORY):
@@ -168,7 +170,7 @@ def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sampl
     if not summary["main"]:  # under torchrun rank 0 speaks for the job
         return 130 if summary["reason"] == "interrupted" else 0
     if summary["reason"] == "interrupted":
-        click.echo(f"interrupted at step {summary['step']}: saved {summary['run_dir']}/last.pt "
+        click.echo(f"interrupted at step {summary['step']}: saved {shown(Path(summary['run_dir']) / 'last.pt')} "
                    f"(continue with --resume)", err=True)
         return 130
     if not quiet:
@@ -176,7 +178,7 @@ def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sampl
         click.echo(f"done: {summary['step']} steps in {summary['elapsed']:.0f}s"
                    + (f", best val loss {best:.4f}" if best is not None else "")
                    + (f", {skipped} update(s) skipped for a non-finite loss or gradient" if skipped else "")
-                   + f" -> {summary['run_dir']}", err=True)
+                   + f" -> {shown(summary['run_dir'])}", err=True)
     return 0
 
 
@@ -204,10 +206,6 @@ def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, sto
     from .sampler import SampleConfig, Sampler
 
     sampler = Sampler.load(run if run is not None else newest_run(), device=str(resolve_device(device)), weights=weights)
-    try:
-        prime.encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes on the command line arrive as lone surrogates
-        raise CharrnnError("--prime is not valid UTF-8 text") from None
     cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, prime=prime, seed=seed,
                        stop=tuple(stop), unknown=unknown)
     if stream is None:
@@ -258,10 +256,11 @@ def info(run, as_json):
         click.echo(json.dumps(data, indent=2))
         return
     best = data["best_val_loss"]
-    click.echo(f"checkpoint    {data['checkpoint']}")
+    click.echo(f"checkpoint    {shown(data['checkpoint'])}")
     click.echo(f"model         {json.dumps(data['model'])}")
     click.echo(f"train         {json.dumps(data['train'])}")
-    click.echo(f"corpus        {data['run']['corpus']} ({data['run']['train_chars']:,} train / {data['run']['val_chars']:,} val chars)")
+    run = data["run"]
+    click.echo(f"corpus        {shown(run['corpus'])} ({run['train_chars']:,} train / {run['val_chars']:,} val chars)")
     click.echo(f"parameters    {data['params']:,}")
     skipped = f", {data['skipped']:,} updates skipped" if data["skipped"] else ""
     click.echo(f"steps         {data['step']:,} ({data['chars_trained']:,} chars, epoch {data['epoch']}, "
@@ -301,7 +300,7 @@ def inspect(run, text, chars, show, positions, out, seed, device, as_json, quiet
         click.echo(f"best unit  {b['kind']} layer {b['layer']} unit {b['unit']}: r = {b['r']:+.2f} with {b['feature']}")
     if ratio is not None:
         click.echo(f"gradient   50 characters back / 1 back = {ratio:.3g}")
-    click.echo(f"page       {result['page']}")
+    click.echo(f"page       {shown(result['page'])}")
 
 
 @cli.command(name="compare")
@@ -332,7 +331,7 @@ def compare_cmd(corpus, models, max_time, params, out, seed, val_frac, precision
     report = compare(cfg)
     click.echo(terminal_table(report))
     if not quiet:
-        click.echo(f"report: {report['out']}/report.md and report.html", err=True)
+        click.echo(f"report: {shown(Path(report['out']) / 'report.md')} and report.html", err=True)
 
 
 @cli.command(name="models")

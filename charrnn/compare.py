@@ -20,6 +20,7 @@ import queue as queue_module
 import signal
 import statistics
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from .corpora import file_sha256, resolve_corpus
 from .data import encode_corpus, scan_corpus, split, training_unknown
 from .device import cpu_name, resolve_device, resolve_precision
 from .errors import CharrnnError, Interrupted
-from .fileio import read_bytes, shown
+from .fileio import json_value, path_text, read_bytes, shown
 from .memorization import NgramIndex
 from .microscope import gradients_through_time
 from .evaluate import EVAL_LENGTH, EVAL_STREAMS
@@ -132,21 +133,21 @@ def _peak_rss_mib() -> float | None:
         return rss / 1024 if sys.platform != "darwin" else rss / 2**20  # KiB on Linux, bytes on macOS
 
 
-def _train_child(opts: pipeline.RunOptions, overrides: dict[str, Any], queue) -> None:
+def _train_child(opts: pipeline.RunOptions, overrides: dict[str, Any], queue, stop) -> None:
     """Runs in a spawned process: train one model, report its summary and peak memory.
 
-    It leaves the terminal's process group, so a Ctrl-C reaches only the parent, which passes on
-    exactly one SIGINT (a second one would abort the run before it saves); and it stops, saving,
-    if the parent goes away."""
+    It is born with SIGINT blocked and leaves the terminal's process group, so no Ctrl-C reaches it,
+    not even while it starts: the parent, which gets them, asks it to stop through the event `stop`,
+    and it finishes its step and saves. It stops the same way if the parent goes away."""
     if hasattr(os, "setpgrp"):  # POSIX; on Windows a console's Ctrl-C reaches every process in it anyway
         os.setpgrp()
     parent = os.getppid()
 
-    def orphaned(trainer) -> None:
-        trainer.hooks.on_step.append(lambda t: t.request_stop() if os.getppid() != parent else None)
+    def stop_when_asked(trainer) -> None:
+        trainer.hooks.on_step.append(lambda t: t.request_stop() if stop.is_set() or os.getppid() != parent else None)
 
     try:
-        summary = pipeline.train(opts, overrides, on_trainer=orphaned)
+        summary = pipeline.train(opts, overrides, on_trainer=stop_when_asked)
         summary["peak_rss_mib"] = _peak_rss_mib()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             summary["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -161,30 +162,53 @@ def train_one(opts: pipeline.RunOptions, overrides: dict[str, Any]) -> dict[str,
     """Train one model in a child process. Ctrl-C asks the child to finish its step and save (its
     summary then says "interrupted"); a second Ctrl-C stops it at once."""
     ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_train_child, args=(opts, overrides, queue))
-    proc.start()
-    asked = False
+    queue, stop = ctx.Queue(), ctx.Event()
+    proc = ctx.Process(target=_train_child, args=(opts, overrides, queue, stop))
+
+    def interrupt(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("interrupted: finishing this step and saving last.pt (Ctrl-C again to abort)", file=sys.stderr,
+              flush=True)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, interrupt) if main else None
     try:
-        while True:
-            try:
-                status, payload = queue.get(timeout=0.5)
-                break
-            except queue_module.Empty:
-                if not proc.is_alive() and queue.empty():  # killed (out of memory, say) before it reported
-                    status, payload = "error", f"the training process died (exit code {proc.exitcode})"
-                    break
-            except KeyboardInterrupt:
-                if asked or not proc.is_alive():
-                    proc.kill()
-                    raise
-                asked = True
-                os.kill(proc.pid, signal.SIGINT)
+        # SIGINT blocked while the child is made, so that it is born so: a Ctrl-C in its first seconds
+        # (importing torch, before it can leave the terminal's process group) stays pending there, never
+        # delivered, instead of killing it halfway. One that comes meanwhile reaches this process when the
+        # block ends, and its handler above.
+        block = main and hasattr(signal, "pthread_sigmask")
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if block else None
+        try:
+            proc.start()
+        finally:
+            if block:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        status, payload = _outcome(proc, queue)
+    except KeyboardInterrupt:
+        if proc.pid is not None:
+            proc.kill()
+        raise
     finally:
-        proc.join()
+        if proc.pid is not None:
+            proc.join()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     if status == "error":
         raise CharrnnError(payload)
     return payload
+
+
+def _outcome(proc, queue) -> tuple[str, Any]:
+    """What the child reports: ("ok", its summary) or ("error", one line), also if it dies first."""
+    while True:
+        try:
+            return queue.get(timeout=0.5)
+        except queue_module.Empty:
+            if not proc.is_alive() and queue.empty():  # killed (out of memory, say) before it reported
+                return "error", f"the training process died (exit code {proc.exitcode})"
 
 
 # --- measuring a trained model ---------------------------------------------------------------------
@@ -249,7 +273,7 @@ def measure(name: str, run_dir: Path, summary: dict[str, Any], val_ids: np.ndarr
         "preset": ckpt.run.preset,  # what the budget chose, and the speed it measured
         "chosen_by": family_of(ckpt.model_config["model"]).presets_note,
         "train_config": {k: train_cfg[k] for k in ("batch_size", "seq_len", "lr", "warmup_steps", "min_lr_ratio")},
-        "run_dir": str(run_dir),
+        "run_dir": path_text(run_dir),
     }
     return row, model, sampler
 
@@ -262,16 +286,30 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     out = cfg.out or Path("reports") / pipeline._corpus_name(corpus_path)
     if (out / "report.json").exists():
         raise CharrnnError(f"{shown(out)} already holds a comparison: choose another --out")
-    created = not out.exists()
+    created, continued = not out.exists(), (out / PROGRESS).exists()
     try:
         with ck.FolderLock(out):
             return _compare(cfg, out, corpus_path, device)
     except BaseException:
-        if created and not (out / "runs").exists():  # nothing worth keeping was written
-            with contextlib.suppress(OSError):
-                (out / PROGRESS).unlink(missing_ok=True)
-                out.rmdir()
+        if not continued and not _checkpoints(out):
+            _take_back(out, created)
         raise
+
+
+def _checkpoints(out: Path) -> bool:
+    """Whether any run of the comparison in `out` holds a checkpoint (something a rerun continues)."""
+    return any((run / n).exists() for run in (out / "runs").glob("*") for n in (ck.LAST, ck.BEST))
+
+
+def _take_back(out: Path, created: bool) -> None:
+    """Undo a comparison that failed before any of its runs wrote a checkpoint: nothing in it could be
+    continued, and its compare.json would refuse the corrected command into the same --out."""
+    with contextlib.suppress(OSError):
+        (out / PROGRESS).unlink(missing_ok=True)
+    runs = out / "runs"
+    for folder in [*(runs.iterdir() if runs.is_dir() else ()), runs, *([out] if created else [])]:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty: anything else in it is not ours
 
 
 PROGRESS = "compare.json"  # an unfinished comparison: its settings and the models trained so far
@@ -279,8 +317,13 @@ PROGRESS = "compare.json"  # an unfinished comparison: its settings and the mode
 
 def _settings(cfg: CompareConfig) -> dict[str, Any]:
     """The settings that make a comparison, as they read back from JSON."""
-    return json.loads(ck.to_json({k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
-                                  if k != "quiet"}))
+    return json.loads(ck.to_json({k: v for k, v in _plain(cfg).items() if k != "quiet"}))
+
+
+def _plain(cfg: CompareConfig) -> dict[str, Any]:
+    """The config as JSON holds it: paths (and a corpus, which may be one) as text, with \\xff escapes
+    for bytes that are not UTF-8."""
+    return {k: path_text(v) if isinstance(v, (str, Path)) else v for k, v in asdict(cfg).items()}
 
 
 def _progress(cfg: CompareConfig, out: Path) -> dict[str, Any]:
@@ -292,7 +335,7 @@ def _progress(cfg: CompareConfig, out: Path) -> dict[str, Any]:
             raise CharrnnError(f"{shown(out)} already holds runs of another comparison: choose another --out")
         return {"settings": settings, "sizes": None, "trained": {}}
     try:
-        state = json.loads(read_bytes(path).decode("utf-8"))
+        state = json_value(read_bytes(path))
         saved = state["settings"]
     except (ValueError, KeyError, TypeError):
         raise CharrnnError(f"{shown(path)} is damaged: choose another --out") from None
@@ -316,6 +359,8 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
                                         precision, int(n_chars * (1 - cfg.val_frac)))
                 sizes[m] = {**preset.settings,
                             **size_for_params(m, cfg.params, tok.vocab_size, {**preset.settings, **outputs})}
+                pipeline.check_fits({**sizes[m], **cfg.extra, **outputs}, tok.vocab_size, cfg.val_frac, device,
+                                    f"{m} at about {cfg.params:,} parameters", "lower --params")
         state["sizes"] = sizes
         ck.write_json(out / PROGRESS, state)
 
@@ -330,8 +375,8 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
             {"model": name, **state["sizes"].get(name, {}), **cfg.extra, "max_time": cfg.max_time, "seed": cfg.seed}
         if not cfg.quiet:
             what = "continuing" if resume else "training"
-            print(f"[{i + 1}/{len(cfg.models)}] {what} {name} for {cfg.max_time:g}s -> {run_dir}", file=sys.stderr,
-                  flush=True)
+            print(f"[{i + 1}/{len(cfg.models)}] {what} {name} for {cfg.max_time:g}s -> {shown(run_dir)}",
+                  file=sys.stderr, flush=True)
         opts = pipeline.RunOptions(corpus=str(corpus_path), out=run_dir, val_frac=None if resume else cfg.val_frac,
                                    device=cfg.device, precision=None if resume else cfg.precision, quiet=cfg.quiet,
                                    sample_len=0, resume=resume)
@@ -369,11 +414,11 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
         rows.append(row)
 
     report = {
-        "corpus": shown(corpus_path),
+        "corpus": path_text(corpus_path),
         "corpus_chars": len(ids),
         "val_chars": len(val_ids),
         "command": _command(cfg),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "settings": _plain(cfg),
         "device": str(device),
         "machine": _machine(device),
         "wall_s": time.perf_counter() - t_start,
@@ -392,13 +437,14 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
 
 def _command(cfg: CompareConfig) -> str:
     """The command line that reproduces this comparison (options left at their defaults are omitted)."""
-    parts = ["charrnn", "compare", cfg.corpus, "--models", ",".join(cfg.models), "--max-time", f"{cfg.max_time:g}s"]
+    parts = ["charrnn", "compare", path_text(cfg.corpus), "--models", ",".join(cfg.models),
+             "--max-time", f"{cfg.max_time:g}s"]
     default = CompareConfig(cfg.corpus)
     for flag, name in (("--params", "params"), ("--device", "device"), ("--precision", "precision"),
                        ("--val-frac", "val_frac"), ("--seed", "seed"), ("--out", "out")):
         value = getattr(cfg, name)
         if value is not None and value != getattr(default, name):
-            parts += [flag, str(value)]
+            parts += [flag, path_text(str(value))]
     return " ".join(parts)
 
 

@@ -11,11 +11,12 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
 from .errors import CharrnnError
-from .fileio import atomic_file, open_regular, reason, shown
+from .fileio import atomic_file, expand_user, open_regular, reason, shown
 
 CORPORA_ENV = "CHARRNN_CORPORA"
 CATALOG = Path(__file__).resolve().with_name("catalog.json")  # package data: in the wheel too
@@ -42,7 +43,7 @@ def file_sha256(path: Path) -> str:
 
 def resolve_corpus(corpus: str, quiet: bool = False) -> Path:
     """A path to a text file, or a catalog name (local copy in $CHARRNN_CORPORA, else downloaded once)."""
-    path = Path(corpus).expanduser()
+    path = expand_user(corpus)
     catalog = load_catalog()
     if path.exists() or corpus not in catalog:
         if not path.exists():
@@ -54,7 +55,7 @@ def resolve_corpus(corpus: str, quiet: bool = False) -> Path:
     target, from_env = _catalog_path(corpus)
     if from_env:
         if not target.is_file():
-            raise CharrnnError(f"{CORPORA_ENV}={os.environ[CORPORA_ENV]} holds no {corpus}.txt")
+            raise CharrnnError(f"{CORPORA_ENV}={shown(os.environ[CORPORA_ENV])} holds no {corpus}.txt")
         return target
     if target.is_file() and file_sha256(target) == entry["sha256"]:
         return target
@@ -66,25 +67,35 @@ def _catalog_path(name: str) -> tuple[Path, bool]:
     """Where a catalog corpus is read from, and whether that is the $CHARRNN_CORPORA copy."""
     local = os.environ.get(CORPORA_ENV)
     if local:
-        return Path(local).expanduser() / f"{name}.txt", True
+        return expand_user(local) / f"{name}.txt", True
     if os.access(REPO_CORPORA, os.W_OK):
         return REPO_CORPORA / f"{name}.txt", False
-    return Path.home() / ".cache" / "charrnn" / "corpora" / f"{name}.txt", False
+    return _download_folder() / f"{name}.txt", False
+
+
+def _download_folder() -> Path:
+    """Where downloads are kept when the repository's corpora/ cannot be written: ~/.cache/charrnn/corpora,
+    or, with no home folder at all (HOME unset and no passwd entry: a container run with --user), a
+    folder of this user's in the temporary folder. `charrnn corpus list` says which."""
+    try:
+        return Path.home() / ".cache" / "charrnn" / "corpora"
+    except (RuntimeError, KeyError):
+        return Path(tempfile.gettempdir()) / f"charrnn-{os.getuid()}" / "corpora"
 
 
 def corpus_status(name: str) -> str:
     path, from_env = _catalog_path(name)
     if path.is_file():
-        return f"local: {path}"
+        return f"local: {shown(path)}"
     if from_env:
-        return f"missing: {path} ({CORPORA_ENV} is set, so nothing is downloaded)"
-    return f"downloaded on first use to {path}"
+        return f"missing: {shown(path)} ({CORPORA_ENV} is set, so nothing is downloaded)"
+    return f"downloaded on first use to {shown(path)}"
 
 
 def _download(url: str, sha256: str, target: Path, quiet: bool) -> None:
     """Fetch `url` into `target`, kept only when it is whole and its sha256 matches."""
     if not quiet:
-        print(f"downloading {url} -> {target}", file=sys.stderr)
+        print(f"downloading {url} -> {shown(target)}", file=sys.stderr)
     with atomic_file(target) as out:
         h = hashlib.sha256()
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,6 +110,10 @@ def training_unknown(tok: CharTokenizer) -> str:
 
 
 # --- the id cache ----------------------------------------------------------------------------------
+# <corpus sha256, 16 hex>-<vocabulary key, 12 hex>-<unknown policy>.<dtype>: the name says what the ids are
+CACHE_FILE = r"[0-9a-f]{16}-[0-9a-f]{12}-(?:error|bytes)\.uint(?:16|32)"
+
+
 def _vocab_key(tok: CharTokenizer) -> str:
     return hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()[:12]
 
@@ -118,24 +123,43 @@ def encode_corpus(path: Path, tok: CharTokenizer, cache_dir: Path | None, unknow
     """Ids of the whole corpus as a read-only memmap, cached under `cache_dir`.
 
     The cache file is keyed by the corpus content and the vocabulary, so a changed file or another
-    vocabulary never reads stale ids. It is written to a temporary name and renamed when complete.
-    With `cache_dir=None` the ids are encoded into memory instead. `sha256` is the corpus file's digest when the caller already has it.
+    vocabulary never reads stale ids. It is written to a temporary name and renamed when complete, and
+    checked each time it is read (`_cached`): a damaged one (truncated, overwritten, emptied) is
+    encoded again. With `cache_dir=None` the ids are encoded into memory instead. `sha256` is the
+    corpus file's digest when the caller already has it.
     """
-    dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32
+    dtype = np.dtype(np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32)
     if cache_dir is None:  # nowhere to cache: encode into memory
         ids = np.concatenate([tok.encode(c, unknown=unknown).astype(dtype) for c in iter_text(path)] or [np.zeros(0, dtype)])
         if len(ids) == 0:
             raise CharrnnError(f"{shown(path)} is empty")
         return ids
     key = f"{(sha256 or file_sha256(path))[:16]}-{_vocab_key(tok)}-{unknown}"
-    cache = cache_dir / f"{key}.{np.dtype(dtype).name}"
-    if not cache.is_file():
+    cache = cache_dir / f"{key}.{dtype.name}"
+    ids = _cached(cache, dtype, tok.vocab_size)
+    if ids is None:
         with atomic_file(cache) as out:  # complete, or not there at all
+            written = 0
             for chunk in iter_text(path):
-                out.write(memoryview(tok.encode(chunk, unknown=unknown).astype(dtype)))  # no bytes copy
-    if cache.stat().st_size == 0:
-        raise CharrnnError(f"{shown(path)} is empty")
-    return np.memmap(cache, dtype=dtype, mode="r")
+                written += out.write(memoryview(tok.encode(chunk, unknown=unknown).astype(dtype)))  # no bytes copy
+            if not written:  # (the temporary file goes with the error: no empty cache is left)
+                raise CharrnnError(f"{shown(path)} is empty")
+        ids = np.memmap(cache, dtype=dtype, mode="r")
+    return ids
+
+
+def _cached(cache: Path, dtype: np.dtype, vocab_size: int) -> np.ndarray | None:
+    """The ids in a cache file, or None where there is none or it is damaged: not a regular file, empty
+    (no corpus encodes to nothing), a size that is not a whole number of ids, or an id outside the
+    vocabulary (one vectorised pass over the memmap: cheap beside reading the corpus to encode it)."""
+    try:
+        st = cache.lstat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0 or st.st_size % dtype.itemsize:
+        return None
+    ids = np.memmap(cache, dtype=dtype, mode="r")
+    return ids if int(ids.max()) < vocab_size else None
 
 
 def split(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:

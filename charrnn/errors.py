@@ -9,6 +9,15 @@ class CharrnnError(Exception):
     exit_code = 2
 
 
+class BadValue(CharrnnError, ValueError):
+    """A value of the right type that makes no sense (a negative length, an unknown policy): what the
+    Python API raises where the CLI prints the same line."""
+
+
+class BadType(CharrnnError, TypeError):
+    """A value of the wrong type given to the Python API (a float top_k, a bool length)."""
+
+
 class DistributedError(CharrnnError):
     """A training process lost its peers (one failed, was killed, or timed out): one line, exit code 1."""
 
@@ -37,3 +46,18 @@ def one_line(text: object, width: int = 160) -> str:
         return line
     cut = line.rfind(" ", 0, width - 3)
     return (line[:cut] if cut > width // 2 else line[:width - 3]).rstrip(" ,;:") + "..."
+
+
+def printable(text: str) -> str:
+    """`text` with every character that is not printable as a backslash escape (a newline as \\n, a
+    terminal's escape character as \\x1b, a byte that is not UTF-8, which Python carries as a lone
+    surrogate, as \\xff): what reaches a terminal can neither start a second line nor drive it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    if "\udc80" <= c <= "\udcff":  # a byte that is not UTF-8, as os.fsdecode and sys.argv carry it
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    return c.encode("unicode_escape").decode("ascii")

@@ -32,6 +32,15 @@ from .models import token_losses, window_start
 # The validation batch: streams (or windows) at once, and characters per chunk. Training's validations,
 # `charrnn eval` and compare all score with it, so their numbers are the same estimate.
 EVAL_STREAMS, EVAL_LENGTH = 32, 256
+# Logits one evaluation pass may produce at once (64 MB in fp32). A wide output layer (a corpus of
+# 100,000 distinct characters) reads fewer positions per pass instead: the same losses, in more passes.
+EVAL_LOGITS = 1 << 24
+
+
+def eval_batch(outputs: int, size: int, wanted: int) -> int:
+    """How many of `wanted` rows (or positions) an evaluation pass reads at once, each `size` positions (or
+    rows), so that its logits stay within EVAL_LOGITS: `wanted`, fewer for a wide output layer, at least 1."""
+    return max(1, min(wanted, EVAL_LOGITS // max(size * outputs, 1)))
 
 
 @dataclass
@@ -92,11 +101,12 @@ def evaluate(model, ids: np.ndarray, device: torch.device, precision: str = "fp3
         return EvalResult(0.0, 0)
     starts = mine * L
     losses = np.zeros(n - 1) if per_char else None
+    chunk = eval_batch(model.config.outputs, len(mine), seq_len)  # the state is carried: any chunk scores alike
     was_training = model.training
     model.eval()
     try:
-        for t0 in range(0, run, seq_len):
-            t1 = min(t0 + seq_len, run)
+        for t0 in range(0, run, chunk):
+            t1 = min(t0 + chunk, run)
             rows = starts[:, None] + np.arange(t0, t1 + 1)
             window = _ids(ids, rows, device)  # (B, t1-t0+1)
             with autocast(device, precision):
@@ -172,6 +182,7 @@ def evaluate_windows(model, ids: np.ndarray, device: torch.device, precision: st
         if per_char:
             losses[rows[:, :-1][keep]] = ce.cpu().numpy()[keep]
 
+    batch_size = eval_batch(model.config.outputs, C, batch_size)
     was_training = model.training
     model.eval()
     try:

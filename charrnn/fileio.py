@@ -1,29 +1,62 @@
 """Reading and writing files the way every part of charrnn does: only regular files are read (a FIFO
 or a device would block or never end), every write goes to a temporary file that is renamed into
-place, and any failure of the filesystem (no space, no permission) becomes one line that names the
-file and the cause. Nothing here imports torch or numpy.
+place, a file appended to is never reached through a symbolic link, and any failure of the
+filesystem (no space, no permission) becomes one line that names the file and the cause. Paths in
+messages are shown escaped (`shown`). Nothing here imports torch or numpy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from .errors import CharrnnError, one_line
+from .errors import CharrnnError, one_line, printable
 
-TMP_SUFFIX = ".tmp"  # temporary files are named .<name>.<random>.tmp beside their target
+# A temporary file is named .<target>.<random>.tmp beside its target: `remove_stale_temporaries` knows
+# one of ours by that shape and its target's name, so a user's own .draft.tmp is never taken for one.
+TMP_SUFFIX = ".tmp"
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
-def shown(path: str | Path) -> str:
-    """A path as text that can always be printed and written to JSON: bytes that are not UTF-8
-    (a file name holding 0xff, say) appear as \\xff escapes."""
+def shown(path: str | Path | bytes) -> str:
+    """A path as every message shows it: as it is when each of its characters is printable, else in
+    quotes with the others as backslash escapes (`'/tmp/no\\nsuch.txt'`, `'caf\\xff.txt'`), so a crafted
+    file name can neither forge a line of output nor send a terminal its escape codes."""
+    text = os.fsdecode(path)
+    if text.isprintable():
+        return text
+    return "'" + printable(text.replace("\\", "\\\\").replace("'", "\\'")) + "'"
+
+
+def path_text(path: str | Path | bytes) -> str:
+    """A path as text that can always be written to JSON or a page: bytes that are not UTF-8 (a file
+    name holding 0xff, say) appear as \\xff escapes; the writer escapes everything else its own way."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def expand_user(text: str) -> Path:
+    """`~/x` -> the home folder's x; left as it is where there is no home folder (HOME unset and no
+    passwd entry, as in a container run with --user), where Path.expanduser raises."""
+    return Path(os.path.expanduser(text))
+
+
+def json_value(data: bytes) -> Any:
+    """JSON from a file's bytes; ValueError for anything else: bytes that are not UTF-8, broken syntax, or
+    nesting so deep (`[[[[...`) that the parser would overflow the stack."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def os_error_in(e: BaseException) -> OSError | None:
@@ -49,7 +82,7 @@ def open_regular(path: str | Path, what: str = "file") -> BinaryIO:
     refused at once (and a file swapped for one after a check cannot slip through)."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | NONBLOCK | CLOEXEC)
     except FileNotFoundError:
         raise CharrnnError(f"no such {what}: {shown(path)}") from None
     except IsADirectoryError:
@@ -120,21 +153,53 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
         write(f)
 
 
-def append_line(path: Path, line: str) -> None:
-    """Append one line of text; a failure is one line naming the file."""
+def refuse_link(path: Path) -> None:
+    """One line if `path` is a symbolic link: a run folder's own files are never reached through one (a
+    link planted in a shared folder would make a run write over a file somewhere else)."""
+    if path.is_symlink():
+        raise CharrnnError(f"{shown(path)} is a symbolic link: charrnn never writes through a link in a run "
+                           f"folder (remove it)")
+
+
+def open_in_folder(path: Path, flags: int, what: str = "file") -> int:
+    """A descriptor for a file charrnn writes in place (appends to, locks), opened without following a
+    link (O_NOFOLLOW) or blocking on a FIFO, and checked to be a regular file; else one line."""
     try:
-        with open(path, "a", encoding="utf-8") as f:
+        fd = os.open(path, flags | NOFOLLOW | CLOEXEC | NONBLOCK, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            refuse_link(path)
+        if e.errno == errno.ENXIO:  # a FIFO with no reader
+            raise CharrnnError(f"{shown(path)} is not a regular file (a FIFO, device or socket), so it cannot be "
+                               f"a {what}") from None
+        raise CharrnnError(f"cannot write {shown(path)}: {reason(e)}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CharrnnError(f"{shown(path)} is not a regular file (a FIFO, device or socket), so it cannot be a {what}")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return fd
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line of text; a link at `path` or a failure is one line naming the file."""
+    fd = open_in_folder(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
             f.write(line + "\n")
     except OSError as e:
         raise CharrnnError(f"cannot write {shown(path)}: {reason(e)}") from None
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files a killed writer left in `folder` (the caller holds its lock)."""
+def remove_stale_temporaries(folder: Path, targets: str) -> list[Path]:
+    """Delete the temporary files a killed writer left in `folder` (the caller holds its lock): only
+    regular files named as `atomic_file` names them for a target whose name matches the regular
+    expression `targets`. Anything else (a user's own .draft.tmp) stays."""
+    ours = re.compile(rf"\.(?:{targets})\.[a-z0-9_]+{re.escape(TMP_SUFFIX)}")
     removed = []
     for p in folder.glob(f".*{TMP_SUFFIX}"):
         with contextlib.suppress(OSError):
-            if p.is_file():
+            if ours.fullmatch(p.name) and stat.S_ISREG(p.lstat().st_mode):
                 p.unlink()
                 removed.append(p)
     return removed

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import CharrnnError
-from .evaluate import EVAL_LENGTH, EVAL_STREAMS
-from .families import family_of
 from .config import ModelConfig
+from .errors import CharrnnError
+from .evaluate import EVAL_LENGTH, EVAL_STREAMS, eval_batch
+from .families import family_of
 
 FLOAT = 4  # bytes: the estimates count fp32; bf16 autocast keeps fp32 master weights anyway
 # weights + gradients + AdamW's two moments, and one more copy for the sampling step validation prints
@@ -37,22 +37,28 @@ class Need:
         return self.weights + self.activations
 
 
+def eval_shape(c: ModelConfig) -> tuple[int, int]:
+    """(rows, positions) of one validation pass: EVAL_STREAMS streams read a chunk at a time, or as many of
+    the windows of a model that reads windows (all of its context) as fit; see evaluate.py."""
+    window = family_of(c.model).context(c)
+    if window is None:
+        return EVAL_STREAMS, eval_batch(c.outputs, EVAL_STREAMS, EVAL_LENGTH)
+    return eval_batch(c.outputs, window, EVAL_STREAMS), window
+
+
 def training_need(c: ModelConfig, rows: int, seq_len: int) -> Need:
     """A training run: `rows` streams (or windows) of `seq_len` per micro-batch, and validation."""
     fam = family_of(c.model)
-    window = fam.context(c)  # a model that reads windows evaluates them, at most its context
     act = max(fam.activation_floats(c, rows, seq_len, training=True),
-              fam.activation_floats(c, EVAL_STREAMS, EVAL_LENGTH if window is None else min(EVAL_LENGTH, window),
-                                    training=False))
+              fam.activation_floats(c, *eval_shape(c), training=False))
     return Need(fam.param_count(c) * TRAIN_BYTES_PER_PARAM, act * FLOAT)
 
 
 def sampling_need(c: ModelConfig, streams: int, prime_len: int, kept_chars: int = 0) -> Need:
-    """`streams` samples at once: the weights (and the step's copy), reading the prime in one pass,
-    each stream's state and logits, and `kept_chars` characters held until they are returned."""
+    """`streams` samples at once: the weights (and the step's copy), reading the prime (a window of it, or
+    a chunk at a time), each stream's state and logits, and `kept_chars` characters held until returned."""
     fam = family_of(c.model)
-    window = fam.context(c)  # the prime's pass reads at most a window
-    prime = max(1, prime_len if window is None else min(prime_len, window))
+    prime = max(1, fam.prime_pass(c, prime_len))
     act = (fam.activation_floats(c, streams, prime, training=False) + 2 * fam.sampling_state_floats(c, streams)
            + 4 * streams * c.outputs) * FLOAT + streams * prime_len * 8 + kept_chars * CHARS_KEPT_BYTES
     return Need(fam.param_count(c) * 2 * FLOAT, act)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -28,10 +27,10 @@ from .corpora import file_sha256, resolve_corpus
 from .data import RARE_COUNT, encode_corpus, has_bom, scan_corpus, split, training_unknown
 from .device import resolve_device, resolve_precision
 from .errors import CharrnnError, TrainingDiverged, one_line
-from .evaluate import EVAL_LENGTH, EVAL_STREAMS, EvalResult
-from .fileio import atomic_write, shown
-from .families import build_model, evaluate_model, family_of, model_settings, option_names
 from .config import ModelConfig
+from .evaluate import EVAL_LENGTH, EVAL_STREAMS, EvalResult
+from .fileio import atomic_write, expand_user, path_text, shown
+from .families import build_model, evaluate_model, family_of, model_settings, option_names
 from .sampler import SampleConfig, Sampler
 from .tokenizer import CharTokenizer
 from .trainer import TrainConfig, Trainer
@@ -133,9 +132,17 @@ def _configs(kind: str, settings: dict[str, Any], vocab_size: int, val_frac: flo
 
 
 def _check_memory(model_cfg: ModelConfig, train_cfg: TrainConfig, world: distributed.World, device: torch.device,
-                  what: str = "this run") -> None:
+                  what: str = "this run", hint: str = SIZE_HINT) -> None:
     rows = -(-train_cfg.batch_size // (world.world_size * train_cfg.grad_accum))  # one micro-batch
-    memory.check(memory.training_need(model_cfg, rows, train_cfg.seq_len), device, what, SIZE_HINT)
+    memory.check(memory.training_need(model_cfg, rows, train_cfg.seq_len), device, what, hint)
+
+
+def check_fits(settings: dict[str, Any], vocab_size: int, val_frac: float, device: torch.device, what: str,
+               hint: str) -> None:
+    """One line if a single-process run with these settings (every one a model needs) would not fit in
+    memory: compare checks the sizes it chooses before any model trains, with its own `hint`."""
+    _check_memory(*_configs(settings["model"], settings, vocab_size, val_frac), distributed.World(), device, what,
+                  hint)
 
 
 def _corpus_name(path: Path) -> str:
@@ -159,6 +166,7 @@ class _Setup:
     preset: dict | None  # how the budget chose the settings (recorded in config.json)
     saved: ck.Saved | None = None  # the checkpoint resumed from
     saved_path: Path | None = None
+    best: ck.Saved | None = None  # the resumed run's best checkpoint, checked against `saved`
 
 
 def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
@@ -273,7 +281,8 @@ def _resume_setup(opts: RunOptions, overrides: dict[str, Any], folder: ck.RunFol
     except CharrnnError as e:
         raise CharrnnError(f"this run trained in {precision}, which cannot continue here: {e}") from None
     check_settings(model_cfg, train_cfg, run.val_frac)
-    return _Setup(tok, model, model_cfg, train_cfg, run.val_frac, precision, run.preset, saved, path)
+    best = folder.read_best(saved, path)
+    return _Setup(tok, model, model_cfg, train_cfg, run.val_frac, precision, run.preset, saved, path, best)
 
 
 def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, corpus_sha: str,
@@ -315,8 +324,8 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
             raise CharrnnError(f"{shown(s.saved_path)}: its trainer state does not fit this run "
                                f"({one_line(e, 120) or type(e).__name__})") from None
         if trainer.progress.best_full == math.inf and trainer.progress.best_step >= 0:
-            trainer.best_weights = folder.best_weights()  # to score it fully when the run ends
-    run_info = ck.RunInfo(shown(corpus_path), corpus_sha, s.val_frac, len(train_ids), len(val_ids), s.preset,
+            trainer.best_weights = None if s.best is None else s.best.weights  # to score it fully at the end
+    run_info = ck.RunInfo(path_text(corpus_path), corpus_sha, s.val_frac, len(train_ids), len(val_ids), s.preset,
                           s.precision)
     if world.is_main:  # one writer for the run folder
         if s.saved is None:
@@ -347,7 +356,7 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
         raise TrainingDiverged(f"{e}; {where}. Lower --lr, or clip gradients with --grad-clip") from None
     p = trainer.progress
     best = p.best_full if p.best_full < math.inf else p.best_val  # a full pass's figure once there is one
-    return {"run_dir": str(folder.path), "reason": reason, "step": p.step, "chars": p.chars, "elapsed": p.elapsed,
+    return {"run_dir": path_text(folder.path), "reason": reason, "step": p.step, "chars": p.chars, "elapsed": p.elapsed,
             "best_val": best if best < math.inf else None, "skipped": p.skipped, "main": world.is_main}
 
 
@@ -361,12 +370,12 @@ def _resume_after_restart(opts: RunOptions, world: distributed.World, corpus_pat
     found = (run_dir / ck.LAST).is_file()
     seen = world.all_sum([float(found)])[0]
     if 0 < seen < world.world_size:  # each rank reads the folder: on several nodes it must be shared
-        raise CharrnnError(f"only {seen:.0f} of {world.world_size} ranks see {run_dir / ck.LAST}: "
+        raise CharrnnError(f"only {seen:.0f} of {world.world_size} ranks see {shown(run_dir / ck.LAST)}: "
                            f"the run folder must be on a filesystem every node shares")
     if not found:
         return opts
     if not opts.quiet:
-        _say(f"torchrun restart {world.restart_count}: resuming from {run_dir / ck.LAST}")
+        _say(f"torchrun restart {world.restart_count}: resuming from {shown(run_dir / ck.LAST)}")
     return replace(opts, resume=True)
 
 
@@ -486,9 +495,7 @@ def eval_run(run: str | Path, corpus: str, split_name: str = "val", val_frac: fl
     if stride is not None and (window is None or not 1 <= stride <= window):
         raise CharrnnError("--stride applies to a model that reads windows (a Transformer), between 1 and its "
                            "context" + ("" if window is None else f" ({window})"))
-    # a run folder we may not write to (a shared, read-only copy) is read without caching the ids
-    cache = path.parent / ck.CACHE if os.access(path.parent, os.W_OK) else None
-    ids = encode_corpus(corpus_path, tok, cache, unknown=unknown)
+    ids = encode_corpus(corpus_path, tok, ck.run_cache(path.parent), unknown=unknown)
     target = ids if split_name == "all" else split(ids, frac)[1]
     if len(target) < 2:
         raise CharrnnError(f"{shown(corpus_path)}: too little text to evaluate ({len(target)} characters)")
@@ -501,7 +508,7 @@ def run_info(run: str | Path) -> dict[str, Any]:
     saved = ck.read_checkpoint(path)
     model = ck.checkpoint_model(saved, path)
     progress = saved.progress
-    return {"checkpoint": shown(path), "model": saved.model_config, "train": saved.train_config,
+    return {"checkpoint": path_text(path), "model": saved.model_config, "train": saved.train_config,
             "run": asdict(saved.run), "params": model.num_params(), "step": saved.step,
             "epoch": progress.get("epoch", 0), "chars_trained": progress.get("chars", 0),
             "elapsed_s": round(progress.get("elapsed", 0.0), 1), "skipped": progress.get("skipped", 0),
@@ -520,7 +527,7 @@ def _inspect_text(text: str | None, tok: CharTokenizer, saved: ck.Saved, cache: 
 
     unknown = "bytes" if tok.byte_fallback else "error"
     run = saved.run
-    if text is not None and not (Path(text).expanduser().exists() or text in load_catalog()):
+    if text is not None and not (text and (expand_user(text).exists() or text in load_catalog())):
         if LOOKS_LIKE_PATH.search(text):
             resolve_corpus(text)  # says: no such file or catalog corpus
         return tok.encode(text, unknown=unknown), "the text given"
@@ -545,15 +552,14 @@ def inspect_run(run: str | Path, text: str | None = None, chars: int = 20_000, s
     model, tok, ckpt, path = ck.load_run(run)
     dev = resolve_device(device)
     page = Path(out) if out is not None else path.parent / ck.INSPECT_PAGE
-    cache = path.parent / ck.CACHE if os.access(path.parent, os.W_OK) else None
-    ids, source = _inspect_text(text, tok, ckpt, cache)
+    ids, source = _inspect_text(text, tok, ckpt, ck.run_cache(path.parent))
     ids = np.asarray(ids[:chars])
     if len(ids) < 2:
         raise CharrnnError(f"{source} holds {len(ids)} character(s): inspect needs at least 2")
     insp = inspect_model(model.to(dev), tok, ids, dev, show=show, positions=positions, seed=seed, quiet=quiet)
     c = ckpt.model_config
     shape = f"{c['model']} {c['n_layers']}x{c['hidden']}, {model.num_params():,} parameters, step {ckpt.step:,}"
-    html = render_inspect(insp, {"run": shown(path), "model": c["model"], "shape": shape, "source": source,
-                                 "command": command or f"charrnn inspect {shown(path)}"})
+    html = render_inspect(insp, {"run": path_text(path), "model": c["model"], "shape": shape, "source": source,
+                                 "command": path_text(command or f"charrnn inspect {path}")})
     atomic_write(page, lambda f: f.write(html.encode("utf-8")))
-    return {**insp.summary(), "page": str(page), "checkpoint": shown(path), "source": source}
+    return {**insp.summary(), "page": path_text(page), "checkpoint": path_text(path), "source": source}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import os
 
 from collections.abc import Iterator, Sequence
@@ -27,11 +28,11 @@ import torch
 
 from . import memory
 from .checkpoint import load_run
-from .errors import CharrnnError
+from . import quant
+from .errors import BadType, BadValue, CharrnnError, one_line
 from .families import family_of
 from .models import finite_weights
-from . import quant
-from .tokenizer import CharTokenizer
+from .tokenizer import CharTokenizer, check_unknown
 from .units import MAX_SEED
 
 
@@ -41,32 +42,62 @@ class SampleConfig:
     temperature: float = 1.0  # 0 = greedy
     top_k: int | None = None
     top_p: float | None = None
-    prime: str = ""
+    prime: str = ""  # None: no prime
     seed: int | None = None
-    stop: Sequence[str] = field(default_factory=tuple)  # end at the first of these (not included)
+    stop: Sequence[str] = field(default_factory=tuple)  # end at the first of these (not included); None: none
     unknown: str = "error"  # prime characters outside the vocabulary: 'error' or 'bytes'
 
     def __post_init__(self) -> None:
+        self.prime = "" if self.prime is None else self.prime
         self.stop = _stops(self.stop)
 
     def validate(self) -> None:
-        if not (isinstance(self.length, int) and self.length >= 0):
-            raise CharrnnError(f"length must be >= 0, not {self.length}")
-        if not (isinstance(self.temperature, (int, float)) and 0 <= self.temperature < math.inf):
-            raise CharrnnError(f"temperature must be a finite number >= 0, not {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise CharrnnError(f"top-k must be >= 1, not {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise CharrnnError(f"top-p must be in (0, 1], not {self.top_p}")
-        if self.seed is not None and not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
-            raise CharrnnError(f"seed must be in [0, 2**63 - 1], not {self.seed}")
+        """One line for a setting that makes no sense: `BadType` (a TypeError) for one of the wrong type,
+        `BadValue` (a ValueError) for one out of range; both are CharrnnErrors, as the CLI prints them."""
+        if not isinstance(self.prime, str):
+            raise BadType(f"prime must be text (a str), not {type(self.prime).__name__}")
+        _check_number("length", self.length, whole=True)
+        if self.length < 0:
+            raise BadValue(f"length must be >= 0, not {self.length}")
+        _check_number("temperature", self.temperature)
+        if not 0 <= self.temperature < math.inf:
+            raise BadValue(f"temperature must be a finite number >= 0, not {self.temperature}")
+        if self.top_k is not None:
+            _check_number("top-k", self.top_k, whole=True)
+            if self.top_k < 1:
+                raise BadValue(f"top-k must be >= 1, not {self.top_k}")
+        if self.top_p is not None:
+            _check_number("top-p", self.top_p)
+            if not 0 < self.top_p <= 1:
+                raise BadValue(f"top-p must be in (0, 1], not {self.top_p}")
+        if self.seed is not None:
+            _check_number("seed", self.seed, whole=True)
+            if not 0 <= self.seed <= MAX_SEED:
+                raise BadValue(f"seed must be in [0, 2**63 - 1], not {self.seed}")
+        check_unknown(self.unknown)
+        if not all(isinstance(s, str) for s in self.stop):
+            raise BadType("stop must be a string or a list of strings")
         if any(s == "" for s in self.stop):
-            raise CharrnnError("a stop string cannot be empty")
+            raise BadValue("a stop string cannot be empty")
 
 
-def _stops(stop: str | Sequence[str]) -> tuple[str, ...]:
-    """One stop string or several: a plain string is one stop, not one per character."""
-    return (stop,) if isinstance(stop, str) else tuple(stop)
+def _check_number(name: str, value: object, whole: bool = False) -> None:
+    """A number of the kind a setting takes; a bool is not one (True would pass for 1)."""
+    kind = numbers.Integral if whole else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise BadType(f"{name} must be a {'whole number' if whole else 'number'}, not {one_line(repr(value), 40)}")
+
+
+def _stops(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    """One stop string or several: a plain string is one stop, not one per character; None is none."""
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        return (stop,)
+    try:
+        return tuple(stop)
+    except TypeError:
+        raise BadType(f"stop must be a string or a list of strings, not {type(stop).__name__}") from None
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -204,8 +235,9 @@ class Sampler:
         """Yield, for each new position, the n sampled ids (one per stream). `keep`: the caller holds
         every character until the end (counted in the memory the batch needs)."""
         cfg.validate()
-        if not (isinstance(n, int) and n >= 1):
-            raise CharrnnError(f"number of samples must be >= 1, not {n}")
+        _check_number("number of samples", n, whole=True)
+        if n < 1:
+            raise BadValue(f"number of samples must be >= 1, not {n}")
         prime_ids = self.tok.encode(cfg.prime, unknown=cfg.unknown) if cfg.prime else None
         config = getattr(self.model, "config", None)  # (a stand-in model without one is not sized)
         if config is not None:
@@ -225,7 +257,10 @@ class Sampler:
                 prime_ids = [int(start)]
             prime = torch.as_tensor(prime_ids, dtype=torch.long, device=self.device)
             prime = prime.unsqueeze(0).expand(n, -1)
-            logits, state = self._prefill(prime)  # an RNN's fused pass, or a Transformer's key/value cache
+            # the family's way: an RNN's fused pass (a chunk at a time), a Transformer's key/value cache
+            config = getattr(self.model, "config", None)  # (a stand-in model without one: its prefill)
+            logits, state = self._prefill(prime) if config is None else \
+                family_of(config.model).read_prime(self.model, prime, self._prefill, self._step)
             n_chars = self.tok.n_chars
             for i in range(cfg.length):
                 if i:

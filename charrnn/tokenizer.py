@@ -19,10 +19,27 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models
 
-from .errors import CharrnnError, one_line
+from .errors import BadValue, CharrnnError, one_line, printable
 
 N_BYTES = 256
 MAX_CODEPOINT = 0x110000
+
+
+UNKNOWN = ("error", "bytes")  # what `encode` does with a character outside the vocabulary
+
+
+def check_unknown(unknown: object) -> None:
+    if unknown not in UNKNOWN:
+        raise BadValue(f"unknown must be one of {', '.join(map(repr, UNKNOWN))}, not {one_line(repr(unknown), 40)}")
+
+
+def _code_points(text: str) -> np.ndarray:
+    """The code points of `text`; one line for a lone surrogate, which is no character (Python makes one
+    of each byte that is not UTF-8 in a command line's arguments)."""
+    try:
+        return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    except UnicodeEncodeError as e:
+        raise BadValue(f"the text is not valid UTF-8 (character {e.start + 1} is {printable(text[e.start])})") from None
 
 
 def _byte_token(b: int) -> str:
@@ -103,15 +120,14 @@ class CharTokenizer:
 
     def unknown_chars(self, text: str) -> list[str]:
         """Characters of `text` outside the vocabulary, in order of first appearance."""
-        cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        cps = _code_points(text)
         unknown = cps[self._lookup(cps) < 0]
         return list(dict.fromkeys(chr(c) for c in unknown.tolist()))
 
     def encode(self, text: str, unknown: str = "error") -> np.ndarray:
         """Text -> int32 ids. `unknown` is 'error' (name the characters) or 'bytes' (UTF-8 byte tokens)."""
-        if unknown not in ("error", "bytes"):
-            raise ValueError(f"unknown policy must be 'error' or 'bytes', not {unknown!r}")
-        cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        check_unknown(unknown)
+        cps = _code_points(text)
         ids = self._lookup(cps)
         missing = ids < 0
         if not missing.any():

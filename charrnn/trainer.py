@@ -534,8 +534,9 @@ class Trainer:
         p = self.progress
         p.elapsed, self._stop_agreed = self.world.agree(p.elapsed, self._stop_requested)
 
-    # Ctrl-C: the first one finishes the step and saves; a second one stops at once. Under torchrun
-    # SIGTERM (what torchrun forwards when it is stopped, and what schedulers send) does the same.
+    # Ctrl-C: the first one finishes the step and saves; a second one stops at once. SIGTERM (what
+    # schedulers send before they kill, and what torchrun forwards when it is stopped) does the same,
+    # and so, without torchrun (whose agent turns it into a SIGTERM), does SIGHUP: a closing terminal.
     def _install_sigint(self):
         if threading.current_thread() is not threading.main_thread():
             return None
@@ -548,14 +549,16 @@ class Trainer:
                 tqdm.write("interrupted: finishing this step and saving last.pt (Ctrl-C again to abort)",
                            file=sys.stderr)
 
-        signals = (signal.SIGINT, signal.SIGTERM) if self.world.launched else (signal.SIGINT,)
+        signals = (signal.SIGINT, signal.SIGTERM)
+        if not self.world.launched and hasattr(signal, "SIGHUP"):
+            signals += (signal.SIGHUP,)
         if self.world.stop_asked:  # torchrun's SIGTERM came while this rank was setting up
             self._stop_requested = True
         return {s: signal.signal(s, handler) for s in signals}
 
     def _restore_sigint(self, previous, failed: bool = False) -> None:
         for s, handler in (previous or {}).items():
-            if failed and s == signal.SIGTERM:
+            if failed and s == signal.SIGTERM and self.world.launched:
                 # A rank that fails is leaving with its own message. torchrun sends SIGTERM to every
                 # rank once it sees one die, often just now: the default action would cut that short.
                 handler = signal.SIG_IGN

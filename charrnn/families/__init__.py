@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 from ..config import ModelConfig
+from ..errors import CharrnnError, one_line, printable
 from . import minrnn, rnn, transformer  # noqa: F401  (each registers itself, in the order --model lists them)
 from .base import Family, Option, Preset, register, registered
 
@@ -25,22 +26,33 @@ if TYPE_CHECKING:
     from ..evaluate import EvalResult
 
 __all__ = ["Family", "Option", "Preset", "register", "kinds", "families", "family_of", "model_config",
-           "config_from_dict", "build_model", "evaluate_model", "param_count", "macs_per_char", "model_settings", "option_names"]
+           "config_from_dict", "build_model", "evaluate_model", "param_count", "macs_per_char", "model_settings",
+           "option_names"]
 
 PLUGINS_ENV = "CHARRNN_FAMILIES"
 ENTRY_POINTS = "charrnn.families"
 _plugins_loaded = False
+_failed: CharrnnError | None = None  # a plug-in that could not be loaded: every command says so
 
 
 def _load_plugins() -> None:
-    global _plugins_loaded
+    """The plug-ins (once). One that cannot be imported is one line, for this call and every later one."""
+    global _plugins_loaded, _failed
+    if _failed is not None:
+        raise _failed
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    for name in [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]:
-        importlib.import_module(name)
-    for ep in entry_points(group=ENTRY_POINTS):
-        ep.load()
+    names = [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]
+    plugins = [(f"{PLUGINS_ENV} names {name}", lambda name=name: importlib.import_module(name)) for name in names]
+    plugins += [(f"the installed plug-in {ep.name} ({ep.value})", ep.load) for ep in entry_points(group=ENTRY_POINTS)]
+    for what, load in plugins:
+        try:
+            load()
+        except Exception as e:  # a plug-in's own bug included: not ours to show as a traceback
+            _failed = CharrnnError(f"{printable(what)}, which cannot be imported ({type(e).__name__}: "
+                                   f"{one_line(e, 120)})")
+            raise _failed from None
 
 
 def kinds() -> tuple[str, ...]:

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ModelConfig
 
+# Characters of a prime a model with a carried state reads in one pass while sampling (`Family.read_prime`).
+PRIME_CHUNK = 4096
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -145,6 +148,28 @@ class Family:
         for k in ("n_streams", "seq_len"):
             kw.pop(k, None)
         return evaluate_windows(model, ids, device, precision, context=self.context(model.config), **kw)
+
+    # --- sampling ------------------------------------------------------------------------------------
+    def read_prime(self, model, idx: torch.Tensor, prefill, step) -> tuple[torch.Tensor, Any]:
+        """idx (B, T >= 1) -> the logits for the character after it and the state to step on, through the
+        sampler's `prefill` and `step` (the model's, with its step weights). A model with a carried state
+        reads a prime longer than PRIME_CHUNK a chunk at a time, the state carried (its forward pass, as in
+        training), then the last character through `step`, as its prefill does: the memory is one chunk's
+        and the time grows in proportion to the prime. One that reads windows keeps only its last (its
+        prefill) and takes any prime in one call."""
+        if not self.stateful or idx.size(1) <= PRIME_CHUNK:
+            return prefill(idx)
+        state = None
+        for piece in idx[:, :-1].split(PRIME_CHUNK, dim=1):
+            state = model(piece, state)[2]
+        return step(idx[:, -1], state)
+
+    def prime_pass(self, c: ModelConfig, prime_len: int) -> int:
+        """The most characters of a prime of `prime_len` one pass of `read_prime` reads (for its memory)."""
+        window = self.context(c)
+        if window is not None:
+            return min(prime_len, window)
+        return min(prime_len, PRIME_CHUNK) if self.stateful else prime_len
 
     # --- sizes, by formula (nothing is built) ----------------------------------------------------------
     def param_count(self, c: ModelConfig) -> int:
