@@ -12,7 +12,7 @@ no byte tokens).
    batches, the same optimiser and schedule, no evaluation, no checkpoints), timed over the same
    number of steps, once before ours and once after (the mean counts). It stands in for nanoGPT's
    own loop, which is not installed here.
-2. Ours: `charrnn.pipeline.train` at the same settings (our random-window batcher, trainer,
+2. Ours: `charrnn.training.train` at the same settings (our random-window batcher, trainer,
    checkpoints), validating as a plain run does (ten passes: the nine intermediate ones on a fixed
    16,384-character subset, the last on the whole split); then `charrnn eval`'s number (every validation character
    predicted once, strided windows) and, to compare with nanoGPT's printed estimate, the mean loss of
@@ -45,7 +45,8 @@ sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
 from charrnn import checkpoint as ck  # noqa: E402
 from charrnn.corpora import resolve_corpus  # noqa: E402
-from charrnn.pipeline import RunOptions, eval_run, train  # noqa: E402
+from charrnn.analysis import eval_run  # noqa: E402
+from charrnn.training import RunOptions, train  # noqa: E402
 
 RECIPE = dict(n_layers=4, heads=4, hidden=128, context=64, batch_size=12, dropout=0.0, lr=1e-3, min_lr_ratio=0.1,
               warmup_steps=100, weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0)

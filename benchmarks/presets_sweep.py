@@ -7,7 +7,7 @@ sweep can run anywhere: on a GPU it takes minutes, on a 2-core CPU hours.
 
     python benchmarks/presets_sweep.py --device cuda --workers 8 [NAME ...]
 
-Each row trains with `charrnn.pipeline.train` (fp32, TF32 off, so a GPU computes what a CPU would),
+Each row trains with `charrnn.training.train` (fp32, TF32 off, so a GPU computes what a CPU would),
 validates six times on the full validation split, and prints one JSON line with the best val loss;
 the lines are appended to benchmarks/presets_sweep.jsonl. Needs the corpus: CHARRNN_CORPORA or a
 download.
@@ -68,7 +68,7 @@ def run(experiment: tuple, device: str, out: Path) -> dict:
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    from charrnn.pipeline import RunOptions, train
+    from charrnn.training import RunOptions, train
 
     name, budget, s = experiment
     steps = steps_for(budget, s)

@@ -92,7 +92,7 @@ def throughput(ceilings: dict, quick: bool, sec: Section, device: str = "cpu") -
 
 def _make_run(tmp: Path, quick: bool) -> Path:
     """A real run folder of an LSTM 2x512 (one training step: only its size matters here)."""
-    from charrnn.pipeline import RunOptions, train
+    from charrnn.training import RunOptions, train
 
     corpus = write_corpus(tmp / "tiny.txt", 40_000)
     out = tmp / "run"
@@ -160,7 +160,7 @@ def fidelity(run: Path | None, corpus: str | None, quick: bool, sec: Section, tm
 
     if run is None:
         # No run given: train a small one briefly (a barely trained model; a real run is better: --run).
-        from charrnn.pipeline import RunOptions, train
+        from charrnn.training import RunOptions, train
 
         corpus = corpus or str(write_corpus(tmp / "fid.txt", 300_000))
         settings = dict(model="lstm", n_layers=2, hidden=64 if quick else 512, embed=128, batch_size=16,

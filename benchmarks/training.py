@@ -36,6 +36,7 @@ from charrnn.device import cpu_supports_bf16
 from charrnn.evaluate import evaluate
 from charrnn.families.rnn.model import CharRNN
 from charrnn.families import model_config
+from charrnn.progress import ProgressBar  # noqa: E402
 from charrnn.trainer import TrainConfig, Trainer
 
 
@@ -58,8 +59,10 @@ class _TimedTrainer:
             return evaluate(m, val_ids, device, precision, n_streams=8, seq_len=128)
 
         self.device = device
-        self.trainer = Trainer(model, cfg, batcher, device, precision, evaluate=validate, quiet=False,
-                               compile=compile)
+        self.trainer = Trainer(model, cfg, batcher, device, precision, evaluate=validate, compile=compile)
+        bar = ProgressBar()  # as `charrnn train` has it
+        self.trainer.hooks.on_log.append(bar.on_log)
+        self.trainer.hooks.on_stop.append(bar.on_stop)
         self.stamps: list[float] = []
 
         def on_step(t):  # the clock is read (after the device catches up) at the turn's first and last step

@@ -31,14 +31,15 @@ from typing import Any
 
 import torch
 
-from .errors import CharrnnError, one_line
 from .config import ModelConfig
+from .errors import CharrnnError, TrainingDiverged, one_line
+from .evaluate import EvalResult
 from .data import CACHE_FILE
 from .families import build_model, config_from_dict, kinds, param_count
 from .fileio import (append_line, atomic_write, is_regular, json_value, open_in_folder, open_regular, read_bytes,
                      reason, refuse_link, remove_stale_temporaries, shown)
 from .tokenizer import CharTokenizer
-from .trainer import Progress, TrainConfig
+from .trainer import Progress, TrainConfig, Trainer
 
 FORMAT = "charrnn-checkpoint/1"
 LAST, BEST, CONFIG, TOKENIZER, METRICS = "last.pt", "best.pt", "config.json", "tokenizer.json", "metrics.jsonl"
@@ -381,6 +382,113 @@ class RunFolder:
         saved.val_loss = loss
         saved.progress["best_full"] = loss
         self.save(BEST, saved)
+
+
+# --- what a training run writes -----------------------------------------------------------------------
+class RunRecorder:
+    """What a training run leaves in its run folder, as the trainer's hooks: a metrics record at each log
+    and each validation, last.pt at each validation and when the run stops, best.pt at the best one.
+
+    The best is chosen here. Intermediate passes rank checkpoints on the evaluator's subset; the final
+    pass scores the whole split, and the earlier best checkpoint too (its weights kept on the CPU, or
+    read back from best.pt after a resume), so the figures a finished run reports are full passes.
+    Every rank runs it (a checkpoint gathers the trainer's state; scoring is shared); rank 0 writes.
+    Weights that are no longer finite, or a validation loss that is not, are never written: the run
+    stops with TrainingDiverged and the last checkpoint stays as it was."""
+
+    def __init__(self, folder: RunFolder, trainer: Trainer, model_config: dict, run: RunInfo, tokenizer: str,
+                 evaluate, best: Saved | None = None):
+        self.folder, self.trainer, self.evaluate = folder, trainer, evaluate
+        self.model_config, self.run, self.tokenizer = model_config, run, tokenizer
+        self.main = trainer.world.is_main
+        p = trainer.progress
+        self.saved_step = p.step if p.step else None  # the step of the last checkpoint written (a resumed run's)
+        self._taken = -1  # the step whose state was last taken
+        # The best checkpoint's weights while it was judged on a subset (a CPU copy), to score it fully at
+        # the end; a resumed run reads them from its best.pt.
+        self.best_weights = best.weights if best is not None and p.best_full == math.inf and p.best_step >= 0 else None
+        self.last: tuple[EvalResult, bool] | None = None  # the last validation's result and whether it was the best
+        self.rescored: EvalResult | None = None  # the final pass's figure for an earlier best checkpoint
+        hooks = trainer.hooks
+        hooks.on_log.append(self.on_log)
+        hooks.on_eval.append(self.on_eval)
+        hooks.on_stop.append(self.on_stop)
+
+    def on_log(self, trainer: Trainer, record: dict) -> None:
+        if self.main:
+            self.folder.append_metric({"kind": "train", **record})
+
+    def on_eval(self, trainer: Trainer, result: EvalResult, final: bool) -> None:
+        result, is_best, self.rescored = self._rank(result, final)
+        if not math.isfinite(result.loss_nats):  # finite weights can still overflow into NaN logits
+            raise TrainingDiverged(f"training diverged: the validation loss is {result.loss_nats} at step "
+                                   f"{trainer.progress.step}")
+        snap = self._snapshot(result.loss_nats)
+        self.last = result, is_best
+        if self.main:
+            self.folder.append_metric({"kind": "val", "step": trainer.progress.step, "elapsed": trainer.progress.elapsed,
+                                       **result.to_dict()})
+            self._save(snap, is_best)
+            if self.rescored is not None:  # the best checkpoint, judged on the subset, gets its full figure
+                self.folder.set_best_loss(self.rescored.loss_nats)
+
+    def on_stop(self, trainer: Trainer, reason: str) -> None:
+        if self._taken != trainer.progress.step:
+            snap = self._snapshot(None)
+            if self.main:
+                self._save(snap, False)
+
+    def _rank(self, sub: EvalResult, final: bool) -> tuple[EvalResult, bool, EvalResult | None]:
+        """(the result to record, whether this model is the best, an earlier best's full-pass result)."""
+        t, p = self.trainer, self.trainer.progress
+        is_best = sub.loss_nats < p.best_val
+        if is_best:
+            p.best_val, p.best_step = sub.loss_nats, p.step
+            p.best_full = math.inf if sub.subset else sub.loss_nats
+            self.best_weights = ({k: v.detach().cpu().clone() for k, v in t.model.state_dict().items()}
+                                 if sub.subset else None)
+        if not (final and sub.subset):
+            return sub, is_best, None
+        full, rescored = self.evaluate(t.model, subset=False), None
+        if not is_best and p.best_full == math.inf and self.best_weights is not None:
+            rescored = self._score(self.best_weights)
+            p.best_full = rescored.loss_nats
+        # Scored in full the last model is better after all (or the earlier best's weights were not at hand
+        # to score, as after resuming a checkpoint from before this rule): it becomes the best.
+        if not is_best and full.loss_nats < p.best_full:
+            is_best, rescored = True, None
+            p.best_val, p.best_step = sub.loss_nats, p.step
+        if is_best:
+            p.best_full = full.loss_nats
+        return full, is_best, rescored
+
+    def _score(self, weights: dict) -> EvalResult:
+        """The whole split's score of other weights, the trainer's model put back after."""
+        model = self.trainer.model
+        current = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(weights)
+        try:
+            return self.evaluate(model, subset=False)
+        finally:
+            model.load_state_dict(current)
+
+    def _snapshot(self, val_loss: float | None) -> Saved | None:
+        """The checkpoint, on rank 0 (None elsewhere). Every rank must call it: the trainer's state gathers."""
+        t = self.trainer
+        if not t.weights_finite():
+            raise TrainingDiverged(f"training diverged: the weights are no longer finite at step {t.progress.step}")
+        state = t.state_dict()
+        self._taken = t.progress.step
+        if not self.main:
+            return None
+        weights = {k: v.detach().cpu() for k, v in t.model.state_dict().items()}
+        return Saved(self.model_config, t.config.to_dict(), self.run, self.tokenizer, weights, state, val_loss)
+
+    def _save(self, snap: Saved, best: bool) -> None:
+        self.folder.save(LAST, snap)
+        if best:
+            self.folder.save(BEST, snap)
+        self.saved_step = self.trainer.progress.step
 
 
 # --- reading ---------------------------------------------------------------------------------------

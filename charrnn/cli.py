@@ -159,8 +159,8 @@ def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sampl
     Launched by torchrun (`torchrun --nproc_per_node=N -m charrnn train ...`) it trains data-parallel:
     --batch-size is the global batch, split evenly over the processes.
     """
-    from .pipeline import RunOptions
-    from .pipeline import train as train_pipeline
+    from .training import RunOptions
+    from .training import train as train_pipeline
 
     overrides = {k: v for k, v in settings.items() if v is not None}
     opts = RunOptions(corpus=corpus, out=out, val_frac=val_frac, byte_fallback=byte_fallback, device=device,
@@ -233,7 +233,7 @@ def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, sto
 @click.option("--stride", type=POSITIVE_INT, help="Transformer only: characters each evaluation window moves on; smaller gives predictions more context, slower.  [default: context/2]")
 def eval_cmd(run, corpus, split_name, val_frac, as_json, device, precision, stride):
     """Score RUN on CORPUS: loss per character in nats and bits, and perplexity."""
-    from .pipeline import eval_run
+    from .analysis import eval_run
 
     result = eval_run(run, corpus, split_name=split_name, val_frac=val_frac, device=device, precision=precision,
                       stride=stride)
@@ -249,7 +249,7 @@ def eval_cmd(run, corpus, split_name, val_frac, as_json, device, precision, stri
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(run, as_json):
     """Show RUN's configuration, parameter count, steps and best validation loss."""
-    from .pipeline import run_info
+    from .analysis import run_info
 
     data = run_info(run)
     if as_json:
@@ -285,7 +285,7 @@ def inspect(run, text, chars, show, positions, out, seed, device, as_json, quiet
 
     TEXT_OR_CORPUS: a file or catalog corpus (the run's own: its validation split), or text itself.
     [default: the run's validation split]"""
-    from .pipeline import inspect_run
+    from .analysis import inspect_run
 
     result = inspect_run(run, text, chars=chars, show=show, out=out, positions=positions, seed=seed, device=device,
                          quiet=quiet, command=" ".join(["charrnn", "inspect", *sys.argv[2:]]))

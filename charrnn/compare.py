@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ck
-from . import pipeline, presets
+from . import presets, training
 from .corpora import file_sha256, resolve_corpus
 from .data import encode_corpus, scan_corpus, split, training_unknown
 from .device import cpu_name, resolve_device, resolve_precision
@@ -133,7 +133,7 @@ def _peak_rss_mib() -> float | None:
         return rss / 1024 if sys.platform != "darwin" else rss / 2**20  # KiB on Linux, bytes on macOS
 
 
-def _train_child(opts: pipeline.RunOptions, overrides: dict[str, Any], queue, stop) -> None:
+def _train_child(opts: training.RunOptions, overrides: dict[str, Any], queue, stop) -> None:
     """Runs in a spawned process: train one model, report its summary and peak memory.
 
     It is born with SIGINT blocked and leaves the terminal's process group, so no Ctrl-C reaches it,
@@ -147,7 +147,7 @@ def _train_child(opts: pipeline.RunOptions, overrides: dict[str, Any], queue, st
         trainer.hooks.on_step.append(lambda t: t.request_stop() if stop.is_set() or os.getppid() != parent else None)
 
     try:
-        summary = pipeline.train(opts, overrides, on_trainer=stop_when_asked)
+        summary = training.train(opts, overrides, on_trainer=stop_when_asked)
         summary["peak_rss_mib"] = _peak_rss_mib()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             summary["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -158,7 +158,7 @@ def _train_child(opts: pipeline.RunOptions, overrides: dict[str, Any], queue, st
         queue.put(("error", f"training crashed: {type(e).__name__}: {e}"))
 
 
-def train_one(opts: pipeline.RunOptions, overrides: dict[str, Any]) -> dict[str, Any]:
+def train_one(opts: training.RunOptions, overrides: dict[str, Any]) -> dict[str, Any]:
     """Train one model in a child process. Ctrl-C asks the child to finish its step and save (its
     summary then says "interrupted"); a second Ctrl-C stops it at once."""
     ctx = multiprocessing.get_context("spawn")
@@ -283,7 +283,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     cfg.validate()
     device = resolve_device(cfg.device)
     corpus_path = resolve_corpus(cfg.corpus, quiet=cfg.quiet)
-    out = cfg.out or Path("reports") / pipeline._corpus_name(corpus_path)
+    out = cfg.out or Path("reports") / training.corpus_name(corpus_path)
     if (out / "report.json").exists():
         raise CharrnnError(f"{shown(out)} already holds a comparison: choose another --out")
     created, continued = not out.exists(), (out / PROGRESS).exists()
@@ -359,7 +359,7 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
                                         precision, int(n_chars * (1 - cfg.val_frac)))
                 sizes[m] = {**preset.settings,
                             **size_for_params(m, cfg.params, tok.vocab_size, {**preset.settings, **outputs})}
-                pipeline.check_fits({**sizes[m], **cfg.extra, **outputs}, tok.vocab_size, cfg.val_frac, device,
+                training.check_fits({**sizes[m], **cfg.extra, **outputs}, tok.vocab_size, cfg.val_frac, device,
                                     f"{m} at about {cfg.params:,} parameters", "lower --params")
         state["sizes"] = sizes
         ck.write_json(out / PROGRESS, state)
@@ -377,7 +377,7 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
             what = "continuing" if resume else "training"
             print(f"[{i + 1}/{len(cfg.models)}] {what} {name} for {cfg.max_time:g}s -> {shown(run_dir)}",
                   file=sys.stderr, flush=True)
-        opts = pipeline.RunOptions(corpus=str(corpus_path), out=run_dir, val_frac=None if resume else cfg.val_frac,
+        opts = training.RunOptions(corpus=str(corpus_path), out=run_dir, val_frac=None if resume else cfg.val_frac,
                                    device=cfg.device, precision=None if resume else cfg.precision, quiet=cfg.quiet,
                                    sample_len=0, resume=resume)
         summary = train_one(opts, overrides)

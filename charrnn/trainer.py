@@ -10,10 +10,12 @@ with the rate fully decayed. Mixed precision through autocast (bf16 on CPU/CUDA,
 GradScaler on CUDA). Everything needed to continue exactly is in `state_dict()`, the steps since
 the last metrics record included, so a resumed run logs what an unbroken one does.
 
-Validation: the evaluator is called as `evaluate(model, subset)`. Intermediate passes ask for a subset
-(the evaluator's choice: the start of the whole pass), which also ranks the checkpoints; the pass at
-the end of the run scores the whole split, and so does an earlier best checkpoint's, so the losses
-a run reports are full passes.
+The trainer is the loop: it tells the code around it what happens through `Hooks` (minGPT's
+callbacks): each step, each metrics record, each validation, and the stop. What a run folder keeps
+(metrics, checkpoints, the best one: checkpoint.RunRecorder), the progress bar (progress.py) and the
+notices are hooks. Validation: the loop decides when, and calls `evaluate(model, subset=True)`, the
+evaluator's fixed part of the split (all of it when that is small); the hooks hear whether it was the
+run's last pass (`final`), after which the whole split is scored.
 
 A step whose loss or gradient is not finite changes nothing (the update is skipped, counted, and
 logged); `diverge_after` of them in a row end the run with `TrainingDiverged`. The fused AdamW (CPU
@@ -35,19 +37,18 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from .device import MIN_LOSS_SCALE, autocast, fused_adamw, grad_scaler
 from .distributed import World
-from .models import finite_weights
 from .errors import CharrnnError, TrainingDiverged, one_line
+from .models import finite_weights
+from .signals import stop_on_signals
+from .units import MAX_SECONDS, MAX_SEED
 
 IGNORE = -100  # a target the loss leaves out: F.cross_entropy's default ignore_index
 
@@ -82,6 +83,40 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings (nothing: an empty list). A NaN passes every comparison, and
+        inf most of them, so any setting that is not a finite number is named first."""
+        found = [f"{flag(k)} must be a finite number, not {v}" for k, v in self.to_dict().items()
+                 if isinstance(v, float) and not math.isfinite(v)]
+        checks = [
+            (self.batch_size >= 1, f"batch-size must be >= 1, not {self.batch_size}"),
+            (self.seq_len >= 1, f"seq-len must be >= 1, not {self.seq_len}"),
+            (self.grad_accum >= 1, f"grad-accum must be >= 1, not {self.grad_accum}"),
+            # beyond MAX_RATE AdamW's step sizes overflow float32 before the run can even diverge
+            (0 < self.lr <= MAX_RATE, f"lr must be > 0 and at most {MAX_RATE:g}, not {self.lr}"),
+            (0 <= self.weight_decay <= MAX_RATE, f"weight-decay must be in [0, {MAX_RATE:g}], not {self.weight_decay}"),
+            (self.grad_clip >= 0, f"grad-clip must be >= 0, not {self.grad_clip}"),
+            (0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], not {self.min_lr_ratio}"),
+            (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "AdamW's betas must be in [0, 1)"),
+            (self.warmup_steps >= 0, f"warmup must be >= 0, not {self.warmup_steps}"),
+            (self.eval_interval >= 0, f"eval-interval must be >= 0, not {self.eval_interval}"),
+            (self.log_interval >= 1 and self.diverge_after >= 1, "log_interval and diverge_after must be >= 1"),
+            (0 <= self.seed <= MAX_SEED, f"seed must be in [0, 2**63 - 1], not {self.seed}"),
+            (self.max_steps is None or self.max_steps >= 1, "max-steps must be >= 1"),
+            (self.max_epochs is None or self.max_epochs > 0, "max-epochs must be > 0"),
+            (self.max_time is None or 0 < self.max_time <= MAX_SECONDS, "max-time must be > 0 and at most a year"),
+        ]
+        return found or [message for ok, message in checks if not ok]
+
+
+MAX_RATE = 1e6  # the largest --lr and --weight-decay
+FLAGS = {"n_layers": "--layers", "warmup_steps": "--warmup", "model": "--model"}
+
+
+def flag(key: str) -> str:
+    """The command-line option that sets a config field."""
+    return FLAGS.get(key, "--" + key.replace("_", "-"))
 
 
 @dataclass
@@ -153,20 +188,18 @@ class _Window:
 
 @dataclass
 class Hooks:
-    """What the pipeline wants to hear about; each hook receives the trainer."""
+    """What the code around the loop hears, each hook with the trainer first."""
 
-    on_step: list[Callable] = field(default_factory=list)
-    on_log: list[Callable] = field(default_factory=list)  # (trainer, record)
-    on_eval: list[Callable] = field(default_factory=list)  # (trainer, result, is_best)
-    # (trainer, result): the full-pass loss of an earlier best checkpoint, once the final pass has run
-    on_best_scored: list[Callable] = field(default_factory=list)
-    on_save: list[Callable] = field(default_factory=list)  # (trainer)
+    on_step: list[Callable] = field(default_factory=list)  # (trainer): after each optimizer step
+    on_log: list[Callable] = field(default_factory=list)  # (trainer, record): each metrics record
+    on_eval: list[Callable] = field(default_factory=list)  # (trainer, result, final): each validation
+    on_stop: list[Callable] = field(default_factory=list)  # (trainer, reason): the loop ended, "done" or "interrupted"
 
 
 class Trainer:
     def __init__(self, model, config: TrainConfig, batcher, device: torch.device, precision: str,
-                 evaluate: Callable | None = None, quiet: bool = False, world: World | None = None,
-                 compile: bool = False, outputs: int | None = None):
+                 evaluate: Callable | None = None, world: World | None = None, compile: bool = False,
+                 outputs: int | None = None):
         if config.max_steps is None and config.max_epochs is None and config.max_time is None:
             raise ValueError("set at least one of max_steps, max_epochs, max_time")
         self.world = world or World()
@@ -183,14 +216,11 @@ class Trainer:
         self.device = device
         self.precision = precision
         self.evaluate = evaluate
-        self.quiet = quiet
         self.hooks = Hooks()
+        self.say: Callable[[str], None] = lambda message: print(message, file=sys.stderr)  # notices to the user
         self.progress = Progress()
         self.state = None  # carried hidden state
         self.loss = None  # last step's loss (a tensor: reading it syncs the device)
-        # The best checkpoint's weights while it was judged on a subset (a CPU copy), to score it fully at
-        # the end; a resumed run gets them from its best checkpoint.
-        self.best_weights: dict | None = None
         self._fused = fused_adamw(device)
         self.optimizer = self._make_optimizer()
         self.scaler = grad_scaler(device, precision)
@@ -208,18 +238,21 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), fused=self._fused)
 
     # --- schedule -----------------------------------------------------------------------------
-    def fraction_done(self) -> float:
-        """How far through the run we are, in [0, 1]: the furthest of the configured stops."""
+    def _stops(self) -> list[float]:
+        """How far the run is towards each configured stop (1 and beyond: reached)."""
         c, p = self.config, self.progress
         fracs = []
         if c.max_steps is not None:
             fracs.append(p.step / max(c.max_steps, 1))
         if c.max_epochs is not None:
-            n = self.batcher.batches_per_epoch(p.epoch)
-            fracs.append((p.epoch + p.batch / n) / c.max_epochs)
+            fracs.append((p.epoch + p.batch / self.batcher.batches_per_epoch(p.epoch)) / c.max_epochs)
         if c.max_time is not None:
             fracs.append(p.elapsed / c.max_time)
-        return min(max(fracs), 1.0)
+        return fracs
+
+    def fraction_done(self) -> float:
+        """How far through the run we are, in [0, 1]: the furthest of the configured stops."""
+        return min(max(self._stops()), 1.0)
 
     def lr_at(self, step: int, frac: float) -> float:
         c = self.config
@@ -302,12 +335,7 @@ class Trainer:
         self._stop_requested = True
 
     def _done(self) -> bool:
-        c, p = self.config, self.progress
-        return (
-            (c.max_steps is not None and p.step >= c.max_steps)
-            or (c.max_epochs is not None and p.epoch + p.batch / self.batcher.batches_per_epoch(p.epoch) >= c.max_epochs)
-            or (c.max_time is not None and p.elapsed >= c.max_time)
-        )
+        return max(self._stops()) >= 1.0
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
         """One optimizer step over this rank's rows, in `grad_accum` micro-batches of consecutive rows.
@@ -381,76 +409,72 @@ class Trainer:
 
     def run(self) -> str:
         """Train until a stop; returns why it stopped: 'done' or 'interrupted'."""
-        c, p = self.config, self.progress
         self.model.train()
-        pin = self.device.type == "cuda"
-        bar = tqdm(total=1000, disable=self.quiet or not self.world.is_main, dynamic_ncols=True, leave=True,
-                   bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
-        window_t0, window_chars = time.perf_counter(), 0  # for the rate, since the last record
-        logged = p.step  # the step of the last metrics record
-        previous = self._install_sigint()
-        reason, failed = "done", True
+        reason = "done"
         try:
-            t_last = time.perf_counter()
-            while not self._done():
-                if self._stop_agreed:
-                    reason = "interrupted"
-                    break
-                if p.batch == 0:
-                    self.state = None  # a new epoch's streams do not continue the last epoch's
-                x, y = self.batcher.batch(p.epoch, p.batch)
-                if self.outputs is not None:
-                    y = y.masked_fill(y >= self.outputs, IGNORE)
-                if pin:
-                    x, y = x.pin_memory(), y.pin_memory()
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                self.train_step(x, y, self.lr_at(p.step, self.fraction_done()))
-                p.step += 1
-                p.chars += x.numel() * self.world.world_size  # every rank trains on as many
-                window_chars += x.numel() * self.world.world_size
-                p.batch += 1
-                if p.batch >= self.batcher.batches_per_epoch(p.epoch):
-                    p.epoch, p.batch = p.epoch + 1, 0
-                now = time.perf_counter()
-                p.elapsed += now - t_last
-                t_last = now
-                for hook in self.hooks.on_step:
-                    hook(self)
-                self._agree()
-                frac = self.fraction_done()
-                if p.step % c.log_interval == 0 or self._done():
-                    self._log(bar, frac, window_chars / max(now - window_t0, 1e-9))
-                    window_t0, window_chars, logged = time.perf_counter(), 0, p.step
-                if self.evaluate is not None and (self._eval_due(frac) or self._done()):
-                    t_eval = time.perf_counter()
-                    self._validate(bar)
-                    t_last = time.perf_counter()  # evaluation time is counted by _validate
-                    window_t0 += t_last - t_eval  # and left out of the rate
-            if reason == "done" and logged != p.step:  # a validation spent the budget before these were logged
-                self._log(bar, self.fraction_done(), window_chars / max(t_last - window_t0, 1e-9))
-            failed = False
+            with stop_on_signals(self.world, self._ask_stop, self.say):
+                reason = self._loop()
         except torch._dynamo.exc.BackendCompilerFailed as e:  # e.g. no C++ compiler for inductor on this machine
             inner = e.inner_exception
             raise CharrnnError(f"--compile failed ({type(inner).__name__}: {one_line(inner, 200)}); "
                                f"train without --compile") from None
-        finally:
-            self._restore_sigint(previous, failed)
-            bar.close()
-        for hook in self.hooks.on_save:
-            hook(self)
+        for hook in self.hooks.on_stop:
+            hook(self, reason)
         return reason
 
-    def _log(self, bar, frac: float, rate: float) -> None:
-        p = self.progress
-        record = self._log_record(frac, rate)
+    def _loop(self) -> str:
+        c, p = self.config, self.progress
+        pin = self.device.type == "cuda"
+        window_t0, window_chars = time.perf_counter(), 0  # for the rate, since the last record
+        logged = p.step  # the step of the last metrics record
+        t_last = time.perf_counter()
+        while not self._done():
+            if self._stop_agreed:
+                return "interrupted"
+            if p.batch == 0:
+                self.state = None  # a new epoch's streams do not continue the last epoch's
+            x, y = self.batcher.batch(p.epoch, p.batch)
+            if self.outputs is not None:
+                y = y.masked_fill(y >= self.outputs, IGNORE)
+            if pin:
+                x, y = x.pin_memory(), y.pin_memory()
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            self.train_step(x, y, self.lr_at(p.step, self.fraction_done()))
+            p.step += 1
+            p.chars += x.numel() * self.world.world_size  # every rank trains on as many
+            window_chars += x.numel() * self.world.world_size
+            p.batch += 1
+            if p.batch >= self.batcher.batches_per_epoch(p.epoch):
+                p.epoch, p.batch = p.epoch + 1, 0
+            now = time.perf_counter()
+            p.elapsed += now - t_last
+            t_last = now
+            for hook in self.hooks.on_step:
+                hook(self)
+            self._agree()
+            if p.step % c.log_interval == 0 or self._done():
+                self._log(window_chars / max(now - window_t0, 1e-9))
+                window_t0, window_chars, logged = time.perf_counter(), 0, p.step
+            if self.evaluate is not None and (self._eval_due(self.fraction_done()) or self._done()):
+                t_eval = time.perf_counter()
+                self._validate()
+                t_last = time.perf_counter()  # the validation's time is counted by _validate
+                window_t0 += t_last - t_eval  # and left out of the rate
+        if logged != p.step:  # a validation spent the budget before these steps were logged
+            self._log(window_chars / max(t_last - window_t0, 1e-9))
+        return "done"
+
+    def _ask_stop(self) -> bool:
+        """Ask the loop to stop (a signal's handler); whether it had been asked already."""
+        asked, self._stop_requested = self._stop_requested, True
+        return asked
+
+    def _log(self, rate: float) -> None:
+        record = self._log_record(rate)
         for hook in self.hooks.on_log:
             hook(self, record)
-        bar.n = int(frac * 1000)
-        loss = "-" if record["loss"] is None else f"{record['loss']:.3f}"
-        bar.set_postfix_str(f"step {p.step} loss {loss} {record['chars_per_s'] / 1000:.1f}k chars/s"
-                            + (f" skipped {p.skipped}" if p.skipped else ""), refresh=True)
 
-    def _log_record(self, frac: float, rate: float) -> dict:
+    def _log_record(self, rate: float) -> dict:
         """The metrics record of the steps since the last one (the only host sync, at logging points);
         stops the run if the updates have been skipped `diverge_after` times in a row."""
         c, p = self.config, self.progress
@@ -463,7 +487,7 @@ class Trainer:
                                    f"non-finite loss or gradient")
         loss = loss_sum / finite if finite else None
         record = {"step": p.step, "epoch": p.epoch, "loss": loss, "bpc": None if loss is None else loss / math.log(2),
-                  "lr": self.lr_at(p.step - 1, frac), "chars_per_s": rate, "elapsed": p.elapsed, "skipped": skipped}
+                  "lr": self.lr_at(p.step - 1, self.fraction_done()), "chars_per_s": rate, "elapsed": p.elapsed, "skipped": skipped}
         if self.scaler.is_enabled():
             scaler = int(scaler / self.world.world_size)
             p.scaler_skipped += scaler
@@ -476,90 +500,25 @@ class Trainer:
             record["gpu_peak_mib"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         return record
 
-    def _validate(self, bar) -> None:
-        """An intermediate pass scores the evaluator's fixed subset, which also picks the best checkpoint;
-        the final pass scores the whole split, and so does the best checkpoint if it is an earlier one."""
+    def _validate(self) -> None:
+        """Score the evaluator's part of the split; the hooks hear whether this was the last pass. The time
+        it takes counts toward the budget, so a pass that spends the rest of it is the last one."""
         p = self.progress
-        t0, elapsed_before = time.perf_counter(), p.elapsed
-        result = self.evaluate(self.model, subset=True)  # the whole split when that is small
-        # The pass's time counts now: if it spent the rest of the budget, this is the run's final pass.
-        p.elapsed = elapsed_before + time.perf_counter() - t0
-        self._agree()
-        is_best = result.loss_nats < p.best_val
-        if is_best:
-            p.best_val, p.best_step = result.loss_nats, p.step
-            p.best_full = math.inf if result.subset else result.loss_nats
-            self.best_weights = ({k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-                                 if result.subset else None)
-        best = None
-        if self._done() and result.subset:
-            sub, result = result, self.evaluate(self.model, subset=False)
-            if not is_best and p.best_full == math.inf:
-                best = self._score_best()
-                if best is not None:
-                    p.best_full = best.loss_nats
-            # Scored in full the last model is better after all (or the earlier best's weights were not at
-            # hand to score, as after resuming a checkpoint from before this rule): it becomes the best.
-            if not is_best and result.loss_nats < p.best_full:
-                is_best, best = True, None
-                p.best_val, p.best_step = sub.loss_nats, p.step
-            if is_best:
-                p.best_full = result.loss_nats
+        t0, before = time.perf_counter(), p.elapsed
+        result = self.evaluate(self.model, subset=True)
+        p.elapsed = before + time.perf_counter() - t0
+        self._agree()  # from the agreed clock, so that every rank spaces its validations alike
         p.evals += 1
-        p.elapsed = elapsed_before + time.perf_counter() - t0
-        self._agree()
-        # from the agreed clock, so that every rank spaces its validations alike
-        p.eval_s = p.elapsed - elapsed_before
+        p.eval_s = p.elapsed - before
         p.eval_frac = self.fraction_done()
-        self.model.train()
+        final = self._done()
         for hook in self.hooks.on_eval:
-            hook(self, result, is_best)
-        if best is not None:
-            for hook in self.hooks.on_best_scored:
-                hook(self, best)
-
-    def _score_best(self):
-        """The full-pass result of the best checkpoint's weights (None if they are not at hand)."""
-        if self.best_weights is None:
-            return None
-        current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(self.best_weights)
-        try:
-            return self.evaluate(self.model, subset=False)
-        finally:
-            self.model.load_state_dict(current)
+            hook(self, result, final)
+        p.elapsed = before + time.perf_counter() - t0  # (what the hooks spent on it too)
+        self._agree()
+        self.model.train()
 
     def _agree(self) -> None:
         """All ranks take the same clock and the same stop decision (the identity on one process)."""
         p = self.progress
         p.elapsed, self._stop_agreed = self.world.agree(p.elapsed, self._stop_requested)
-
-    # Ctrl-C: the first one finishes the step and saves; a second one stops at once. SIGTERM (what
-    # schedulers send before they kill, and what torchrun forwards when it is stopped) does the same,
-    # and so, without torchrun (whose agent turns it into a SIGTERM), does SIGHUP: a closing terminal.
-    def _install_sigint(self):
-        if threading.current_thread() is not threading.main_thread():
-            return None
-
-        def handler(signum, frame):
-            if self._stop_requested:
-                raise KeyboardInterrupt
-            self._stop_requested = True
-            if self.world.is_main:
-                tqdm.write("interrupted: finishing this step and saving last.pt (Ctrl-C again to abort)",
-                           file=sys.stderr)
-
-        signals = (signal.SIGINT, signal.SIGTERM)
-        if not self.world.launched and hasattr(signal, "SIGHUP"):
-            signals += (signal.SIGHUP,)
-        if self.world.stop_asked:  # torchrun's SIGTERM came while this rank was setting up
-            self._stop_requested = True
-        return {s: signal.signal(s, handler) for s in signals}
-
-    def _restore_sigint(self, previous, failed: bool = False) -> None:
-        for s, handler in (previous or {}).items():
-            if failed and s == signal.SIGTERM and self.world.launched:
-                # A rank that fails is leaving with its own message. torchrun sends SIGTERM to every
-                # rank once it sees one die, often just now: the default action would cut that short.
-                handler = signal.SIG_IGN
-            signal.signal(s, handler)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from charrnn.pipeline import RunOptions, train
+from charrnn.training import RunOptions, train
 
 SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
 

@@ -184,7 +184,7 @@ def test_bad_compare_options(corpus, tmp_path, args, message):
 def test_an_interrupted_comparison_exits_130_and_the_same_command_finishes_it(tmp_path, monkeypatch):
     from charrnn import checkpoint as ck
     from charrnn import compare as compare_module
-    from charrnn import pipeline
+    from charrnn import analysis, training
 
     corpus = tmp_path / "play.txt"
     corpus.write_text(make_text(20_000), encoding="utf-8")
@@ -196,7 +196,7 @@ def test_an_interrupted_comparison_exits_130_and_the_same_command_finishes_it(tm
         stop = None
         if len(calls) == 1:
             stop = lambda t: t.hooks.on_step.append(lambda t: t.request_stop() if t.progress.step == 5 else None)  # noqa: E731
-        return pipeline.train(opts, overrides, on_trainer=stop)
+        return training.train(opts, overrides, on_trainer=stop)
 
     monkeypatch.setattr(compare_module, "train_one", in_process)
     args = ["compare", corpus, "--models", "lstm,gru", "--max-time", "1s", "--out", out, "--device", "cpu",

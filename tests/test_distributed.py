@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from charrnn import checkpoint as ck
 from charrnn.cli import cli
-from charrnn.pipeline import RunOptions, train
+from charrnn.training import RunOptions, train
 from conftest import make_text
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -413,7 +413,7 @@ def test_junk_in_metrics_is_dropped_on_resume(fp32_run, small, junk):
 
 
 def test_resumed_metrics_equal_unbroken_metrics_record_for_record(small, tmp_path):
-    from charrnn.pipeline import RunOptions, train
+    from charrnn.training import RunOptions, train
 
     # logged every 10 (the default); the dropout and weight drop masks of a resumed run are the unbroken one's
     settings = dict(model="lstm", n_layers=1, hidden=32, embed=16, dropout=0.1, weight_drop=0.3, batch_size=4,

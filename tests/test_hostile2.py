@@ -23,7 +23,7 @@ from charrnn import compare as compare_module
 from charrnn.errors import BadType, BadValue, CharrnnError
 from charrnn.fileio import append_line, atomic_write, shown
 from charrnn.families import build_model, evaluate_model, model_config
-from charrnn.pipeline import RunOptions, train
+from charrnn.training import RunOptions, train
 from charrnn.sampler import SampleConfig
 from conftest import make_text
 from test_hostile import SMALL, _start_training, _wait_for, cli_env, digest, one_line_error, run

@@ -14,7 +14,8 @@ from charrnn.errors import CharrnnError
 from charrnn.families.minrnn import model as minrnn
 from charrnn.families.minrnn.model import MinRNN, scan
 from charrnn.families import model_config, param_count
-from charrnn.pipeline import RunOptions, eval_run, train
+from charrnn.analysis import eval_run
+from charrnn.training import RunOptions, train
 from charrnn.sampler import Sampler
 from charrnn.tokenizer import CharTokenizer
 from conftest import make_text

@@ -19,7 +19,7 @@ from charrnn.cli import cli
 from charrnn.families import evaluate_model
 from charrnn.models import unscored_loss
 from charrnn.families import build_model, model_config, param_count
-from charrnn.pipeline import RunOptions, train
+from charrnn.training import RunOptions, train
 from charrnn.sampler import Sampler
 from charrnn.tokenizer import MAX_CODEPOINT
 from conftest import TINY

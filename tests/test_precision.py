@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from charrnn import checkpoint as ck
-from charrnn import device, pipeline
+from charrnn import device, training
 from charrnn import trainer as trainer_module
 from charrnn.errors import CharrnnError
-from charrnn.pipeline import RunOptions, train
+from charrnn.training import RunOptions, train
 from conftest import TINY
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -128,7 +128,7 @@ def fp16_on_the_cpu(monkeypatch):
     """--precision fp16 as on a GPU: fp16 autocast (linear layers: the Transformer) and the real scaler,
     growing its scale every 4 clean steps instead of 2000, so that a short run moves it."""
     allowed = device.resolve_precision
-    monkeypatch.setattr(pipeline, "resolve_precision", lambda name, dev: "fp16" if name == "fp16" else allowed(name, dev))
+    monkeypatch.setattr(training, "resolve_precision", lambda name, dev: "fp16" if name == "fp16" else allowed(name, dev))
     monkeypatch.setattr(trainer_module, "grad_scaler",
                         lambda dev, prec: torch.amp.GradScaler(dev.type, enabled=prec == "fp16", growth_interval=4))
 

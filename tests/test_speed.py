@@ -19,7 +19,7 @@ from charrnn.errors import CharrnnError
 from charrnn.families.rnn import RNN_TYPES
 from charrnn.families.rnn.model import CharRNN
 from charrnn.families import model_config
-from charrnn.pipeline import RunOptions, train
+from charrnn.training import RunOptions, train
 from charrnn.quant import int8_supported
 from charrnn.trainer import TrainConfig, Trainer
 from conftest import TINY
@@ -114,7 +114,7 @@ def test_bare_reference_loop_does_the_same_work_as_the_trainer(kind):
     bare.load_state_dict(model.state_dict())
     batcher = StreamBatcher(ids, B, T)
     cfg = TrainConfig(batch_size=B, seq_len=T, lr=3e-3, warmup_steps=0, min_lr_ratio=1.0, max_steps=6)
-    trainer = Trainer(model, cfg, batcher, torch.device("cpu"), "fp32", quiet=True)
+    trainer = Trainer(model, cfg, batcher, torch.device("cpu"), "fp32")
     ours = []
     trainer.hooks.on_step.append(lambda t: ours.append(t.loss.item()))
     trainer.run()
@@ -197,7 +197,7 @@ def test_cuda_training_step_never_waits_for_the_gpu(precision):
     torch.manual_seed(0)
     model = CharRNN(model_config(vocab_size=vocab, model="lstm", n_layers=2, hidden=64, embed=16))
     dev = torch.device("cuda")
-    trainer = Trainer(model, TrainConfig(batch_size=B, seq_len=T, max_steps=100), batcher, dev, precision, quiet=True)
+    trainer = Trainer(model, TrainConfig(batch_size=B, seq_len=T, max_steps=100), batcher, dev, precision)
 
     def step(k):
         x, y = batcher.batch(0, k)

@@ -14,7 +14,8 @@ from charrnn import checkpoint as ck
 from charrnn.device import cpu_supports_bf16
 from charrnn.families.rnn.model import CharRNN
 from charrnn.families import model_config
-from charrnn.pipeline import RunOptions, train
+from charrnn.training import RunOptions, train
+from charrnn.tokenizer import CharTokenizer
 from charrnn.trainer import TrainConfig, Trainer
 from conftest import TINY
 
@@ -278,7 +279,7 @@ def test_a_non_finite_step_changes_nothing_and_is_counted(monkeypatch, fused):
     monkeypatch.setattr(trainer_module, "fused_adamw", lambda device: fused)  # force either branch on the CPU
     model = _Poisoned(bad={3, 4})
     t = Trainer(model, TrainConfig(batch_size=2, seq_len=8, max_steps=6, log_interval=3, warmup_steps=0,
-                                   grad_clip=0.0), _Batcher(), torch.device("cpu"), "fp32", quiet=True)
+                                   grad_clip=0.0), _Batcher(), torch.device("cpu"), "fp32")
     assert t.optimizer.param_groups[0]["fused"] is fused
     weights, records = [], []
     t.hooks.on_step.append(lambda t: weights.append([p.detach().clone() for p in t.model.parameters()]))
@@ -298,9 +299,9 @@ def test_a_run_of_non_finite_steps_stops_training():
 
     model = _Poisoned(bad=set(range(5, 100)))
     t = Trainer(model, TrainConfig(batch_size=2, seq_len=8, max_steps=90, log_interval=10, diverge_after=20),
-                _Batcher(), torch.device("cpu"), "fp32", quiet=True)
+                _Batcher(), torch.device("cpu"), "fp32")
     saved = []
-    t.hooks.on_save.append(lambda t: saved.append(t.progress.step))
+    t.hooks.on_stop.append(lambda t, reason: saved.append(t.progress.step))
     with pytest.raises(TrainingDiverged, match="26 updates in a row, up to step 30"):
         t.run()
     assert not saved and t.weights_finite()
@@ -343,22 +344,22 @@ def test_a_limited_validation_scores_part_of_the_whole_pass_exactly_as_it_does(k
 
 
 def test_intermediate_validations_score_a_subset_and_the_final_one_the_whole_split(corpus, tmp_path, monkeypatch):
-    from charrnn import pipeline
+    from charrnn import analysis, training
 
-    monkeypatch.setattr(pipeline, "VAL_SUBSET", 256)  # the test corpus's 2,000 validation characters > 2 x 256
+    monkeypatch.setattr(training, "VAL_SUBSET", 256)  # the test corpus's 2,000 validation characters > 2 x 256
     summary = train(_opts(corpus, tmp_path / "run"), dict(TINY, max_steps=40, eval_interval=10))
     vals = _records(tmp_path / "run", "val")
     assert [r["step"] for r in vals] == [10, 20, 30, 40]
     assert all(r.get("subset") and r["chars"] < 300 for r in vals[:-1])
     assert "subset" not in vals[-1] and vals[-1]["chars"] == 1999
-    full = pipeline.eval_run(tmp_path / "run", str(corpus))
+    full = analysis.eval_run(tmp_path / "run", str(corpus))
     assert summary["best_val"] == pytest.approx(full.loss_nats, abs=1e-6)
 
 
 def test_an_earlier_best_checkpoint_is_scored_fully_when_the_run_ends(corpus, tmp_path, monkeypatch):
-    from charrnn import pipeline
+    from charrnn import analysis, training
 
-    monkeypatch.setattr(pipeline, "VAL_SUBSET", 256)
+    monkeypatch.setattr(training, "VAL_SUBSET", 256)
 
     def spoil_the_last_step(trainer):  # the final model is worse than the one at step 30
         def hook(t):
@@ -373,15 +374,15 @@ def test_an_earlier_best_checkpoint_is_scored_fully_when_the_run_ends(corpus, tm
     vals = _records(out, "val")
     best = ck.load_checkpoint(out / ck.BEST)
     assert best["trainer"]["progress"]["step"] == 30 and vals[-1]["loss_nats"] > best["val_loss"]
-    full = pipeline.eval_run(out, str(corpus))  # best.pt, every validation character
+    full = analysis.eval_run(out, str(corpus))  # best.pt, every validation character
     assert best["val_loss"] == pytest.approx(full.loss_nats, abs=1e-6) == summary["best_val"]
-    assert pipeline.run_info(out)["best_val_loss"] == best["val_loss"]
+    assert analysis.run_info(out)["best_val_loss"] == best["val_loss"]
 
 
 def test_a_resumed_run_scores_its_earlier_best_checkpoint_fully(corpus, tmp_path, monkeypatch):
-    from charrnn import pipeline
+    from charrnn import analysis, training
 
-    monkeypatch.setattr(pipeline, "VAL_SUBSET", 256)
+    monkeypatch.setattr(training, "VAL_SUBSET", 256)
     out = tmp_path / "run"
 
     def stop_at_25(trainer):
@@ -401,12 +402,12 @@ def test_a_resumed_run_scores_its_earlier_best_checkpoint_fully(corpus, tmp_path
     summary = train(_opts(out=out, corpus=corpus, resume=True), {"max_steps": 40}, on_trainer=spoil_every_step)
     best = ck.load_checkpoint(out / ck.BEST)
     assert best["trainer"]["progress"]["step"] == 20
-    full = pipeline.eval_run(out, str(corpus))
+    full = analysis.eval_run(out, str(corpus))
     assert best["val_loss"] == pytest.approx(full.loss_nats, abs=1e-6) == summary["best_val"]
 
 
 @pytest.mark.parametrize("best_in_full", [1.35, 1.45], ids=["the earlier best stays", "the last wins in full"])
-def test_the_final_pass_settles_the_best_checkpoint_on_full_figures(best_in_full):
+def test_the_final_pass_settles_the_best_checkpoint_on_full_figures(best_in_full, tmp_path):
     from charrnn.evaluate import EvalResult
 
     model = CharRNN(model_config(vocab_size=20, model="gru", n_layers=1, hidden=8, embed=4))
@@ -419,11 +420,21 @@ def test_the_final_pass_settles_the_best_checkpoint_on_full_figures(best_in_full
         return EvalResult({20: best_in_full, 30: 1.4}[at], 1000)
 
     t = Trainer(model, TrainConfig(batch_size=2, seq_len=8, max_steps=30, eval_interval=10, log_interval=10),
-                _Batcher(), torch.device("cpu"), "fp32", evaluate=evaluate, quiet=True)
+                _Batcher(), torch.device("cpu"), "fp32", evaluate=evaluate)
     t.hooks.on_step.append(lambda t: step_of.__setitem__(t.model.embed.weight[0, 0].item(), t.progress.step))
+    folder = ck.RunFolder(tmp_path / "run")  # the run folder's side chooses the best checkpoint
+    folder.path.mkdir()
+    run = ck.RunInfo("play.txt", "0" * 64, 0.1, 1000, 100, precision="fp32")
+    tok = CharTokenizer.from_chars("abcdefghijklmnopqrst", byte_fallback=False).to_str()
+    recorder = ck.RunRecorder(folder, t, model.config.to_dict(), run, tok, evaluate)
     seen, rescored = [], []
-    t.hooks.on_eval.append(lambda t, r, best: seen.append((t.progress.step, r.loss_nats, r.subset, best)))
-    t.hooks.on_best_scored.append(lambda t, r: rescored.append(r.loss_nats))
+
+    def heard(t, r, final):
+        result, best = recorder.last
+        seen.append((t.progress.step, result.loss_nats, result.subset, best))
+        if recorder.rescored is not None:
+            rescored.append(recorder.rescored.loss_nats)
+    t.hooks.on_eval.append(heard)
     t.run()
     assert seen[:2] == [(10, 2.0, True, True), (20, 1.5, True, True)]
     if best_in_full < 1.4:  # step 20 stays the best; its full figure is what the run reports

@@ -18,7 +18,7 @@ from charrnn.families.transformer.model import GPT
 from charrnn.models import window_start
 from charrnn.families import family_of
 from charrnn.families import build_model, model_config
-from charrnn.pipeline import RunOptions, train
+from charrnn.training import RunOptions, train
 from charrnn.tokenizer import CharTokenizer
 
 TINY_GPT = dict(model="transformer", n_layers=2, hidden=32, heads=4, context=16, dropout=0.0, batch_size=8,

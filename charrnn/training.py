@@ -1,9 +1,10 @@
-"""The train, eval and info pipelines: corpus -> tokenizer -> ids -> model -> trainer -> run folder.
+"""The train pipeline: corpus -> tokenizer -> ids -> model -> trainer -> run folder.
 
-The CLI parses options and calls these; Python users can call them too. A training run is either
+The CLI parses options and calls `train`; Python users can call it too. A training run is either
 fresh (settings from the user, the rest from the budget preset) or resumed (every setting from the
 checkpoint; only the stops and the micro-batch split may change): each setup returns a `_Setup`,
-and one shared tail trains it.
+and one shared tail trains it, with the run folder's recorder, the progress bar and the notices as
+the trainer's hooks.
 """
 
 from __future__ import annotations
@@ -11,15 +12,12 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import checkpoint as ck
 from . import distributed, memory, presets
@@ -29,12 +27,12 @@ from .device import resolve_device, resolve_precision
 from .errors import CharrnnError, TrainingDiverged, one_line
 from .config import ModelConfig
 from .evaluate import EVAL_LENGTH, EVAL_STREAMS, EvalResult
-from .fileio import atomic_write, expand_user, path_text, shown
+from .fileio import path_text, shown
 from .families import build_model, evaluate_model, family_of, model_settings, option_names
+from .progress import ProgressBar
 from .sampler import SampleConfig, Sampler
 from .tokenizer import CharTokenizer
-from .trainer import TrainConfig, Trainer
-from .units import MAX_SECONDS, MAX_SEED
+from .trainer import TrainConfig, Trainer, flag
 
 DEFAULT_MAX_TIME = 600.0  # with no stop given, train for ten minutes
 DEFAULT_VAL_FRAC = 0.1
@@ -42,7 +40,6 @@ DEFAULT_VAL_FRAC = 0.1
 # same every time. Enough to rank checkpoints, which all score that text, at a small share of the cost:
 # for the RNNs one chunk of every validation stream.
 VAL_SUBSET = EVAL_STREAMS * EVAL_LENGTH
-MAX_RATE = 1e6  # the largest --lr and --weight-decay
 SIZE_HINT = "lower --hidden, --layers, --embed or --context, or the batch (--batch-size, --seq-len, or more --grad-accum)"
 
 
@@ -73,19 +70,11 @@ def _split_overrides(overrides: dict[str, Any]) -> tuple[dict, dict]:
     return model_over, rest
 
 
-FLAGS = {"n_layers": "--layers", "warmup_steps": "--warmup", "model": "--model"}
-
-
-def flag(key: str) -> str:
-    """The command-line option that sets a config field."""
-    return FLAGS.get(key, "--" + key.replace("_", "-"))
-
-
 def check_settings(model_cfg: ModelConfig, train_cfg: TrainConfig, val_frac: float) -> None:
     """Nonsense values are caught before anything touches the disk."""
-    m, t = model_cfg, train_cfg
-    values = {**m.to_dict(), **t.to_dict()}
-    for name, v in values.items():  # NaN passes every comparison below, and inf most of them
+    m = model_cfg
+    for name in m.COMMON_FIELDS:  # NaN passes every comparison, and inf most of them
+        v = getattr(m, name)
         if isinstance(v, float) and not math.isfinite(v):
             raise CharrnnError(f"{flag(name)} must be a finite number, not {v}")
     if not (isinstance(val_frac, (int, float)) and 0 < val_frac < 1):
@@ -94,27 +83,11 @@ def check_settings(model_cfg: ModelConfig, train_cfg: TrainConfig, val_frac: flo
         (m.n_layers >= 1, f"layers must be >= 1, not {m.n_layers}"),
         (m.hidden >= 1, f"hidden must be >= 1, not {m.hidden}"),
         (0 <= m.dropout < 1, f"dropout must be in [0, 1), not {m.dropout}"),
-        (t.batch_size >= 1, f"batch-size must be >= 1, not {t.batch_size}"),
-        (t.seq_len >= 1, f"seq-len must be >= 1, not {t.seq_len}"),
-        (t.grad_accum >= 1, f"grad-accum must be >= 1, not {t.grad_accum}"),
-        # beyond 1e6 AdamW's step sizes overflow float32 before the run can even diverge
-        (0 < t.lr <= MAX_RATE, f"lr must be > 0 and at most {MAX_RATE:g}, not {t.lr}"),
-        (0 <= t.weight_decay <= MAX_RATE, f"weight-decay must be in [0, {MAX_RATE:g}], not {t.weight_decay}"),
-        (t.grad_clip >= 0, f"grad-clip must be >= 0, not {t.grad_clip}"),
-        (0 <= t.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], not {t.min_lr_ratio}"),
-        (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "AdamW's betas must be in [0, 1)"),
-        (t.warmup_steps >= 0, f"warmup must be >= 0, not {t.warmup_steps}"),
-        (t.eval_interval >= 0, f"eval-interval must be >= 0, not {t.eval_interval}"),
-        (t.log_interval >= 1 and t.diverge_after >= 1, "log_interval and diverge_after must be >= 1"),
-        (0 <= t.seed <= MAX_SEED, f"seed must be in [0, 2**63 - 1], not {t.seed}"),
-        (t.max_steps is None or t.max_steps >= 1, "max-steps must be >= 1"),
-        (t.max_epochs is None or t.max_epochs > 0, "max-epochs must be > 0"),
-        (t.max_time is None or 0 < t.max_time <= MAX_SECONDS, "max-time must be > 0 and at most a year"),
     ]
-    checks += family_of(m.model).checks(m, t)
-    for ok, message in checks:
-        if not ok:
-            raise CharrnnError(message)
+    problems = train_cfg.problems() + [message for ok, message in checks if not ok]
+    problems += [message for ok, message in family_of(m.model).checks(m, train_cfg) if not ok]
+    if problems:
+        raise CharrnnError(problems[0])
 
 
 def _configs(kind: str, settings: dict[str, Any], vocab_size: int, val_frac: float) -> tuple[ModelConfig, TrainConfig]:
@@ -145,7 +118,8 @@ def check_fits(settings: dict[str, Any], vocab_size: int, val_frac: float, devic
                   hint)
 
 
-def _corpus_name(path: Path) -> str:
+def corpus_name(path: Path) -> str:
+    """A corpus file's name as a run folder's is made of it."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem) or "corpus"
 
 
@@ -193,7 +167,7 @@ def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distr
         corpus_path = resolve_corpus(opts.corpus, quiet=opts.quiet)
     corpus_sha = file_sha256(corpus_path)
     opts = _resume_after_restart(opts, world, corpus_path, overrides)
-    folder = ck.RunFolder(opts.out or _default_run_dir(corpus_path, overrides.get("model", ModelConfig.model)))
+    folder = ck.RunFolder(opts.out or default_run_dir(corpus_path, overrides.get("model", ModelConfig.model)))
     with contextlib.ExitStack() as stack:
         error = None
         if world.is_main:  # one writer for the run folder: rank 0 holds it, and tells the others
@@ -315,16 +289,15 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
         total, chars = world.all_sum([part.loss_nats * part.chars, part.chars])
         return EvalResult(total / chars, int(chars), subset=part.subset)
 
-    trainer = Trainer(s.model, train_cfg, batcher, device, s.precision, evaluate=validate, quiet=opts.quiet,
-                      world=world, compile=opts.compile, outputs=model_cfg.outputs)
+    trainer = Trainer(s.model, train_cfg, batcher, device, s.precision, evaluate=validate, world=world,
+                      compile=opts.compile, outputs=model_cfg.outputs)
+    trainer.say = ProgressBar.say
     if s.saved is not None:
         try:
             trainer.load_state_dict(s.saved.trainer)
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
             raise CharrnnError(f"{shown(s.saved_path)}: its trainer state does not fit this run "
                                f"({one_line(e, 120) or type(e).__name__})") from None
-        if trainer.progress.best_full == math.inf and trainer.progress.best_step >= 0:
-            trainer.best_weights = None if s.best is None else s.best.weights  # to score it fully at the end
     run_info = ck.RunInfo(path_text(corpus_path), corpus_sha, s.val_frac, len(train_ids), len(val_ids), s.preset,
                           s.precision)
     if world.is_main:  # one writer for the run folder
@@ -335,8 +308,9 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
             _say(f"note: dropped {dropped} line(s) of metrics.jsonl written after step {trainer.progress.step}")
         folder.write_config(model_cfg.to_dict(), train_cfg.to_dict(), run_info, s.model.num_params(), str(device),
                             world.world_size)
-    saved_step = _attach_run_hooks(trainer, folder, s.tok, model_cfg, train_cfg, run_info, opts)
-    saved_step["step"] = None if s.saved is None else trainer.progress.step
+    recorder = ck.RunRecorder(folder, trainer, model_cfg.to_dict(), run_info, s.tok.to_str(), validate, s.best)
+    if world.is_main and not opts.quiet:
+        Notices(trainer, recorder, s.tok, opts.sample_len)
     if on_trainer is not None:
         on_trainer(trainer)
 
@@ -350,7 +324,7 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
     try:
         reason = trainer.run()
     except TrainingDiverged as e:
-        kept = saved_step["step"]
+        kept = recorder.saved_step
         where = (f"{shown(folder.path / ck.LAST)} keeps step {kept}, with finite weights" if kept is not None
                  else "no checkpoint had been written")
         raise TrainingDiverged(f"{e}; {where}. Lower --lr, or clip gradients with --grad-clip") from None
@@ -366,7 +340,7 @@ def _resume_after_restart(opts: RunOptions, world: distributed.World, corpus_pat
     worker (TORCHELASTIC_RESTART_COUNT > 0) resumes from last.pt when the run folder has one."""
     if opts.resume or world.restart_count == 0:
         return opts
-    run_dir = opts.out or _default_run_dir(corpus_path, overrides.get("model", ModelConfig.model))
+    run_dir = opts.out or default_run_dir(corpus_path, overrides.get("model", ModelConfig.model))
     found = (run_dir / ck.LAST).is_file()
     seen = world.all_sum([float(found)])[0]
     if 0 < seen < world.world_size:  # each rank reads the folder: on several nodes it must be shared
@@ -395,171 +369,42 @@ def check_family_options(kind: str, overrides: dict[str, Any]) -> None:
 
 def _say(message: str) -> None:
     """A notice on stderr that does not break the progress bar; stdout is left for data."""
-    tqdm.write(message, file=sys.stderr)
+    ProgressBar.say(message)
 
 
-def _default_run_dir(corpus_path: Path, model: str) -> Path:
-    return Path("checkpoints") / f"{_corpus_name(corpus_path)}-{model}"
+def default_run_dir(corpus_path: Path, model: str) -> Path:
+    """checkpoints/<corpus>-<model>: where a run goes without --out."""
+    return Path("checkpoints") / f"{corpus_name(corpus_path)}-{model}"
 
 
-def _attach_run_hooks(trainer: Trainer, folder: ck.RunFolder, tok, model_cfg, train_cfg, run_info,
-                      opts: RunOptions) -> dict:
-    """Metrics and checkpoints into the run folder (rank 0), and the notices. Returns the box that
-    holds the step of the last checkpoint written."""
-    saved = {"step": None, "at": -1}  # the last checkpoint written, and the step the state was last taken
-    main = trainer.world.is_main
+class Notices:
+    """What a person running `charrnn train` is told as it goes, as the trainer's hooks (rank 0): the
+    progress bar, skipped updates, each validation's loss (the recorder's verdict on it) with a short
+    sample, and an earlier best checkpoint's full-pass figure."""
 
-    def snapshot(val_loss: float | None) -> ck.Saved | None:
-        """The checkpoint, on rank 0 (None elsewhere). Every rank must call it: the trainer's state gathers.
-        Weights that are no longer finite are never written: the run stops, the last checkpoint stays."""
-        if not trainer.weights_finite():
-            raise TrainingDiverged(f"training diverged: the weights are no longer finite at step {trainer.progress.step}")
-        state = trainer.state_dict()
-        if not main:
-            return None
-        weights = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
-        return ck.Saved(model_cfg.to_dict(), train_cfg.to_dict(), run_info, tok.to_str(), weights, state, val_loss)
+    def __init__(self, trainer: Trainer, recorder: ck.RunRecorder, tok: CharTokenizer, sample_len: int):
+        self.recorder, self.tok, self.sample_len = recorder, tok, sample_len
+        bar = ProgressBar()
+        trainer.hooks.on_log += [bar.on_log, self.on_log]
+        trainer.hooks.on_eval.append(self.on_eval)
+        trainer.hooks.on_stop.append(bar.on_stop)
 
-    def save(snap: ck.Saved, best: bool) -> None:
-        folder.save(ck.LAST, snap)
-        if best:
-            folder.save(ck.BEST, snap)
-        saved["step"] = trainer.progress.step
-
-    def on_log(t: Trainer, record: dict) -> None:
-        if not main:
-            return
-        folder.append_metric({"kind": "train", **record})
-        if record["skipped"] and not opts.quiet:
+    def on_log(self, t: Trainer, record: dict) -> None:
+        if record["skipped"]:
             _say(f"step {record['step']}: {record['skipped']} update(s) skipped for a non-finite loss or gradient "
                  f"({t.progress.skipped} so far)")
 
-    def on_eval(t: Trainer, result: EvalResult, is_best: bool) -> None:
-        if not math.isfinite(result.loss_nats):  # finite weights can still overflow into NaN logits
-            raise TrainingDiverged(f"training diverged: the validation loss is {result.loss_nats} at step "
-                                   f"{t.progress.step}")
-        snap = snapshot(result.loss_nats)
-        saved["at"] = t.progress.step
-        if not main:
-            return
-        folder.append_metric({"kind": "val", "step": t.progress.step, "elapsed": t.progress.elapsed,
-                              **result.to_dict()})
-        save(snap, is_best)
-        if not opts.quiet:
-            line = f"step {t.progress.step}: val loss {result.loss_nats:.4f} nats, {result.bpc:.4f} bpc"
-            if result.subset:
-                line += f" ({result.chars:,}-character subset)"
-            _say(line + (" (best)" if is_best else ""))
-            if opts.sample_len > 0:
-                sampler = Sampler(t.model, tok, t.device)
-                text = sampler.sample_many(SampleConfig(length=opts.sample_len, temperature=0.8, seed=0), 1)[0]
-                t.model.train()
-                _say("  | " + text.strip().replace("\n", "\n  | "))
-
-    def on_best_scored(t: Trainer, result: EvalResult) -> None:
-        if main:  # the best checkpoint, judged on the subset, now carries its full-pass loss
-            folder.set_best_loss(result.loss_nats)
-            if not opts.quiet:
-                _say(f"best checkpoint (step {t.progress.best_step}): val loss {result.loss_nats:.4f} nats, "
-                     f"{result.bpc:.4f} bpc")
-
-    def on_save(t: Trainer) -> None:
-        if saved["at"] != t.progress.step:
-            snap = snapshot(None)
-            if main:
-                save(snap, False)
-            saved["at"] = t.progress.step
-
-    trainer.hooks.on_log.append(on_log)
-    trainer.hooks.on_eval.append(on_eval)
-    trainer.hooks.on_best_scored.append(on_best_scored)
-    trainer.hooks.on_save.append(on_save)
-    return saved
-
-
-def eval_run(run: str | Path, corpus: str, split_name: str = "val", val_frac: float | None = None,
-             device: str = "auto", precision: str = "fp32", unknown: str = "bytes",
-             stride: int | None = None) -> EvalResult:
-    """Loss of a run's checkpoint on a corpus: the validation split (the run's val-frac) or all of it.
-    `stride` (Transformer only) is how far its evaluation windows move; default context // 2."""
-    model, tok, ckpt, path = ck.load_run(run)
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    corpus_path = resolve_corpus(corpus)
-    frac = ckpt.run.val_frac if val_frac is None else val_frac
-    if not (isinstance(frac, (int, float)) and 0 < frac < 1):
-        raise CharrnnError(f"val-frac must be in (0, 1), not {frac}")
-    if unknown == "bytes" and not tok.byte_fallback:
-        unknown = "error"
-    window = family_of(model.config.model).context(model.config)
-    if stride is not None and (window is None or not 1 <= stride <= window):
-        raise CharrnnError("--stride applies to a model that reads windows (a Transformer), between 1 and its "
-                           "context" + ("" if window is None else f" ({window})"))
-    ids = encode_corpus(corpus_path, tok, ck.run_cache(path.parent), unknown=unknown)
-    target = ids if split_name == "all" else split(ids, frac)[1]
-    if len(target) < 2:
-        raise CharrnnError(f"{shown(corpus_path)}: too little text to evaluate ({len(target)} characters)")
-    return evaluate_model(model.to(dev), target, dev, prec, n_streams=EVAL_STREAMS, seq_len=EVAL_LENGTH, stride=stride)
-
-
-def run_info(run: str | Path) -> dict[str, Any]:
-    """What `charrnn info` shows: configs, parameter count, progress, best validation loss."""
-    path = ck.resolve_checkpoint(run)
-    saved = ck.read_checkpoint(path)
-    model = ck.checkpoint_model(saved, path)
-    progress = saved.progress
-    return {"checkpoint": path_text(path), "model": saved.model_config, "train": saved.train_config,
-            "run": asdict(saved.run), "params": model.num_params(), "step": saved.step,
-            "epoch": progress.get("epoch", 0), "chars_trained": progress.get("chars", 0),
-            "elapsed_s": round(progress.get("elapsed", 0.0), 1), "skipped": progress.get("skipped", 0),
-            "best_val_loss": saved.best_loss}
-
-
-# --- charrnn inspect -----------------------------------------------------------------------------------
-MAX_INSPECT_CHARS = 5_000_000  # the text features are computed in Python, about 1 s per 100k characters
-LOOKS_LIKE_PATH = re.compile(r"^~|^[^\s/]*/\S*$|^\S+\.[A-Za-z0-9]{1,5}$")  # ~/x, a/b, notes.txt: a file, not text
-
-
-def _inspect_text(text: str | None, tok: CharTokenizer, saved: ck.Saved, cache: Path | None):
-    """Ids and where they came from: the run's validation split (no TEXT, or the run's own corpus),
-    another corpus from its start, or TEXT itself."""
-    from .corpora import load_catalog
-
-    unknown = "bytes" if tok.byte_fallback else "error"
-    run = saved.run
-    if text is not None and not (text and (expand_user(text).exists() or text in load_catalog())):
-        if LOOKS_LIKE_PATH.search(text):
-            resolve_corpus(text)  # says: no such file or catalog corpus
-        return tok.encode(text, unknown=unknown), "the text given"
-    corpus_path = resolve_corpus(run.corpus if text is None else text)
-    sha = file_sha256(corpus_path)
-    ids = encode_corpus(corpus_path, tok, cache, unknown=unknown, sha256=sha)
-    if sha == run.corpus_sha256:
-        return split(ids, run.val_frac)[1], f"the validation split of {shown(corpus_path)}"
-    return ids, shown(corpus_path)
-
-
-def inspect_run(run: str | Path, text: str | None = None, chars: int = 20_000, show: int = 1000,
-                out: Path | None = None, positions: int = 32, seed: int = 0, device: str = "auto",
-                quiet: bool = False, command: str = "") -> dict[str, Any]:
-    """`charrnn inspect`: the microscope over `chars` characters of a run's text, as one HTML page
-    (default inspect.html beside the checkpoint). Returns the summary and the page's path."""
-    from .inspect_page import render_inspect
-    from .microscope import inspect_model
-
-    if not 2 <= chars <= MAX_INSPECT_CHARS:
-        raise CharrnnError(f"--chars must be between 2 and {MAX_INSPECT_CHARS:,}, not {chars}")
-    model, tok, ckpt, path = ck.load_run(run)
-    dev = resolve_device(device)
-    page = Path(out) if out is not None else path.parent / ck.INSPECT_PAGE
-    ids, source = _inspect_text(text, tok, ckpt, ck.run_cache(path.parent))
-    ids = np.asarray(ids[:chars])
-    if len(ids) < 2:
-        raise CharrnnError(f"{source} holds {len(ids)} character(s): inspect needs at least 2")
-    insp = inspect_model(model.to(dev), tok, ids, dev, show=show, positions=positions, seed=seed, quiet=quiet)
-    c = ckpt.model_config
-    shape = f"{c['model']} {c['n_layers']}x{c['hidden']}, {model.num_params():,} parameters, step {ckpt.step:,}"
-    html = render_inspect(insp, {"run": path_text(path), "model": c["model"], "shape": shape, "source": source,
-                                 "command": path_text(command or f"charrnn inspect {path}")})
-    atomic_write(page, lambda f: f.write(html.encode("utf-8")))
-    return {**insp.summary(), "page": path_text(page), "checkpoint": path_text(path), "source": source}
+    def on_eval(self, t: Trainer, _result: EvalResult, final: bool) -> None:
+        result, is_best = self.recorder.last  # (the recorder's hook ran first: the figure it wrote)
+        line = f"step {t.progress.step}: val loss {result.loss_nats:.4f} nats, {result.bpc:.4f} bpc"
+        if result.subset:
+            line += f" ({result.chars:,}-character subset)"
+        _say(line + (" (best)" if is_best else ""))
+        if self.sample_len > 0:
+            sampler = Sampler(t.model, self.tok, t.device)
+            text = sampler.sample_many(SampleConfig(length=self.sample_len, temperature=0.8, seed=0), 1)[0]
+            t.model.train()
+            _say("  | " + text.strip().replace("\n", "\n  | "))
+        if (best := self.recorder.rescored) is not None:
+            _say(f"best checkpoint (step {t.progress.best_step}): val loss {best.loss_nats:.4f} nats, "
+                 f"{best.bpc:.4f} bpc")
