@@ -19,6 +19,7 @@ venv: $(BIN)/charrnn
 
 # Everything CI runs, the installed wheel's test included (no network needed).
 test: venv
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 # For development: without the end-to-end (`slow`) and torchrun (`distributed`) tests; under 90 s.

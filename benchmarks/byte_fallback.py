@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.common import machine  # noqa: E402
+from charrnn.checkpoint import read_config  # noqa: E402
 
 SETTINGS = ["--layers", "1", "--hidden", "512", "--embed", "64", "--batch-size", "16", "--seq-len", "64",
             "--lr", "4e-3", "--weight-decay", "0.01", "--dropout", "0", "--warmup", "50", "--seed", "1337"]
@@ -36,7 +37,7 @@ def run(corpus: str, out: Path, steps: int, extra: list[str]) -> dict:
     wall = time.perf_counter() - t0
     scored = json.loads(subprocess.run([sys.executable, "-m", "charrnn", "eval", str(out), corpus, "--json"],
                                        check=True, capture_output=True, text=True).stdout)
-    config = json.loads((out / "config.json").read_text())
+    config = read_config(out)
     return {"val_loss_nats": scored["loss_nats"], "wall_s": round(wall, 1), "params": config["params"],
             "vocab_size": config["model"]["vocab_size"], "outputs": config["model"].get("n_outputs")}
 

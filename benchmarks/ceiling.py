@@ -13,8 +13,9 @@ import os
 
 import torch
 
-from .common import NOT_SUPPORTED_BF16, Section, best_time
 from charrnn.device import cpu_supports_bf16
+
+from .common import NOT_SUPPORTED_BF16, Section, best_time
 
 
 def _gflops(n: int, seconds: float) -> float:

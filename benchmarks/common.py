@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from charrnn.checkpoint import read_config, read_metrics
 from charrnn.corpora import resolve_corpus
-from charrnn.device import cpu_name, cpu_supports_bf16
+from charrnn.device import cpu_flags, cpu_name, cpu_supports_bf16
 
 NOT_SUPPORTED_BF16 = "not supported on this CPU (no native bf16: AVX-512 BF16 or AMX)"
 
@@ -81,13 +82,9 @@ def emulate_isa(isa: str, where: dict) -> None:
 
 def machine() -> dict:
     """What the numbers were measured on."""
-    model = cpu_name()
-    try:
-        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
-        isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni") if f" {f}" in flags]
-    except OSError:
-        isa = []
-    return {"cpu": model, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "isa": isa,
+    flags = cpu_flags()
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni") if f in flags]
+    return {"cpu": cpu_name(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "isa": isa,
             "torch": torch.__version__, "native_bf16": cpu_supports_bf16(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "python": platform.python_version()}
@@ -204,8 +201,8 @@ def train_and_score(corpus: Path, budget: str, run_dir: Path, settings: list[str
     wall = time.perf_counter() - t0
     result = json.loads(subprocess.run(charrnn + ["eval", str(run_dir), str(corpus), "--json"], check=True,
                                        capture_output=True, text=True, cwd=checkout).stdout)
-    config = json.loads((run_dir / "config.json").read_text())
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    config = read_config(run_dir)
+    records = read_metrics(run_dir)
     last = [r for r in records if r["kind"] == "train"][-1]
     chars = last["step"] * config["train"]["batch_size"] * config["train"]["seq_len"]
     return {"command": " ".join(["charrnn", "train", corpus.name, "--max-time", budget, *settings]),

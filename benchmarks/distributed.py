@@ -32,6 +32,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from charrnn.checkpoint import read_config, read_metrics  # noqa: E402
 SETTINGS = ["--model", "lstm", "--layers", "1", "--hidden", "512", "--embed", "128", "--dropout", "0",
             "--batch-size", "16", "--seq-len", "64", "--lr", "8e-3", "--warmup", "30", "--precision", "fp32",
             "--device", "cpu", "--sample-len", "0", "--quiet"]
@@ -55,9 +58,9 @@ def run(config: str, steps: int, out: Path, extra: list[str]) -> dict:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
     wall = time.perf_counter() - t0
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir)
     last = [r for r in records if r["kind"] == "train"][-1]
-    config = json.loads((run_dir / "config.json").read_text())
+    config = read_config(run_dir)
     chars = last["step"] * config["train"]["batch_size"] * config["train"]["seq_len"]
     return {
         "config": label,

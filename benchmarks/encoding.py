@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import Section, write_corpus
 from charrnn import data
 from charrnn.data import build_tokenizer, encode_corpus, iter_text
+
+from .common import Section, write_corpus
 
 
 def measure(quick: bool = False) -> Section:

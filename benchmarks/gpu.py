@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from charrnn.checkpoint import read_metrics
 from charrnn.compare import sampling_speed
 from charrnn.device import cpu_name, resolve_precision
 from charrnn.families import build_model, model_config
@@ -82,8 +83,7 @@ def train_rows(device: torch.device, budget: str, work: Path, corpus: Path) -> l
                         "32", "--embed", "16", "--batch-size", "4", "--seq-len", "16", "--lr", "0.01", "--warmup",
                         "5", "--dropout", "0"]
         run = train_and_score(corpus, budget, work / f"train-{precision}", settings)
-        metrics = [json.loads(line) for line in (work / f"train-{precision}" / "metrics.jsonl").read_text().splitlines()]
-        train = [r for r in metrics if r["kind"] == "train"]
+        train = read_metrics(work / f"train-{precision}", "train")
         rows.append({"what": "train", "precision_asked": precision, **run,
                      "chars_per_s": sorted(r["chars_per_s"] for r in train)[len(train) // 2],
                      "gpu_peak_mib": max((r.get("gpu_peak_mib") or 0) for r in train) or None,

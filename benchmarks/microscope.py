@@ -108,7 +108,7 @@ def main() -> None:
     run_dir = args.out / "python-default"
     train(corpus, run_dir, args.python_time, [])
     summary, seconds = inspect(run_dir, args.out / "python-default.html")
-    config = json.loads((run_dir / "config.json").read_text())
+    config = ck.read_config(run_dir)
     result["cells"] = {"command": f"charrnn train python-stdlib.txt --max-time {args.python_time}",
                        "model": config["model"], "best_units": summary["best_units"],
                        "best_abs_r": max(abs(b["r"]) for b in summary["best_units"]),

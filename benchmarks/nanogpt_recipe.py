@@ -44,8 +44,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
 from charrnn import checkpoint as ck  # noqa: E402
-from charrnn.corpora import resolve_corpus  # noqa: E402
 from charrnn.analysis import eval_run  # noqa: E402
+from charrnn.corpora import resolve_corpus  # noqa: E402
 from charrnn.training import RunOptions, train  # noqa: E402
 
 RECIPE = dict(n_layers=4, heads=4, hidden=128, context=64, batch_size=12, dropout=0.0, lr=1e-3, min_lr_ratio=0.1,

@@ -68,6 +68,7 @@ def run(experiment: tuple, device: str, out: Path) -> dict:
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    from charrnn.checkpoint import read_metrics
     from charrnn.training import RunOptions, train
 
     name, budget, s = experiment
@@ -77,7 +78,7 @@ def run(experiment: tuple, device: str, out: Path) -> dict:
     t0 = time.time()
     summary = train(RunOptions(corpus="tinyshakespeare", out=out / name, device=device, precision="fp32",
                                quiet=True, sample_len=0), settings)
-    vals = [json.loads(line) for line in open(out / name / "metrics.jsonl") if '"val"' in line]
+    vals = read_metrics(out / name, "val")
     return {"name": name, "budget_ref_chars": budget, "steps": steps, "chars": steps * s["batch_size"] * s["seq_len"],
             **s, "best_val": round(summary["best_val"], 4),
             "vals": [(v["step"], round(v["loss_nats"], 4)) for v in vals], "wall_s": round(time.time() - t0, 1)}

@@ -27,12 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import Section, best_time, write_corpus
-from charrnn.families.rnn.model import CharRNN
 from charrnn.families import model_config
-from charrnn.sampler import SampleConfig, Sampler
+from charrnn.families.rnn.model import CharRNN
 from charrnn.quant import int8_supported
+from charrnn.sampler import SampleConfig, Sampler
 from charrnn.tokenizer import CharTokenizer
+
+from .common import Section, best_time, write_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -27,12 +27,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from charrnn.compare import size_for_params, state_bytes  # noqa: E402
-from charrnn.units import parse_count  # noqa: E402
-from charrnn.families import build_model, model_config, model_settings  # noqa: E402
 from charrnn.config import ModelConfig  # noqa: E402
+from charrnn.families import build_model, model_config, model_settings  # noqa: E402
 from charrnn.presets import presets_for  # noqa: E402
 from charrnn.sampler import SampleConfig, Sampler, resolve_step_weights  # noqa: E402
 from charrnn.tokenizer import CharTokenizer  # noqa: E402
+from charrnn.units import parse_count  # noqa: E402
 
 TOK = CharTokenizer.from_chars(string.ascii_letters + " \n.,;:!?'-&$3")  # tinyshakespeare's 65 characters
 

@@ -28,16 +28,17 @@ from statistics import median
 
 import torch
 
-from .common import NOT_SUPPORTED_BF16, Section, write_corpus
-from .reference import BareRNN, bare_steps
 from charrnn.batches import StreamBatcher  # noqa: E402
 from charrnn.data import build_tokenizer, encode_corpus, split
 from charrnn.device import cpu_supports_bf16
 from charrnn.evaluate import evaluate
-from charrnn.families.rnn.model import CharRNN
 from charrnn.families import model_config
+from charrnn.families.rnn.model import CharRNN
 from charrnn.progress import ProgressBar  # noqa: E402
 from charrnn.trainer import TrainConfig, Trainer
+
+from .common import NOT_SUPPORTED_BF16, Section, write_corpus
+from .reference import BareRNN, bare_steps
 
 
 def flops_per_char(model: torch.nn.Module) -> int:

@@ -32,12 +32,25 @@ from typing import Any
 import torch
 
 from .config import ModelConfig
+from .data import CACHE_FILE
 from .errors import CharrnnError, TrainingDiverged, one_line
 from .evaluate import EvalResult
-from .data import CACHE_FILE
 from .families import build_model, config_from_dict, kinds, param_count
-from .fileio import (append_line, atomic_write, is_regular, json_value, open_in_folder, open_regular, read_bytes,
-                     reason, refuse_link, remove_stale_temporaries, shown)
+from .fileio import (
+    append_line,
+    atomic_write,
+    is_regular,
+    json_value,
+    open_in_folder,
+    open_regular,
+    read_bytes,
+    reason,
+    refuse_link,
+    remove_stale_temporaries,
+    shown,
+    to_json,
+    write_json,
+)
 from .tokenizer import CharTokenizer
 from .trainer import Progress, TrainConfig, Trainer
 
@@ -103,26 +116,6 @@ class Saved:
                    ckpt["tokenizer"], ckpt["model"], ckpt["trainer"], ckpt.get("val_loss"))
 
 
-# --- writing ---------------------------------------------------------------------------------------
-def json_safe(obj: Any) -> Any:
-    """`obj` with every non-finite float replaced by None: strict JSON has no NaN or Infinity."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
-def to_json(obj: Any, indent: int | None = None) -> str:
-    return json.dumps(json_safe(obj), indent=indent, ensure_ascii=False, allow_nan=False)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda f: f.write((to_json(obj, indent=2) + "\n").encode("utf-8")))
-
-
 # --- metrics.jsonl ---------------------------------------------------------------------------------
 def _record(line: bytes) -> dict | None:
     """One metrics line as a record, or None for a torn or foreign line."""
@@ -147,6 +140,19 @@ def _metric_lines(path: Path) -> Iterator[tuple[bytes, dict | None]]:
                 yield line, _record(line)
         except OSError as e:
             raise CharrnnError(f"cannot read {shown(path)}: {reason(e)}") from None
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run's config.json, as `RunFolder.write_config` wrote it: model, train, run, params, device,
+    precision, world_size (for tools and benchmarks; a command reads the checkpoints)."""
+    path = Path(run_dir) / CONFIG
+    try:
+        config = json_value(read_bytes(path, "run config"))
+    except ValueError as e:
+        raise CharrnnError(f"{shown(path)} is not readable JSON ({one_line(e, 80)})") from None
+    if not isinstance(config, dict):
+        raise CharrnnError(f"{shown(path)} is not a run's config")
+    return config
 
 
 def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict]:
@@ -326,8 +332,8 @@ class RunFolder:
     def recorded_precision(self) -> str | None:
         """The precision config.json records: for checkpoints written before they recorded it themselves."""
         try:
-            value = json_value(read_bytes(self.path / CONFIG)).get("precision")
-        except (CharrnnError, ValueError, AttributeError):
+            value = read_config(self.path).get("precision")
+        except CharrnnError:
             return None
         return value if value in ("fp32", "bf16", "fp16") else None
 

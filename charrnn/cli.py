@@ -1,4 +1,8 @@
-"""The `charrnn` command: parses options and calls the library; it holds no logic of its own."""
+"""The `charrnn` command: parses options and calls the library; it holds no logic of its own.
+
+Each command imports the library modules it calls inside itself, not here: they load torch, and
+`charrnn --help` (or `corpus list`) should start at once. What is imported here loads neither torch
+nor numpy (tests/test_hostile.py checks it)."""
 
 from __future__ import annotations
 
@@ -10,17 +14,17 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .corpora import corpus_status, load_catalog
 from .errors import CharrnnError, Interrupted, one_line, printable
+from .families import families, kinds
 from .fileio import shown
-from .units import MAX_SEED
+from .units import MAX_SEED, check_duration, parse_count, parse_duration
 
 
 class DurationType(click.ParamType):
     name = "duration"
 
     def convert(self, value, param, ctx):
-        from .units import check_duration, parse_duration
-
         try:
             if isinstance(value, (int, float)):
                 return check_duration(float(value))
@@ -35,8 +39,6 @@ class ModelKind(click.ParamType):
     name = "model"
 
     def convert(self, value, param, ctx):
-        from .families import kinds
-
         if value not in kinds():
             self.fail(f"{value!r} is not one of {', '.join(kinds())}.", param, ctx)
         return value
@@ -57,8 +59,6 @@ class TrainCommand(click.Command):
     included: read when the command runs, so that `charrnn --help` loads no family (nor torch)."""
 
     def get_params(self, ctx):
-        from .families import families
-
         declared: dict[str, tuple] = {}  # option name -> (declaration, the kinds that read it)
         for fam in families():
             for o in fam.options:
@@ -195,7 +195,7 @@ def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sampl
 @click.option("--stream/--no-stream", default=None, help="Print characters as they are made.  [default: on a terminal]")
 @click.option("--unknown", type=click.Choice(["error", "bytes"]), default="error", show_default=True, help="Prime characters outside the vocabulary: fail naming them, or read them as UTF-8 bytes.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default="cpu", show_default=True, help="Where to sample.")
-@click.option("--weights", type=click.Choice(["auto", "fp32", "int8"]), default="auto", show_default=True, help="How the RNN step holds its weights: int8 (x86 CPU) is ~2x faster for one stream and ~0.02% off in loss; fp32 is exact. auto: int8 where it runs.")
+@click.option("--weights", type=click.Choice(["auto", "fp32", "int8"]), default="auto", show_default=True, help="How the RNN step holds its weights: int8 (x86 CPU) is faster for one stream and approximate; fp32 is exact. auto: int8 where it runs.")
 def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, stop, stream, unknown, device, weights):
     """Generate text from RUN: a run folder (best.pt, else last.pt) or a checkpoint file.
 
@@ -319,11 +319,8 @@ def compare_cmd(corpus, models, max_time, params, out, seed, val_frac, precision
     with charts, probes and samples as report.md and report.html in --out)."""
     from .compare import CompareConfig, compare
     from .report import terminal_table
-    from .units import parse_count
 
     if models is None:
-        from .families import kinds
-
         models = ",".join(kinds())
     cfg = CompareConfig(corpus=corpus, models=tuple(m.strip() for m in models.split(",") if m.strip()),
                         max_time=max_time, params=parse_count(params) if params else None, out=out, seed=seed,
@@ -337,10 +334,7 @@ def compare_cmd(corpus, models, max_time, params, out, seed, val_frac, precision
 @cli.command(name="models")
 def models_cmd():
     """List the kinds of model --model takes, family by family (plug-ins included)."""
-    from .families import family_of, kinds
-
-    families = {id(family_of(k)): family_of(k) for k in kinds()}.values()
-    for fam in families:
+    for fam in families():
         presets = ", ".join(p.name for p in fam.presets)
         click.echo(f"{', '.join(fam.kinds)}\n  {fam.summary}\n  presets {presets}: {fam.presets_note}")
 
@@ -353,8 +347,6 @@ def corpus():
 @corpus.command(name="list")
 def corpus_list():
     """Show the catalog of named corpora and where each would be read from."""
-    from .corpora import corpus_status, load_catalog
-
     for name, entry in sorted(load_catalog().items()):
         click.echo(f"{name:<18} {entry['bytes']:>12,} bytes  {corpus_status(name)}\n{'':<18} {entry['description']}")
 

@@ -35,11 +35,11 @@ from .corpora import file_sha256, resolve_corpus
 from .data import encode_corpus, scan_corpus, split, training_unknown
 from .device import cpu_name, resolve_device, resolve_precision
 from .errors import CharrnnError, Interrupted
-from .fileio import json_value, path_text, read_bytes, shown
-from .memorization import NgramIndex
-from .microscope import gradients_through_time
 from .evaluate import EVAL_LENGTH, EVAL_STREAMS
 from .families import evaluate_model, family_of, kinds, macs_per_char, model_config, model_settings, param_count
+from .fileio import json_value, path_text, read_bytes, shown, to_json, write_json
+from .memorization import NgramIndex
+from .microscope import gradients_through_time
 from .probe import MIN_PAIRS, bracket_probe, char_losses, context_probe, find_pairs, probe_targets
 from .report import write_reports
 from .sampler import SampleConfig, Sampler
@@ -52,6 +52,7 @@ except ImportError:  # Windows
 PROBE_LENGTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PROBE_CHARS = 100_000  # the probes read at most this much of the validation split
 MEMO_NS = (10, 20, 40)  # n-gram lengths of the memorization measurement
+RUNS = "runs"  # a comparison's folder holds its reports, and here a run folder per model
 
 
 @dataclass
@@ -116,6 +117,10 @@ def size_for_params(model: str, target: int, vocab_size: int, preset: dict[str, 
         lo, hi = (mid, hi) if params(mid * step) < target else (lo, mid)
     best = min((lo, hi), key=lambda w: abs(params(w * step) - target))
     return {"model": model, **shape(best * step)}
+
+
+def _run_dir(out: Path, model: str) -> Path:
+    return out / RUNS / model
 
 
 # --- training, one child process per model ---------------------------------------------------------
@@ -298,7 +303,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
 
 def _checkpoints(out: Path) -> bool:
     """Whether any run of the comparison in `out` holds a checkpoint (something a rerun continues)."""
-    return any((run / n).exists() for run in (out / "runs").glob("*") for n in (ck.LAST, ck.BEST))
+    return any((run / n).exists() for run in (out / RUNS).glob("*") for n in (ck.LAST, ck.BEST))
 
 
 def _take_back(out: Path, created: bool) -> None:
@@ -306,7 +311,7 @@ def _take_back(out: Path, created: bool) -> None:
     continued, and its compare.json would refuse the corrected command into the same --out."""
     with contextlib.suppress(OSError):
         (out / PROGRESS).unlink(missing_ok=True)
-    runs = out / "runs"
+    runs = out / RUNS
     for folder in [*(runs.iterdir() if runs.is_dir() else ()), runs, *([out] if created else [])]:
         with contextlib.suppress(OSError):
             folder.rmdir()  # only if empty: anything else in it is not ours
@@ -317,7 +322,7 @@ PROGRESS = "compare.json"  # an unfinished comparison: its settings and the mode
 
 def _settings(cfg: CompareConfig) -> dict[str, Any]:
     """The settings that make a comparison, as they read back from JSON."""
-    return json.loads(ck.to_json({k: v for k, v in _plain(cfg).items() if k != "quiet"}))
+    return json.loads(to_json({k: v for k, v in _plain(cfg).items() if k != "quiet"}))
 
 
 def _plain(cfg: CompareConfig) -> dict[str, Any]:
@@ -331,7 +336,7 @@ def _progress(cfg: CompareConfig, out: Path) -> dict[str, Any]:
     of the same command continues (another command there is refused)."""
     path, settings = out / PROGRESS, _settings(cfg)
     if not path.exists():
-        if (out / "runs").exists():
+        if (out / RUNS).exists():
             raise CharrnnError(f"{shown(out)} already holds runs of another comparison: choose another --out")
         return {"settings": settings, "sizes": None, "trained": {}}
     try:
@@ -350,24 +355,38 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
     state = _progress(cfg, out)
     tok, n_chars, _ = scan_corpus(corpus_path)
     if state["sizes"] is None:
-        sizes = {}
-        if cfg.params:  # the budget's preset for each model (timed here, as its run would), then its width
-            precision = resolve_precision(cfg.precision, device)
-            for m in cfg.models:
-                outputs = {"n_outputs": tok.n_chars}  # as `charrnn train` builds it
-                preset = presets.choose(cfg.max_time, {**cfg.extra, "model": m, **outputs}, tok.vocab_size, device,
-                                        precision, int(n_chars * (1 - cfg.val_frac)))
-                sizes[m] = {**preset.settings,
-                            **size_for_params(m, cfg.params, tok.vocab_size, {**preset.settings, **outputs})}
-                training.check_fits({**sizes[m], **cfg.extra, **outputs}, tok.vocab_size, cfg.val_frac, device,
-                                    f"{m} at about {cfg.params:,} parameters", "lower --params")
-        state["sizes"] = sizes
-        ck.write_json(out / PROGRESS, state)
-
-    rows, summaries = [], state["trained"]
+        state["sizes"] = _sizes(cfg, tok, n_chars, device) if cfg.params else {}
+        write_json(out / PROGRESS, state)
     t_start = time.perf_counter()
+    _train_all(cfg, out, corpus_path, state)
+    report = _measure_all(cfg, out, corpus_path, tok, state["trained"], device)
+    report["wall_s"] = time.perf_counter() - t_start
+    write_reports(out, report)
+    (out / PROGRESS).unlink(missing_ok=True)  # the comparison is complete: report.json says so
+    report["out"] = str(out)
+    return report
+
+
+def _sizes(cfg: CompareConfig, tok, n_chars: int, device: torch.device) -> dict[str, dict[str, Any]]:
+    """--params: each model's budget preset (timed here, as its run would time it), then its width, checked
+    to fit in memory before any model trains."""
+    precision = resolve_precision(cfg.precision, device)
+    sizes = {}
+    for m in cfg.models:
+        outputs = {"n_outputs": tok.n_chars}  # as `charrnn train` builds it
+        preset = presets.choose(cfg.max_time, {**cfg.extra, "model": m, **outputs}, tok.vocab_size, device,
+                                precision, int(n_chars * (1 - cfg.val_frac)))
+        sizes[m] = {**preset.settings, **size_for_params(m, cfg.params, tok.vocab_size, {**preset.settings, **outputs})}
+        training.check_fits({**sizes[m], **cfg.extra, **outputs}, tok.vocab_size, cfg.val_frac, device,
+                            f"{m} at about {cfg.params:,} parameters", "lower --params")
+    return sizes
+
+
+def _train_all(cfg: CompareConfig, out: Path, corpus_path: Path, state: dict[str, Any]) -> None:
+    """Train each model not trained yet (an interrupted one continues), recording each in compare.json."""
+    summaries = state["trained"]
     for i, name in enumerate(cfg.models):
-        run_dir = out / "runs" / name
+        run_dir = _run_dir(out, name)
         if name in summaries:  # trained before an interruption
             continue
         resume = (run_dir / ck.LAST).exists()
@@ -385,24 +404,25 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
             raise Interrupted(f"interrupted while training {name}: its run is saved in {shown(run_dir)}; "
                               f"run the same command again to continue the comparison")
         summaries[name] = summary
-        ck.write_json(out / PROGRESS, state)
+        write_json(out / PROGRESS, state)
 
-    # measure one model at a time, after all training, so no measurement competes with a training run
+
+def _measure_all(cfg: CompareConfig, out: Path, corpus_path: Path, tok, summaries: dict, device: torch.device) -> dict:
+    """Every measurement after training, one model at a time, so that none competes with a training run."""
     # the runs' own id cache (their vocabulary is the corpus's)
-    ids = encode_corpus(corpus_path, tok, out / "runs" / cfg.models[0] / "cache", training_unknown(tok),
+    ids = encode_corpus(corpus_path, tok, ck.RunFolder(_run_dir(out, cfg.models[0])).cache, training_unknown(tok),
                         sha256=file_sha256(corpus_path))
     val_ids = split(ids, cfg.val_frac)[1]
     probe_ids = val_ids[:PROBE_CHARS]
     lengths = [k for k in PROBE_LENGTHS if k < len(probe_ids) // 2]
     pairs = find_pairs(tok.decode(probe_ids))
     targets = probe_targets(len(probe_ids), max(lengths), cfg.probe_positions, cfg.seed) if lengths else None
-    closer_losses, context, gradients = {}, {}, {}
+    rows, closer_losses, context, gradients = [], {}, {}, {}
     index = NgramIndex(split(ids, cfg.val_frac)[0], ns=MEMO_NS)
-    memo_val = {str(n): v for n, v in index.shares(np.asarray(val_ids[:cfg.memo_chars])).items()}
     for name in cfg.models:
         if not cfg.quiet:
             print(f"measuring {name}", file=sys.stderr, flush=True)
-        row, model, _ = measure(name, out / "runs" / name, summaries[name], val_ids, device, cfg, index)
+        row, model, _ = measure(name, _run_dir(out, name), summaries[name], val_ids, device, cfg, index)
         if lengths:
             full = char_losses(model, probe_ids, device)  # each character with all the context the model can use
             if len(pairs) >= MIN_PAIRS:
@@ -412,27 +432,15 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
         gradients[name] = gradients_through_time(model, probe_ids, device, positions=cfg.gradient_positions,
                                                  seed=cfg.seed)[0]
         rows.append(row)
-
-    report = {
-        "corpus": path_text(corpus_path),
-        "corpus_chars": len(ids),
-        "val_chars": len(val_ids),
-        "command": _command(cfg),
-        "settings": _plain(cfg),
-        "device": str(device),
-        "machine": _machine(device),
-        "wall_s": time.perf_counter() - t_start,
-        "rows": rows,
-        "probe_chars": len(probe_ids),
+    return {
+        "corpus": path_text(corpus_path), "corpus_chars": len(ids), "val_chars": len(val_ids),
+        "command": _command(cfg), "settings": _plain(cfg), "device": str(device), "machine": _machine(device),
+        "rows": rows, "probe_chars": len(probe_ids),
         "brackets": bracket_probe(closer_losses, pairs).to_dict() if closer_losses else {"pairs": len(pairs)},
         "context_probe": {"lengths": lengths, "loss": context, "positions": 0 if targets is None else len(targets)},
         "gradients": {"loss": gradients, "positions": cfg.gradient_positions},
-        "memorized_validation": memo_val,
+        "memorized_validation": {str(n): v for n, v in index.shares(np.asarray(val_ids[:cfg.memo_chars])).items()},
     }
-    write_reports(out, report)
-    (out / PROGRESS).unlink(missing_ok=True)  # the comparison is complete: report.json says so
-    report["out"] = str(out)
-    return report
 
 
 def _command(cfg: CompareConfig) -> str:

@@ -103,7 +103,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
         # oneDNN has no fp16 LSTM without native fp16, and nothing was measured where it has
         raise CharrnnError("--precision fp16 needs a GPU; on the CPU use bf16 or fp32")
     if name == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
-        # oneDNN has no bf16 LSTM without native support, and emulated bf16 matmuls are ~300x slower
+        # oneDNN has no bf16 LSTM without native support, and emulated bf16 matmuls are far slower than fp32
         raise CharrnnError("--precision bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX); use fp32")
     if name == "bf16" and device.type == "cuda" and not cuda_supports_bf16(device):
         major, minor = torch.cuda.get_device_capability(device)
@@ -129,8 +129,8 @@ def autocast(device: torch.device, precision: str):
 
 def fused_adamw(device: torch.device) -> bool:
     """Whether AdamW runs as one fused kernel here: on CUDA and on the CPU (torch >= 2.4 has one for
-    both), where it skips a step on the device's own flag. On a CPU the per-tensor default takes about
-    three times as long, 4-8 % of a small model's step on the Xeon measured (benchmarks/README.md)."""
+    both), where it skips a step on the device's own flag; on a CPU it also takes a smaller share of a
+    step than the per-tensor default (benchmarks/README.md)."""
     return device.type in ("cuda", "cpu")
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .device import autocast
+from .fileio import json_safe
 from .models import token_losses, window_start
 
 # The validation batch: streams (or windows) at once, and characters per chunk. Training's validations,
@@ -65,7 +66,7 @@ class EvalResult:
         out = {"loss_nats": self.loss_nats, "bpc": self.bpc, "perplexity": self.perplexity, "chars": self.chars}
         if self.subset:
             out["subset"] = True
-        return {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in out.items()}
+        return json_safe(out)
 
 
 def _ids(ids: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import stat
@@ -57,6 +58,25 @@ def json_value(data: bytes) -> Any:
         return json.loads(data.decode("utf-8"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with every non-finite float replaced by None: strict JSON has no NaN or Infinity."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any, indent: int | None = None) -> str:
+    return json.dumps(json_safe(obj), indent=indent, ensure_ascii=False, allow_nan=False)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda f: f.write((to_json(obj, indent=2) + "\n").encode("utf-8")))
 
 
 def os_error_in(e: BaseException) -> OSError | None:

@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
+from .config import ModelConfig
 from .device import autocast, fused_adamw
 from .families import Family, Preset, build_model, family_of, model_config, model_settings
-from .config import ModelConfig
 
 
 def shape_keys(fam: Family) -> tuple[str, ...]:
@@ -49,9 +49,8 @@ def needs_choice(given: dict[str, Any]) -> bool:
 # Dropout follows the epochs the budget buys on this corpus (characters trained / training characters):
 # a model that reads its text once or twice cannot overfit it, one that reads it many times must be held
 # back. None up to 6 epochs, then 0.25 more per doubling, at most 0.5, in steps of 0.05 (no cliff where
-# a timing's noise could tip it): at 5.4 epochs dropout 0.1 with weight drop 0.05 cost 0.015 nats at
-# nearly the same speed, at 9-10 epochs 0.15 and 0.3 tied, at 17 epochs 0.4 beat 0.25 by 0.031
-# (the sweeps in benchmarks/README.md).
+# a timing's noise could tip it). The sweeps behind each number: benchmarks/README.md, "How the presets
+# were chosen".
 def dropout_for(epochs: float) -> float:
     return _down_to_step(min(0.5, max(0.0, 0.25 * math.log2(max(epochs, 1e-9) / 6))))
 
@@ -62,9 +61,8 @@ def _down_to_step(p: float) -> float:
 
 
 # DropConnect on the recurrent matrices (the families that read `weight_drop`) follows the same epochs,
-# at half the dropout, and the dropout beside it stops at 0.3: on tinyshakespeare at 15 minutes (33-37
-# epochs) weight drop 0.25 with dropout 0.3 scored 0.039 nats below dropout 0.5 alone, and 0.017 and
-# 0.032 below the same weight drop with dropout 0.4 and 0.5 (benchmarks/README.md).
+# at half the dropout, and the dropout beside it stops at 0.3: the pair that scored lowest past 30 epochs
+# (benchmarks/README.md, "Past 30 epochs").
 MAX_DROPOUT_WITH_WEIGHT_DROP = 0.3
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .charts import line_chart
-from .checkpoint import to_json
-from .fileio import atomic_write
 from .evaluate import EVAL_STREAMS
+from .fileio import atomic_write, to_json
 
 LN2 = math.log(2)
 
@@ -156,8 +155,8 @@ def _method(report: dict[str, Any]) -> str:
 def _weights_text(rows: list[dict[str, Any]]) -> str:
     text = ", ".join(f"{r['model']} {r.get('sample_weights', 'fp32')}" for r in rows)
     if any(r.get("sample_weights") == "int8" for r in rows):
-        text += (" (`Sampler`'s default for an RNN on an x86 CPU: about twice the one-stream speed of fp32 for"
-                 " about +0.02 % loss; `charrnn sample --weights fp32` is exact)")
+        text += (" (`Sampler`'s default for an RNN on an x86 CPU: faster for one stream than fp32 at a slight cost"
+                 " in loss, measured in benchmarks/README.md; `charrnn sample --weights fp32` is exact)")
     return text
 
 

@@ -19,16 +19,14 @@ import functools
 import math
 import numbers
 import os
-
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import memory
+from . import memory, quant
 from .checkpoint import load_run
-from . import quant
 from .errors import BadType, BadValue, CharrnnError, one_line
 from .families import family_of
 from .models import finite_weights
@@ -172,8 +170,8 @@ class _StopWatch:
 
 class Sampler:
     """`weights` is how an RNN's step path holds its weights: "fp32" is exact (the fused forward's numbers);
-    "int8" (CPU, fbgemm) is about twice the characters per second for one stream and changes the loss
-    by about 0.02 % (benchmarks/README.md); "auto" picks int8 where it can run, else fp32."""
+    "int8" (CPU, fbgemm) is faster for one stream and moves the loss slightly (both measured in
+    benchmarks/README.md); "auto" picks int8 where it can run, else fp32."""
 
     def __init__(self, model, tokenizer: CharTokenizer, device: torch.device | str = "cpu", weights: str = "auto"):
         if not finite_weights(model):

@@ -20,6 +20,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models
 
 from .errors import BadValue, CharrnnError, one_line, printable
+from .fileio import read_bytes, shown
 
 N_BYTES = 256
 MAX_CODEPOINT = 0x110000
@@ -87,8 +88,6 @@ class CharTokenizer:
 
     @classmethod
     def from_file(cls, path: str | Path) -> CharTokenizer:
-        from .fileio import read_bytes, shown
-
         try:
             return cls.from_str(read_bytes(path, "tokenizer file").decode("utf-8"))
         except UnicodeDecodeError:

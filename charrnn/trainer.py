@@ -157,6 +157,22 @@ class _Window:
         if scaler_skip is not None:
             self.scaler += scaler_skip
 
+    def record(self, world: World, p: Progress, diverge_after: int) -> dict:
+        """The metrics record's figures for the steps since the last one, summed over the ranks (the only
+        host sync, at logging points), counted into `p`; TrainingDiverged if the updates have been
+        skipped `diverge_after` times in a row."""
+        loss_sum, finite, skipped, worst, scaler = self.read()
+        loss_sum, finite, skipped, scaler = world.all_sum([loss_sum, finite, skipped, scaler])
+        skipped, scaler = int(skipped / world.world_size), int(scaler / world.world_size)  # every rank skips alike
+        p.skipped += skipped
+        p.scaler_skipped += scaler
+        if worst >= diverge_after:
+            raise TrainingDiverged(f"training diverged: {worst} updates in a row, up to step {p.step}, had a "
+                                   f"non-finite loss or gradient")
+        loss = loss_sum / finite if finite else None
+        return {"loss": loss, "bpc": None if loss is None else loss / math.log(2), "skipped": skipped,
+                "scaler_skipped": scaler}
+
     def read(self) -> tuple[float, float, int, int, int]:
         """(loss sum, finite count, skipped, longest streak, scaler skips), and a fresh window (the streak
         goes on)."""
@@ -184,6 +200,22 @@ class _Window:
         for name in ("finite", "skipped", "worst", "streak"):
             getattr(self, name).fill_(sd[name])
         self.scaler.fill_(sd.get("scaler", 0))  # (absent in checkpoints from before it was counted)
+
+
+def split_state(state, n: int, dim: int) -> list:
+    """A carried state (a tuple of tensors, the streams on `dim`) -> one state per micro-batch."""
+    if state is None or n == 1:
+        return [state] * n
+    return list(zip(*(tuple(p.contiguous() for p in s.chunk(n, dim)) for s in state)))
+
+
+def join_state(states: list, dim: int):
+    """The micro-batches' states -> one, cut from their graphs (the next chunk's starting point)."""
+    if states[0] is None:
+        return None
+    if len(states) == 1:
+        return tuple(s.detach() for s in states[0])
+    return tuple(torch.cat(parts, dim).detach() for parts in zip(*states))
 
 
 @dataclass
@@ -353,7 +385,7 @@ class Trainer:
         n = self.config.grad_accum
         if x.size(0) % n:  # uneven chunks would scale the loss wrongly (and skip DDP's all-reduce)
             raise ValueError(f"a batch of {x.size(0)} rows does not split into {n} micro-batches")
-        states, carried, total = self._split_state(n), [], 0.0
+        states, carried, total = split_state(self.state, n, self._state_dim), [], 0.0
         for i, (xi, yi) in enumerate(zip(x.chunk(n), y.chunk(n))):
             with self.world.no_sync(self.ddp) if i < n - 1 else contextlib.nullcontext():
                 with autocast(self.device, self.precision):
@@ -383,7 +415,7 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         self.window.add(total / n, bad, scaler_skip)
         # carry the state into the next chunk, cut from this chunk's graph
-        self.state = self._join_state(carried)
+        self.state = join_state(carried, self._state_dim)
         self.loss = total / n
 
     @property
@@ -393,19 +425,6 @@ class Trainer:
     def weights_finite(self) -> bool:
         """Whether every weight is a finite number (a checkpoint is only ever written if so)."""
         return finite_weights(self.model)
-
-    def _split_state(self, n: int) -> list:
-        """The carried state of this rank's rows -> one state per micro-batch."""
-        if self.state is None or n == 1:
-            return [self.state] * n
-        return list(zip(*(tuple(p.contiguous() for p in s.chunk(n, self._state_dim)) for s in self.state)))
-
-    def _join_state(self, states: list):
-        if states[0] is None:
-            return None
-        if len(states) == 1:
-            return tuple(s.detach() for s in states[0])
-        return tuple(torch.cat(parts, self._state_dim).detach() for parts in zip(*states))
 
     def run(self) -> str:
         """Train until a stop; returns why it stopped: 'done' or 'interrupted'."""
@@ -475,22 +494,13 @@ class Trainer:
             hook(self, record)
 
     def _log_record(self, rate: float) -> dict:
-        """The metrics record of the steps since the last one (the only host sync, at logging points);
-        stops the run if the updates have been skipped `diverge_after` times in a row."""
-        c, p = self.config, self.progress
-        loss_sum, finite, skipped, worst, scaler = self.window.read()
-        loss_sum, finite, skipped, scaler = self.world.all_sum([loss_sum, finite, skipped, scaler])
-        skipped = int(skipped / self.world.world_size)  # every rank skips the same steps
-        p.skipped += skipped
-        if worst >= c.diverge_after:
-            raise TrainingDiverged(f"training diverged: {worst} updates in a row, up to step {p.step}, had a "
-                                   f"non-finite loss or gradient")
-        loss = loss_sum / finite if finite else None
-        record = {"step": p.step, "epoch": p.epoch, "loss": loss, "bpc": None if loss is None else loss / math.log(2),
-                  "lr": self.lr_at(p.step - 1, self.fraction_done()), "chars_per_s": rate, "elapsed": p.elapsed, "skipped": skipped}
+        """The metrics record of the steps since the last one (`_Window.record`)."""
+        p = self.progress
+        counts = self.window.record(self.world, p, self.config.diverge_after)
+        scaler = counts.pop("scaler_skipped")
+        record = {"step": p.step, "epoch": p.epoch, **counts, "lr": self.lr_at(p.step - 1, self.fraction_done()),
+                  "chars_per_s": rate, "elapsed": p.elapsed}
         if self.scaler.is_enabled():
-            scaler = int(scaler / self.world.world_size)
-            p.scaler_skipped += scaler
             scale = self.scaler.get_scale()
             if scale < MIN_LOSS_SCALE:
                 raise TrainingDiverged(f"training diverged: the fp16 gradient scale fell to {scale:g} by step {p.step}, "

@@ -21,14 +21,14 @@ import torch
 
 from . import checkpoint as ck
 from . import distributed, memory, presets
+from .config import ModelConfig
 from .corpora import file_sha256, resolve_corpus
 from .data import RARE_COUNT, encode_corpus, has_bom, scan_corpus, split, training_unknown
 from .device import resolve_device, resolve_precision
 from .errors import CharrnnError, TrainingDiverged, one_line
-from .config import ModelConfig
 from .evaluate import EVAL_LENGTH, EVAL_STREAMS, EvalResult
-from .fileio import path_text, shown
 from .families import build_model, evaluate_model, family_of, model_settings, option_names
+from .fileio import path_text, shown
 from .progress import ProgressBar
 from .sampler import SampleConfig, Sampler
 from .tokenizer import CharTokenizer
@@ -280,15 +280,7 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
     batcher = family_of(model_cfg.model).batcher(train_ids, train_cfg.batch_size, train_cfg.seq_len,
                                                  seed=train_cfg.seed, rows=None if world.world_size == 1 else rows)
 
-    def validate(m, subset: bool) -> EvalResult:
-        # Each rank scores its share of the validation streams or windows; the sums make the global figure.
-        part = evaluate_model(m, val_ids, device, s.precision, n_streams=EVAL_STREAMS, seq_len=EVAL_LENGTH,
-                              shard=(world.rank, world.world_size), limit=VAL_SUBSET if subset else None)
-        if world.world_size == 1:
-            return part
-        total, chars = world.all_sum([part.loss_nats * part.chars, part.chars])
-        return EvalResult(total / chars, int(chars), subset=part.subset)
-
+    validate = _validator(val_ids, device, s.precision, world)
     trainer = Trainer(s.model, train_cfg, batcher, device, s.precision, evaluate=validate, world=world,
                       compile=opts.compile, outputs=model_cfg.outputs)
     trainer.say = ProgressBar.say
@@ -301,13 +293,7 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
     run_info = ck.RunInfo(path_text(corpus_path), corpus_sha, s.val_frac, len(train_ids), len(val_ids), s.preset,
                           s.precision)
     if world.is_main:  # one writer for the run folder
-        if s.saved is None:
-            folder.write_tokenizer(s.tok)
-        dropped = folder.trim_metrics(trainer.progress.step)
-        if dropped and s.saved is not None and not opts.quiet:
-            _say(f"note: dropped {dropped} line(s) of metrics.jsonl written after step {trainer.progress.step}")
-        folder.write_config(model_cfg.to_dict(), train_cfg.to_dict(), run_info, s.model.num_params(), str(device),
-                            world.world_size)
+        _write_run_files(folder, s, run_info, trainer.progress.step, str(device), world.world_size, opts.quiet)
     recorder = ck.RunRecorder(folder, trainer, model_cfg.to_dict(), run_info, s.tok.to_str(), validate, s.best)
     if world.is_main and not opts.quiet:
         Notices(trainer, recorder, s.tok, opts.sample_len)
@@ -332,6 +318,31 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
     best = p.best_full if p.best_full < math.inf else p.best_val  # a full pass's figure once there is one
     return {"run_dir": path_text(folder.path), "reason": reason, "step": p.step, "chars": p.chars, "elapsed": p.elapsed,
             "best_val": best if best < math.inf else None, "skipped": p.skipped, "main": world.is_main}
+
+
+def _validator(val_ids, device: torch.device, precision: str, world: distributed.World):
+    """The trainer's `evaluate(model, subset)`: each rank scores its share of the validation streams or
+    windows, and the sums make the global figure."""
+    def validate(m, subset: bool) -> EvalResult:
+        part = evaluate_model(m, val_ids, device, precision, n_streams=EVAL_STREAMS, seq_len=EVAL_LENGTH,
+                              shard=(world.rank, world.world_size), limit=VAL_SUBSET if subset else None)
+        if world.world_size == 1:
+            return part
+        total, chars = world.all_sum([part.loss_nats * part.chars, part.chars])
+        return EvalResult(total / chars, int(chars), subset=part.subset)
+    return validate
+
+
+def _write_run_files(folder: ck.RunFolder, s: _Setup, run_info: ck.RunInfo, step: int, device: str, world_size: int,
+                     quiet: bool) -> None:
+    """tokenizer.json (a fresh run), metrics.jsonl as of `step` (a resumed one drops what came after its
+    checkpoint), config.json."""
+    if s.saved is None:
+        folder.write_tokenizer(s.tok)
+    dropped = folder.trim_metrics(step)
+    if dropped and s.saved is not None and not quiet:
+        _say(f"note: dropped {dropped} line(s) of metrics.jsonl written after step {step}")
+    folder.write_config(s.model_cfg.to_dict(), s.train_cfg.to_dict(), run_info, s.model.num_params(), device, world_size)
 
 
 def _resume_after_restart(opts: RunOptions, world: distributed.World, corpus_path: Path,

@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from click.testing import CliRunner
-
 from browser import render, require_chromium
-from charrnn.cli import cli
+from click.testing import CliRunner
 from conftest import make_text
+
+from charrnn.cli import cli
 
 
 def run(*args):

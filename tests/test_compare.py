@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import make_text
 
 from charrnn.cli import cli
 from charrnn.compare import count_params, size_for_params
@@ -15,7 +16,6 @@ from charrnn.presets import presets_for
 from charrnn.probe import bracket_probe, find_pairs
 from charrnn.report import line_chart
 from charrnn.units import parse_count
-from conftest import make_text
 
 GPT_ARGS = ["--model", "transformer", "--layers", "1", "--hidden", "32", "--heads", "4", "--context", "16",
             "--batch-size", "4", "--max-steps", "20", "--precision", "fp32", "--device", "cpu", "--quiet"]
@@ -182,9 +182,9 @@ def test_bad_compare_options(corpus, tmp_path, args, message):
 
 @pytest.mark.slow
 def test_an_interrupted_comparison_exits_130_and_the_same_command_finishes_it(tmp_path, monkeypatch):
+    from charrnn import training
     from charrnn import checkpoint as ck
     from charrnn import compare as compare_module
-    from charrnn import analysis, training
 
     corpus = tmp_path / "play.txt"
     corpus.write_text(make_text(20_000), encoding="utf-8")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from charrnn import corpora, data
-from charrnn.corpora import resolve_corpus
 from charrnn.batches import StreamBatcher
+from charrnn.corpora import resolve_corpus
 from charrnn.data import build_tokenizer, encode_corpus, iter_text, split
 from charrnn.errors import CharrnnError
 

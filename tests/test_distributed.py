@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import make_text
 
 from charrnn import checkpoint as ck
 from charrnn.cli import cli
 from charrnn.training import RunOptions, train
-from conftest import make_text
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "dist_worker.py"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import make_text
 
 from charrnn.cli import cli
 from charrnn.families import Family, family_of, kinds, register
-from conftest import make_text
 
 TESTS = Path(__file__).resolve().parent
 PACKAGE = TESTS.parent / "charrnn"
@@ -66,6 +66,25 @@ def test_a_plugin_family_s_own_checks_and_the_options_it_does_not_read(plugin, t
         result = run("train", corpus, "--model", plugin, "--out", tmp_path / "r", "--max-steps", "2", *args)
         assert result.exit_code == 2 and message in result.stderr, result.output
         assert not (tmp_path / "r" / "last.pt").exists()
+
+
+def test_a_plugin_family_s_own_option_is_a_flag_that_trains_checks_and_is_recorded(plugin, tmp_path):
+    corpus = tmp_path / "play.txt"
+    corpus.write_text(make_text(5_000), encoding="utf-8")
+    assert "--decay-init" in run("train", "--help").output
+    out = tmp_path / "r"
+    result = run("train", corpus, "--model", plugin, "--out", out, "--max-steps", "2", "--decay-init", "2.5",
+                 "--device", "cpu", "--precision", "fp32", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["model"]["decay_init"] == 2.5
+    from charrnn.checkpoint import load_run
+
+    model = load_run(out)[0]
+    assert model.config.decay_init == 2.5 and model.decay.detach().mean().item() == pytest.approx(2.5, abs=0.2)
+    bad = run("train", corpus, "--model", plugin, "--out", tmp_path / "b", "--decay-init", "11", "--quiet")
+    assert bad.exit_code == 2 and "--decay-init" in bad.stderr and not (tmp_path / "b").exists()
+    other = run("train", corpus, "--model", "lstm", "--out", tmp_path / "c", "--decay-init", "1", "--quiet")
+    assert other.exit_code == 2 and "--decay-init cannot be used with --model lstm" in other.stderr
 
 
 def test_models_lists_every_kind_with_its_presets():

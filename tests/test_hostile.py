@@ -23,13 +23,14 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import make_text
 
 from charrnn import Sampler, device, memory
 from charrnn import checkpoint as ck
 from charrnn.cli import cli
 from charrnn.errors import CharrnnError, one_line
 from charrnn.evaluate import EvalResult
-from conftest import make_text
+from charrnn.fileio import to_json
 
 ROOT = Path(__file__).resolve().parents[1]
 # a tiny LSTM whose every setting is given (no preset timing); `--precision` is left to each test
@@ -563,7 +564,7 @@ def test_help_and_corpus_list_import_neither_torch_nor_numpy():
 def test_strict_json_everywhere_a_run_writes_it(fp32_run):
     strict_json_lines(fp32_run / ck.METRICS)
     json.loads((fp32_run / ck.CONFIG).read_text(), parse_constant=lambda name: (_ for _ in ()).throw(ValueError()))
-    assert ck.to_json({"a": float("nan"), "b": [float("inf"), 1.0]}) == '{"a": null, "b": [null, 1.0]}'
+    assert to_json({"a": float("nan"), "b": [float("inf"), 1.0]}) == '{"a": null, "b": [null, 1.0]}'
 
 
 def test_eval_of_a_run_folder_it_cannot_write_caches_nothing(trained_run, tmp_path, monkeypatch):

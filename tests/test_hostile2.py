@@ -16,18 +16,17 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import make_text
+from test_hostile import SMALL, _start_training, _wait_for, cli_env, digest, fp32_run, one_line_error, run, small  # noqa: F401  (fixtures)
 
 from charrnn import Sampler, evaluate, families, memory, presets
 from charrnn import checkpoint as ck
 from charrnn import compare as compare_module
 from charrnn.errors import BadType, BadValue, CharrnnError
-from charrnn.fileio import append_line, atomic_write, shown
 from charrnn.families import build_model, evaluate_model, model_config
-from charrnn.training import RunOptions, train
+from charrnn.fileio import append_line, atomic_write, shown
 from charrnn.sampler import SampleConfig
-from conftest import make_text
-from test_hostile import SMALL, _start_training, _wait_for, cli_env, digest, one_line_error, run
-from test_hostile import fp32_run, small  # noqa: F401  (fixtures)
+from charrnn.training import RunOptions, train
 
 NESTED = b"[" * 100_000 + b"]" * 100_000  # deeper than any parser's stack
 

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from charrnn.cli import cli
 from charrnn.evaluate import evaluate_windows
-from charrnn.microscope import FEATURES, _Pearson, gradients_through_time, text_features
 from charrnn.families import build_model, macs_per_char, model_config
+from charrnn.microscope import FEATURES, _Pearson, gradients_through_time, text_features
 
 RNNS = ("lstm", "gru", "rnn")
 

@@ -4,21 +4,20 @@ gradient, and the family through training, resume, grad-accum, sampling, eval an
 import math
 
 import numpy as np
-
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_text
 
 from charrnn import checkpoint as ck
+from charrnn.analysis import eval_run
 from charrnn.errors import CharrnnError
+from charrnn.families import model_config, param_count
 from charrnn.families.minrnn import model as minrnn
 from charrnn.families.minrnn.model import MinRNN, scan
-from charrnn.families import model_config, param_count
-from charrnn.analysis import eval_run
-from charrnn.training import RunOptions, train
 from charrnn.sampler import Sampler
 from charrnn.tokenizer import CharTokenizer
-from conftest import make_text
+from charrnn.training import RunOptions, train
 
 KINDS = ("mingru", "minlstm")
 TINY = dict(n_layers=2, hidden=32, dropout=0.0, batch_size=4, seq_len=16, max_steps=40, lr=1e-2, warmup_steps=5,

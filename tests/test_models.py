@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from charrnn.device import cpu_supports_bf16
+from charrnn.families import build_model, model_config
 from charrnn.families.rnn import RNN_TYPES
 from charrnn.families.rnn.model import CharRNN
 from charrnn.models import PooledDropout
-from charrnn.families import build_model, model_config
 from charrnn.quant import int8_supported
 
 

@@ -11,18 +11,17 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import TINY
 
 from charrnn import checkpoint as ck
 from charrnn import data
-from charrnn.data import MANY_CHARS, RARE_COUNT
 from charrnn.cli import cli
-from charrnn.families import evaluate_model
+from charrnn.data import MANY_CHARS, RARE_COUNT
+from charrnn.families import build_model, evaluate_model, model_config, param_count
 from charrnn.models import unscored_loss
-from charrnn.families import build_model, model_config, param_count
-from charrnn.training import RunOptions, train
 from charrnn.sampler import Sampler
 from charrnn.tokenizer import MAX_CODEPOINT
-from conftest import TINY
+from charrnn.training import RunOptions, train
 
 FAMILY = {"lstm": dict(model="lstm", n_layers=2, hidden=32, embed=8),
           "gru": dict(model="gru", n_layers=1, hidden=24, embed=8),

@@ -8,13 +8,13 @@ import math
 
 import pytest
 import torch
+from conftest import TINY
 
 from charrnn import checkpoint as ck
 from charrnn import device, training
 from charrnn import trainer as trainer_module
 from charrnn.errors import CharrnnError
 from charrnn.training import RunOptions, train
-from conftest import TINY
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 SKYLAKE = "fpu sse sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni"  # no AVX-512 BF16

@@ -10,19 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 
 from charrnn import Sampler
 from charrnn import checkpoint as ck
 from charrnn.batches import StreamBatcher
 from charrnn.device import cpu_supports_bf16
 from charrnn.errors import CharrnnError
+from charrnn.families import model_config
 from charrnn.families.rnn import RNN_TYPES
 from charrnn.families.rnn.model import CharRNN
-from charrnn.families import model_config
-from charrnn.training import RunOptions, train
 from charrnn.quant import int8_supported
 from charrnn.trainer import TrainConfig, Trainer
-from conftest import TINY
+from charrnn.training import RunOptions, train
 
 REPO = Path(__file__).resolve().parents[1]
 needs_int8 = pytest.mark.skipif(not int8_supported(), reason="no fbgemm in this torch build")

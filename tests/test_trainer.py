@@ -1,23 +1,23 @@
 import json
-from collections import Counter
 import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 import torch
+from conftest import TINY
 
 from charrnn import checkpoint as ck
 from charrnn.device import cpu_supports_bf16
-from charrnn.families.rnn.model import CharRNN
 from charrnn.families import model_config
-from charrnn.training import RunOptions, train
+from charrnn.families.rnn.model import CharRNN
 from charrnn.tokenizer import CharTokenizer
 from charrnn.trainer import TrainConfig, Trainer
-from conftest import TINY
+from charrnn.training import RunOptions, train
 
 
 def _opts(corpus, out, precision="fp32", **kw):

@@ -14,12 +14,11 @@ from charrnn import SampleConfig, Sampler
 from charrnn import checkpoint as ck
 from charrnn.batches import WindowBatcher
 from charrnn.evaluate import evaluate_windows
+from charrnn.families import build_model, family_of, model_config
 from charrnn.families.transformer.model import GPT
 from charrnn.models import window_start
-from charrnn.families import family_of
-from charrnn.families import build_model, model_config
-from charrnn.training import RunOptions, train
 from charrnn.tokenizer import CharTokenizer
+from charrnn.training import RunOptions, train
 
 TINY_GPT = dict(model="transformer", n_layers=2, hidden=32, heads=4, context=16, dropout=0.0, batch_size=8,
                 max_steps=40, lr=3e-3, warmup_steps=5, seed=7)

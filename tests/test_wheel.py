@@ -15,11 +15,10 @@ import re
 import subprocess
 import sys
 import sysconfig
-import tomllib
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from conftest import make_text
 
 ROOT = Path(__file__).resolve().parents[1]

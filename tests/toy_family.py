@@ -1,8 +1,9 @@
 """A plug-in family for the tests: a model no other file knows, registered from outside charrnn.
 
 Its model is a leaky average of character embeddings, h_t = a h_{t-1} + (1 - a) e(x_t), with a learned
-per-unit decay a, read out by one linear layer: stateful, tiny, and enough to learn bigram-like text.
-tests/test_families.py trains, samples, evaluates and compares it through the CLI.
+per-unit decay a = sigmoid(d), read out by one linear layer: stateful, tiny, and enough to learn
+bigram-like text. It declares an option of its own, `--decay-init` (d's initial value), which no file
+of charrnn knows. tests/test_families.py trains, samples, evaluates and compares it through the CLI.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from charrnn.families import Family, Preset, register
 from charrnn.config import ModelConfig
+from charrnn.families import Family, Option, Preset, register
 from charrnn.models import Trace, token_losses
 
 
@@ -21,7 +22,7 @@ class LeakyAverage(nn.Module):
         super().__init__()
         self.config = c
         self.embed = nn.Embedding(c.vocab_size, c.hidden)
-        self.decay = nn.Parameter(torch.zeros(c.hidden))
+        self.decay = nn.Parameter(torch.full((c.hidden,), float(c.decay_init)))
         self.head = nn.Linear(c.hidden, c.outputs)
 
     def num_params(self) -> int:
@@ -81,6 +82,8 @@ class LeakyFamily(Family):
     name = "leaky"
     summary = "a leaky average of embeddings (a test plug-in)"
     kinds = ("leaky",)
+    options = (Option("decay_init", float, 0.0, "The decay's initial logit: above 0 the average keeps more of the past",
+                      min=-10, max=10),)
     presets = (Preset("tiny", 0, dict(model="leaky", n_layers=1, hidden=16, dropout=0.0, batch_size=4, seq_len=16,
                                       lr=3e-2, warmup_steps=0)),)
     presets_note = "one fixed preset"

@@ -34,8 +34,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ... import quant
-from ...errors import CharrnnError
 from ...config import ModelConfig
+from ...errors import CharrnnError
 from ...models import PooledDropout, State, Trace, token_losses, warm_state, with_input_only_rows
 from ...quant import STEP_WEIGHTS, Int8Linear
 
@@ -60,9 +60,9 @@ def scan(z_logit: torch.Tensor, cand: torch.Tensor, h0: torch.Tensor, parallel: 
     h0 (B, H) >= 0 -> (T, B, H), in the inputs' dtype (fp32: the caller casts).
 
     `parallel` (default: on CUDA) runs the log-space parallel scan (`scan_log`). On a CPU one pass over
-    time is faster: the recurrence is O(T B H) either way, and torch's CPU logcumsumexp is slow (82 ms
-    against 11 ms forward and backward at (256, 16, 512) on a Xeon). Both are tested against each
-    other and against the sequential step."""
+    time is faster: the recurrence is O(T B H) either way, and torch's CPU logcumsumexp is slow
+    (benchmarks/README.md, "minGRU and minLSTM"). Both are tested against each other and against the
+    sequential step."""
     if parallel is None:
         parallel = z_logit.is_cuda
     if parallel:

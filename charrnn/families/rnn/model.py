@@ -23,8 +23,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...config import ModelConfig
-from ...models import (TRACE_CHUNK, PooledDropout, State, Trace, pooled_mask, token_losses, warm_state,
-                       with_input_only_rows)
+from ...models import (
+    TRACE_CHUNK,
+    PooledDropout,
+    State,
+    Trace,
+    pooled_mask,
+    token_losses,
+    warm_state,
+    with_input_only_rows,
+)
 from .step import CellStepper
 
 GATE_NAMES = {"lstm": ("input", "forget", "output"), "gru": ("reset", "update"), "rnn": ()}
@@ -179,9 +187,9 @@ class CharRNN(nn.Module):
     def _stepper(self, weights: str = "fp32") -> CellStepper:
         # Rebuilt only when a weight has changed (in-place updates bump a tensor's version; a replaced
         # parameter changes its data pointer). Read from the submodules' own lists, not self.parameters():
-        # that walk costs more than a third of an int8 step.
-        params = (self.embed._parameters["weight"], *self.rnn._flat_weights, self.head._parameters["weight"],
-                  self.head._parameters["bias"])
+        # that walk would cost a large share of an int8 step.
+        params = (self.embed._parameters["weight"], *(w for _, w in named_weights(self.rnn)),
+                  self.head._parameters["weight"], self.head._parameters["bias"])
         key = tuple((p._version, p.data_ptr()) for p in params)
         cache = self.__dict__.setdefault("_stepper_cache", {})
         if cache.get(weights, (None,))[0] != key:

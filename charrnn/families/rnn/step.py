@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
+from ... import quant
 from ...errors import CharrnnError
 from ...models import State
-from ... import quant
 from ...quant import STEP_WEIGHTS, Int8Linear
 
 
