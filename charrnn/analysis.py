@@ -102,6 +102,7 @@ def inspect_run(run: str | Path, text: str | None = None, chars: int = 20_000, s
     c = ckpt.model_config
     shape = f"{c['model']} {c['n_layers']}x{c['hidden']}, {model.num_params():,} parameters, step {ckpt.step:,}"
     html = render_inspect(insp, {"run": path_text(path), "model": c["model"], "shape": shape, "source": source,
+                                 "gradient_of": family_of(c["model"]).gradient_of,
                                  "command": path_text(command or f"charrnn inspect {path}")})
     atomic_write(page, lambda f: f.write(html.encode("utf-8")))
     return {**insp.summary(), "page": path_text(page), "checkpoint": path_text(path), "source": source}

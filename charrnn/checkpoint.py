@@ -23,6 +23,7 @@ import math
 import os
 import re
 import shutil
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
@@ -55,6 +56,7 @@ from .tokenizer import CharTokenizer
 from .trainer import Progress, TrainConfig, Trainer
 
 FORMAT = "charrnn-checkpoint/1"
+EXIT_S = 0.5  # what a training command spends after its last checkpoint: the summary, torch's teardown
 LAST, BEST, CONFIG, TOKENIZER, METRICS = "last.pt", "best.pt", "config.json", "tokenizer.json", "metrics.jsonl"
 CACHE, LOCK = "cache", ".lock"
 LOCK_BYTES = 24  # a lock file holds a pid and a newline; anything longer is not ours
@@ -414,11 +416,22 @@ class RunRecorder:
         # the end; a resumed run reads them from its best.pt.
         self.best_weights = best.weights if best is not None and p.best_full == math.inf and p.best_step >= 0 else None
         self.last: tuple[EvalResult, bool] | None = None  # the last validation's result and whether it was the best
+        self.save_s = 0.0  # seconds the last checkpoint took to write
         self.rescored: EvalResult | None = None  # the final pass's figure for an earlier best checkpoint
         hooks = trainer.hooks
         hooks.on_log.append(self.on_log)
         hooks.on_eval.append(self.on_eval)
         hooks.on_stop.append(self.on_stop)
+
+    def final_cost(self, full_passes: float) -> float:
+        """Seconds the end of the run will take, as the last intermediate pass measured it: the final pass
+        over the whole split (`full_passes` times the subset's cost), an earlier best checkpoint's too,
+        two checkpoints written, and the exit. 0 until a pass has been timed."""
+        p = self.trainer.progress
+        if not p.evals:
+            return 0.0
+        passes = 1 + full_passes * (2 if self.best_weights is not None or p.best_step < p.step else 1)
+        return p.eval_s * passes + 2 * self.save_s + EXIT_S
 
     def on_log(self, trainer: Trainer, record: dict) -> None:
         if self.main:
@@ -491,7 +504,9 @@ class RunRecorder:
         return Saved(self.model_config, t.config.to_dict(), self.run, self.tokenizer, weights, state, val_loss)
 
     def _save(self, snap: Saved, best: bool) -> None:
+        t0 = time.perf_counter()
         self.folder.save(LAST, snap)
+        self.save_s = time.perf_counter() - t0
         if best:
             self.folder.save(BEST, snap)
         self.saved_step = self.trainer.progress.step

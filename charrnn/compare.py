@@ -438,7 +438,8 @@ def _measure_all(cfg: CompareConfig, out: Path, corpus_path: Path, tok, summarie
         "rows": rows, "probe_chars": len(probe_ids),
         "brackets": bracket_probe(closer_losses, pairs).to_dict() if closer_losses else {"pairs": len(pairs)},
         "context_probe": {"lengths": lengths, "loss": context, "positions": 0 if targets is None else len(targets)},
-        "gradients": {"loss": gradients, "positions": cfg.gradient_positions},
+        "gradients": {"loss": gradients, "positions": cfg.gradient_positions,
+                      "of": {name: family_of(name).gradient_of for name in cfg.models}},
         "memorized_validation": {str(n): v for n, v in index.shares(np.asarray(val_ids[:cfg.memo_chars])).items()},
     }
 

@@ -36,9 +36,9 @@ This {kind} has no gates: a plain RNN overwrites its whole state at every step, 
 keeps no state at all, so there is nothing to saturate. Compare an LSTM or a GRU trained on the same text."""
 
 GRADIENT_TEXT = """\
-The norm of the gradient of the loss on character t with respect to the model's state after reading
-character t - k (every layer's h, and c for an LSTM; for a Transformer, its attention input at t - k),
-for k = 1..{k_max}, averaged over {positions} positions of the text. Log scale: a plain RNN's curve
+The norm of the gradient of the loss on character t (predicted after reading character t - 1) with
+respect to {of} after reading character t - 1 - k, for k = 1..{k_max}, averaged over {positions}
+positions of the text. Log scale: a plain RNN's curve
 usually falls by orders of magnitude within a few dozen characters (vanishing gradients: training cannot
 learn what lies further back), or climbs (exploding); an LSTM's stays high much longer. This is the
 problem of backpropagation through time that gates were invented to solve. {ratio}"""
@@ -178,7 +178,7 @@ def _gates(insp: Inspection, kind: str) -> str:
     return f"<p>{html.escape(text)}</p><div class=\"scatters\">{''.join(charts)}</div>"
 
 
-def _gradients(insp: Inspection, name: str) -> str:
+def _gradients(insp: Inspection, name: str, of: str) -> str:
     g = insp.gradients
     if not g:
         return "<p>The text is too short to measure gradients through time.</p>"
@@ -187,7 +187,7 @@ def _gradients(insp: Inspection, name: str) -> str:
             if ratio is not None else "")
     chart = line_chart({name: [(k + 1, v) for k, v in enumerate(g)]}, "k: characters back", "gradient norm (log scale)",
                        log_y=True)
-    return f"<p>{html.escape(GRADIENT_TEXT.format(k_max=len(g), positions=insp.gradient_positions, ratio=said))}</p>{chart}"
+    return f"<p>{html.escape(GRADIENT_TEXT.format(k_max=len(g), positions=insp.gradient_positions, ratio=said, of=of))}</p>{chart}"
 
 
 def page_data(insp: Inspection) -> dict[str, Any]:
@@ -206,7 +206,8 @@ def page_data(insp: Inspection) -> dict[str, Any]:
 
 
 def render_inspect(insp: Inspection, meta: dict[str, Any]) -> str:
-    """The page. `meta`: run, shape, source (where the text came from), command."""
+    """The page. `meta`: run, shape, source (where the text came from), command, gradient_of (what the
+    gradients through time are taken with respect to: `Family.gradient_of`)."""
     data = json.dumps(page_data(insp), ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
     kind = meta.get("model", "model")
     parts = [
@@ -228,7 +229,7 @@ def render_inspect(insp: Inspection, meta: dict[str, Any]) -> str:
         "<h2>Gates: saturation</h2>",
         _gates(insp, kind),
         "<h2>Gradients through time</h2>",
-        _gradients(insp, kind),
+        _gradients(insp, kind, meta.get("gradient_of", "the model's state")),
         '<div id="tip"></div>',
         f'<script type="application/json" id="data">{data}</script>',
         f"<script>{SCRIPT}</script>",

@@ -39,7 +39,9 @@ the Transformer samples with a key/value cache. Weights while sampling: {weights
 carries from character to character: an RNN's hidden state, the same size however long the text, or
 the Transformer's key/value cache, which grows with its context. *peak memory* is the peak resident memory of the
 training process (the Python interpreter and torch included){gpu}. *multiply-adds/char* counts the matrix
-products per character of training (forward and backward) and of sampling (`Family.macs_per_char`),
+products per character of training (the forward pass and the backward, counted as twice the forward) and
+those a sampling step computes (an RNN's sampler folds its first layer's input product into a table lookup;
+`Family.macs_per_char`),
 beside the state a stream carries: an RNN's state is its whole memory and its step cost grows with the
 square of it, while a Transformer's per-character cost follows its width and context, not a state it must
 squeeze the past into. *sample n-grams in training text*: see Memorization below."""
@@ -69,12 +71,13 @@ The context probe above measures the same thing on any text."""
 
 
 GRADIENT_TEXT = """\
-**Gradients through time.** The norm of the gradient of the loss on a character with respect to the
-model's state k characters earlier (every layer's h, and c for an LSTM; for the Transformer, its
-attention input k positions back), averaged over {positions} positions of the validation text. A plain
-RNN's gradient usually shrinks by orders of magnitude within a few dozen characters (vanishing
-gradients: truncated BPTT cannot teach it what lies further back); the gated cells keep it far longer;
-the Transformer reaches every position in its window directly and nothing beyond it (-)."""
+**Gradients through time.** The norm of the gradient of the loss on character t with respect to what the
+model held k characters earlier, after reading character t - 1 - k, averaged over {positions} positions of
+the validation text. What that is depends on the kind of model, so each quantity has its own table and
+chart. A plain RNN's gradient with respect to its state usually shrinks by orders of magnitude within a few
+dozen characters (vanishing gradients: truncated BPTT cannot teach it what lies further back); the gated
+cells keep it far longer. A Transformer has no state: its gradient with respect to its input at each
+position reaches every position in its window directly and nothing beyond it (-)."""
 
 MEMO_TEXT = """\
 **Memorization.** Of all n-grams in a {chars:,}-character sample of each model (seeded, temperature 1:
@@ -179,10 +182,12 @@ def _probe_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[lis
         out.append((NO_BRACKETS.format(chars=report["probe_chars"], pairs=br["pairs"]), [], []))
     gr = report.get("gradients")  # reports written before these measurements have none
     if gr and any(gr["loss"].values()):
-        ks = [k for k in GRADIENT_KS if any(len(g) >= k for g in gr["loss"].values())]
-        body = [[name] + ["-" if len(g) < k or g[k - 1] is None else f"{g[k - 1]:.2e}" for k in ks]
-                for name, g in gr["loss"].items()]
-        out.append((GRADIENT_TEXT.format(positions=gr["positions"]), ["model"] + [f"k={k}" for k in ks], body))
+        out.append((GRADIENT_TEXT.format(positions=gr["positions"]), [], []))
+        for of, curves in gradient_groups(gr).items():
+            ks = [k for k in GRADIENT_KS if any(len(g) >= k for g in curves.values())]
+            body = [[name] + ["-" if len(g) < k or g[k - 1] is None else f"{g[k - 1]:.2e}" for k in ks]
+                    for name, g in curves.items()]
+            out.append((f"*Gradient norm with respect to {of}:*", ["model"] + [f"k={k}" for k in ks], body))
     if report.get("memorized_validation"):
         ns = list(report["memorized_validation"])
         body = [[r["model"]] + [_share(r["memorized"][n]) for n in ns] for r in report["rows"] if r.get("memorized")]
@@ -190,6 +195,15 @@ def _probe_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[lis
         out.append((MEMO_TEXT.format(chars=report["settings"]["memo_chars"]),
                     ["sample of"] + [f"{n}-grams" for n in ns], body))
     return out
+
+
+def gradient_groups(gr: dict[str, Any]) -> dict[str, dict[str, list]]:
+    """The gradient curves grouped by what they differentiate against (reports from before that was
+    recorded: every curve in one group, as they were shown)."""
+    groups: dict[str, dict[str, list]] = {}
+    for name, g in gr["loss"].items():
+        groups.setdefault(gr.get("of", {}).get(name, "the state k characters back"), {})[name] = g
+    return groups
 
 
 def _share(v: float | None) -> str:
@@ -274,8 +288,10 @@ def render_html(report: dict[str, Any]) -> str:
                       for name, losses in br["loss"].items()}
             parts.append(line_chart(series, "characters from the opener to the closer", "bits on the closer",
                                     x_names=br["labels"]))
-        if text.startswith("**Gradients through time"):
-            series = {name: [(k + 1, v) for k, v in enumerate(g)] for name, g in report["gradients"]["loss"].items()}
+        if text.startswith("*Gradient norm with respect to "):
+            of = text[len("*Gradient norm with respect to "):-2]
+            series = {name: [(k + 1, v) for k, v in enumerate(g)]
+                      for name, g in gradient_groups(report["gradients"])[of].items()}
             parts.append(line_chart(series, "k: characters back", "gradient norm (log scale)", log_y=True))
     parts.append("<h2>Samples</h2><p>Each model, seed 1, temperature 0.8, from a line break.</p>")
     for row in report["rows"]:

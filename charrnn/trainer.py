@@ -250,6 +250,9 @@ class Trainer:
         self.evaluate = evaluate
         self.hooks = Hooks()
         self.say: Callable[[str], None] = lambda message: print(message, file=sys.stderr)  # notices to the user
+        # Seconds the run still needs after the loop (its final pass, the last checkpoint): a time budget
+        # stops the loop that much early, so that the whole run fits it.
+        self.reserve: Callable[[], float] = lambda: 0.0
         self.progress = Progress()
         self.state = None  # carried hidden state
         self.loss = None  # last step's loss (a tensor: reading it syncs the device)
@@ -279,7 +282,7 @@ class Trainer:
         if c.max_epochs is not None:
             fracs.append((p.epoch + p.batch / self.batcher.batches_per_epoch(p.epoch)) / c.max_epochs)
         if c.max_time is not None:
-            fracs.append(p.elapsed / c.max_time)
+            fracs.append((p.elapsed + self.reserve()) / c.max_time)
         return fracs
 
     def fraction_done(self) -> float:
@@ -447,7 +450,7 @@ class Trainer:
         window_t0, window_chars = time.perf_counter(), 0  # for the rate, since the last record
         logged = p.step  # the step of the last metrics record
         t_last = time.perf_counter()
-        while not self._done():
+        while not self._done() or p.step == 0:  # (a budget its setup spent still trains one step)
             if self._stop_agreed:
                 return "interrupted"
             if p.batch == 0:

@@ -10,8 +10,10 @@ the trainer's hooks.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -59,6 +61,9 @@ class RunOptions:
     sample_len: int = 200  # characters of sample printed at each validation (0: none)
     dist_timeout: float = 600.0  # seconds a rank waits for the others before the job fails (torchrun)
     compile: bool = False  # torch.compile the training step's model (checkpoints stay plain)
+    # time.perf_counter() when the command began: --max-time counts from there, setup (importing torch,
+    # reading the corpus, timing the presets) and the final pass included. None: when `train` is called.
+    started: float | None = None
 
 
 def _split_overrides(overrides: dict[str, Any]) -> tuple[dict, dict]:
@@ -151,6 +156,8 @@ def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
 
     Under torchrun this process is one rank of a data-parallel job (distributed.py): it joins the
     process group here and leaves it however the run ends."""
+    if opts.started is None:
+        opts = replace(opts, started=time.perf_counter())
     world, device = distributed.init(resolve_device(opts.device), opts.dist_timeout)
     try:
         with world.guard():
@@ -295,6 +302,8 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
     if world.is_main:  # one writer for the run folder
         _write_run_files(folder, s, run_info, trainer.progress.step, str(device), world.world_size, opts.quiet)
     recorder = ck.RunRecorder(folder, trainer, model_cfg.to_dict(), run_info, s.tok.to_str(), validate, s.best)
+    # The budget is the command's: its setup counts, and the loop stops early enough for what follows it.
+    trainer.reserve = functools.partial(recorder.final_cost, len(val_ids) / min(VAL_SUBSET, len(val_ids)))
     if world.is_main and not opts.quiet:
         Notices(trainer, recorder, s.tok, opts.sample_len)
     if on_trainer is not None:
@@ -307,6 +316,7 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
         _say(f"{shown(folder.path)}: {model_cfg.model} {shape}, "
              f"{s.model.num_params() / 1e6:.2f}M params, {len(train_ids):,} train / {len(val_ids):,} val chars, "
              f"{where}" + (f", resuming at step {trainer.progress.step}" if s.saved else ""))
+    trainer.progress.elapsed += time.perf_counter() - opts.started
     try:
         reason = trainer.run()
     except TrainingDiverged as e:

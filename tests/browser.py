@@ -61,9 +61,13 @@ def find_chromium() -> str | None:
 
 
 def require_chromium() -> str:
-    """At the top of a test: skip it, with the reason, when there is no Chromium. Returns the binary's path."""
+    """At the top of a test: skip it, with the reason, when there is no Chromium; under CI (CI=true), where
+    .ci/run installs it, fail instead: a browser test that skipped there would pass unseen. Returns the
+    binary's path."""
     path = find_chromium()
     if path is None:
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(f"CI=true but {SKIP_REASON}")
         pytest.skip(SKIP_REASON)
     return path
 

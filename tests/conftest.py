@@ -1,12 +1,18 @@
 from __future__ import annotations
 
 import os
-import random
-from pathlib import Path
 
-import pytest
+# Before torch is imported (the import below loads it): OpenMP reads this once, when it starts. Two
+# threads, as the machines CI runs on have two cores; more would only contend on a larger machine's
+# share of the tests' work.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-from charrnn.training import RunOptions, train
+import random  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from charrnn.training import RunOptions, train  # noqa: E402
 
 SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
 
@@ -61,4 +67,3 @@ def shared_corpus() -> Path:
 @pytest.fixture(autouse=True)
 def _no_env_corpora(monkeypatch):
     monkeypatch.delenv("CHARRNN_CORPORA", raising=False)
-    os.environ.setdefault("OMP_NUM_THREADS", "2")

@@ -38,3 +38,17 @@ def test_render_reports_an_uncaught_error(tmp_path: Path) -> None:
     assert "<p>after</p>" in result.dom
     assert len(result.console_errors) == 1
     assert "Uncaught Error: boom" in result.console_errors[0], result.console_errors
+
+
+def test_a_missing_chromium_skips_here_and_fails_under_ci(monkeypatch) -> None:
+    import pytest
+
+    import browser
+
+    monkeypatch.setattr(browser, "find_chromium", lambda: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        browser.require_chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        browser.require_chromium()

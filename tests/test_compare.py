@@ -182,9 +182,9 @@ def test_bad_compare_options(corpus, tmp_path, args, message):
 
 @pytest.mark.slow
 def test_an_interrupted_comparison_exits_130_and_the_same_command_finishes_it(tmp_path, monkeypatch):
-    from charrnn import training
     from charrnn import checkpoint as ck
     from charrnn import compare as compare_module
+    from charrnn import training
 
     corpus = tmp_path / "play.txt"
     corpus.write_text(make_text(20_000), encoding="utf-8")
@@ -199,13 +199,13 @@ def test_an_interrupted_comparison_exits_130_and_the_same_command_finishes_it(tm
         return training.train(opts, overrides, on_trainer=stop)
 
     monkeypatch.setattr(compare_module, "train_one", in_process)
-    args = ["compare", corpus, "--models", "lstm,gru", "--max-time", "1s", "--out", out, "--device", "cpu",
+    args = ["compare", corpus, "--models", "lstm,gru", "--max-time", "4s", "--out", out, "--device", "cpu",
             "--precision", "fp32", "--quiet"]
     first = run(*args)
     assert first.exit_code == 130 and "run the same command again" in first.stderr
     assert "Error" not in first.stderr and not (out / "report.json").exists()
     assert "unfinished comparison with other settings (max_time)" in one_line_error(
-        run(*[a if a != "1s" else "2s" for a in args]))
+        run(*[a if a != "4s" else "5s" for a in args]))
     second = run(*args)
     assert second.exit_code == 0, second.output
     assert [(resume, "model" in o) for resume, o in calls] == [(False, True), (True, False), (False, True)]

@@ -8,10 +8,10 @@ losses and weights equal the single-process ones up to the order of float additi
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +45,12 @@ def torchrun(*args, nproc=2, max_restarts=0, fault=None, timeout=240):
     if fault is not None:
         env["CHARRNN_TEST_FAULT"] = fault
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def _why(stderr: str) -> str:
+    """The reason in brackets at the end of a lost-contact error line."""
+    line = next(ln for ln in stderr.splitlines() if "lost contact with another rank" in ln)
+    return re.search(r"\[([^\]]*)\]", line).group(1)
 
 
 def records(run, kind):
@@ -87,9 +93,7 @@ def reference(corpus, tmp_path_factory):
 def killed_run(corpus, tmp_path_factory):
     """A 2-process run whose rank 1 was SIGKILLed before step 14; its last checkpoint is step 8."""
     out = tmp_path_factory.mktemp("killed") / "run"
-    t0 = time.perf_counter()
-    proc = torchrun("train", corpus, "--out", out, *ARGS, fault="kill:1:13")
-    return out, proc, time.perf_counter() - t0
+    return out, torchrun("train", corpus, "--out", out, *ARGS, fault="kill:1:13")
 
 
 # --- in-process: the data layout and gradient accumulation --------------------------------------
@@ -213,10 +217,10 @@ def test_leaving_the_job_stops_the_threads_of_our_collectives(corpus, tmp_path):
 
 @pytest.mark.distributed
 def test_killed_rank_ends_the_job_with_a_clear_message(killed_run):
-    out, proc, took = killed_run
+    out, proc = killed_run
     assert proc.returncode != 0
-    assert took < 120  # the survivor did not wait for the 10-minute timeout
     assert "lost contact with another rank" in proc.stderr  # rank 0's one-line error
+    assert "time" not in _why(proc.stderr).lower()  # it saw the peer go, without waiting for the 10-minute timeout
     assert f'File "{ROOT / "charrnn"}' not in proc.stderr  # no Python traceback through charrnn
     assert ck.load_checkpoint(out / ck.LAST)["trainer"]["progress"]["step"] == 8
     assert [r["step"] for r in records(out, "train")] == [10]  # logged after the checkpoint, before the kill
@@ -263,11 +267,11 @@ def test_elastic_restart_resumes_from_the_last_checkpoint(corpus, reference, tmp
 
 @pytest.mark.distributed
 def test_hung_rank_times_out_instead_of_hanging(corpus, tmp_path):
-    t0 = time.perf_counter()
-    proc = torchrun("train", corpus, "--out", tmp_path / "run", *ARGS, "--dist-timeout", "8s", fault="stall:1:5")
+    # the stalled rank sleeps 120 s: the survivor gives up after its 8 s (torchrun's own timeout guards a hang)
+    proc = torchrun("train", corpus, "--out", tmp_path / "run", *ARGS, "--dist-timeout", "8s", fault="stall:1:5",
+                    timeout=110)
     assert proc.returncode != 0
-    assert time.perf_counter() - t0 < 100  # the stalled rank sleeps 120 s
-    assert "lost contact with another rank" in proc.stderr
+    assert "lost contact with another rank" in proc.stderr and "time" in _why(proc.stderr).lower()
 
 
 # --- CUDA (NCCL) ----------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import pickle
-import random
 import resource
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ import torch
 from click.testing import CliRunner
 from conftest import make_text
 
-from charrnn import Sampler, device, memory
+from charrnn import Sampler, device, families, memory
 from charrnn import checkpoint as ck
 from charrnn.cli import cli
 from charrnn.errors import CharrnnError, one_line
@@ -122,24 +121,19 @@ def test_the_same_settings_given_again_on_resume_are_fine(fp32_run, small):
 
 
 # --- 2, 3. divergence and non-finite values ---------------------------------------------------------
-@pytest.mark.parametrize("lr", ["1000", "30"])
-def test_a_diverging_run_stops_with_one_line_and_keeps_only_finite_checkpoints(small, tmp_path, lr):
+def test_a_diverging_run_stops_with_one_line_and_keeps_only_finite_checkpoints(small, tmp_path):
     out = tmp_path / "run"
-    args = ["train", small, "--out", out, *SMALL, "--precision", "fp32", "--lr", lr, "--grad-clip", "0",
+    args = ["train", small, "--out", out, *SMALL, "--precision", "fp32", "--lr", "1000", "--grad-clip", "0",
             "--max-steps", "300", "--eval-interval", "5"]
-    result = run(*args)
-    if result.exit_code == 0:  # lr 30 may survive 300 steps: then what it wrote must be finite
-        assert lr == "30"
-    else:
-        assert "training diverged" in one_line_error(result, code=3)
+    assert "training diverged" in one_line_error(run(*args), code=3)  # at lr 1000 no run survives
     for name in (ck.LAST, ck.BEST):
         if (out / name).exists():  # loading checks every weight is finite
             ck.load_checkpoint(out / name)
     records = strict_json_lines(out / ck.METRICS)
     assert records and all(isinstance(r["step"], int) for r in records)
-    if result.exit_code == 3 and (out / ck.LAST).exists():  # its resume diverges the same way, also in one line
+    if (out / ck.LAST).exists():  # its resume diverges the same way, also in one line
         again = run("train", small, "--out", out, "--resume", "--max-steps", "400", "--quiet")
-        assert again.exit_code in (0, 3) and "Traceback" not in again.output
+        assert "training diverged" in one_line_error(again, code=3)
 
 
 def test_a_huge_validation_loss_has_an_infinite_perplexity_and_json_says_null():
@@ -263,10 +257,18 @@ def test_durations_out_of_range_are_refused(small, tmp_path):
 
 @pytest.mark.parametrize("args", [["--hidden", "1000000"], ["--embed", "1000000000"], ["--layers", "1000000"],
                                   ["--batch-size", "1000000000"]])
-def test_a_model_or_batch_beyond_memory_is_refused_before_allocating(small, tmp_path, args):
-    t0 = time.perf_counter()
+def test_a_model_or_batch_beyond_memory_is_refused_before_allocating(small, tmp_path, args, no_building):
     assert "of memory" in one_line_error(run("train", small, "--out", tmp_path / "run", *SMALL, *args))
-    assert time.perf_counter() - t0 < 10 and not (tmp_path / "run").exists()
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def no_building(monkeypatch):
+    """Building any model fails the test: what is refused must be refused before anything is allocated."""
+    def never(self, config):
+        raise AssertionError(f"a {config.model} model was built")
+    for fam in families.families():
+        monkeypatch.setattr(type(fam), "build", never)
 
 
 def test_a_context_beyond_memory_is_refused(small, tmp_path):
@@ -274,10 +276,11 @@ def test_a_context_beyond_memory_is_refused(small, tmp_path):
                                              "--context", "1000000000", "--device", "cpu", "--quiet"))
 
 
-def test_too_many_samples_at_once_are_refused_at_once(trained_run):
-    t0 = time.perf_counter()
+def test_too_many_samples_at_once_are_refused_at_once(trained_run, monkeypatch):
+    def never(*args, **kw):
+        raise AssertionError("the prime was read: the batch was allocated before the memory check")
+    monkeypatch.setattr(families.base.Family, "read_prime", never)
     assert "of memory" in one_line_error(run("sample", trained_run, "-n", "10000000", "--length", "2"))
-    assert time.perf_counter() - t0 < 10
 
 
 def test_the_memory_check_refuses_what_this_machine_cannot_hold(small, tmp_path, monkeypatch):
@@ -288,15 +291,13 @@ def test_the_memory_check_refuses_what_this_machine_cannot_hold(small, tmp_path,
     assert run("train", small, "--out", tmp_path / "run", *SMALL, "--max-steps", "2").exit_code == 0
 
 
-def test_a_crafted_config_cannot_make_loading_allocate(trained_run, tmp_path):
+def test_a_crafted_config_cannot_make_loading_allocate(trained_run, tmp_path, no_building):
     ckpt = torch.load(trained_run / ck.BEST, weights_only=True)
     for key, value in (("hidden", 10**6), ("n_layers", 10**9), ("vocab_size", 10**9)):
         c = copy.deepcopy(ckpt)
         c["model_config"][key] = value
         torch.save(c, tmp_path / "big.pt")
-        t0 = time.perf_counter()
         one_line_error(run("info", tmp_path / "big.pt"))
-        assert time.perf_counter() - t0 < 10
 
 
 # --- 9. FIFOs and devices ------------------------------------------------------------------------------
@@ -433,10 +434,12 @@ def test_resumed_metrics_equal_unbroken_metrics_record_for_record(small, tmp_pat
 
 
 # --- 16. one writer per run folder --------------------------------------------------------------------------
-def _start_training(corpus, out, *extra):
-    cmd = [sys.executable, "-m", "charrnn", "train", str(corpus), "--out", str(out), *SMALL, "--precision", "fp32",
+def _start_training(corpus, out, *extra, worker=None, env=None):
+    program = [str(ROOT / "tests" / worker)] if worker else ["-m", "charrnn"]
+    cmd = [sys.executable, *program, "train", str(corpus), "--out", str(out), *SMALL, "--precision", "fp32",
            "--eval-interval", "5", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env())
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**cli_env(), **(env or {})})
 
 
 def _wait_for(path, proc, timeout=60):
@@ -467,32 +470,21 @@ def test_a_second_writer_is_refused_and_a_killed_writers_lock_is_taken_over(smal
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_never_breaks_the_run_and_resume_is_exact(small, tmp_path):
-    settings = ["--max-steps", "500", "--seed", "5"]
+def test_kill_9_mid_step_and_mid_checkpoint_never_breaks_the_run_and_resume_is_exact(small, tmp_path):
+    settings = ["--max-steps", "60", "--seed", "5"]
     unbroken = _start_training(small, tmp_path / "a", *settings)
     assert unbroken.wait(120) == 0, unbroken.stderr.read()
     out = tmp_path / "b"
-    rng = random.Random(0)
-    proc = _start_training(small, out, *settings)
-    kills = 0
-    for _ in range(3):
-        size = (out / ck.METRICS).stat().st_size if (out / ck.METRICS).exists() else 0
-        deadline = time.time() + 60  # until this process trains (it logs), then at a random moment
-        while proc.poll() is None and not ((out / ck.METRICS).exists() and (out / ck.METRICS).stat().st_size > size):
-            assert time.time() < deadline
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.3))  # mid-step, or mid-checkpoint (one every 5 steps)
-        if proc.poll() is not None:  # a fast machine finished the run before this kill
-            break
-        proc.kill()
-        proc.wait()
-        kills += 1
+    # mid-run; half-way through a checkpoint's write; after resuming, mid-run again (checkpoints every 5 steps)
+    for kill in ("step:13", "save:3", "step:37"):
+        proc = _start_training(small, out, *(settings if kill == "step:13" else ["--resume", "--quiet"]),
+                               worker="kill_worker.py", env={"CHARRNN_TEST_KILL": kill})
+        assert proc.wait(120) == -9, proc.stderr.read()  # killed where it was told to be, on any machine
         ck.load_checkpoint(out / ck.LAST)  # whole, whatever moment the kill came at
-        proc = _start_training(small, out, "--resume", "--quiet")
-    assert kills >= 2
+    proc = _start_training(small, out, "--resume", "--quiet")
     assert proc.wait(120) == 0, proc.stderr.read()
     a, b = ck.load_checkpoint(tmp_path / "a" / ck.LAST), ck.load_checkpoint(out / ck.LAST)
-    assert b["trainer"]["progress"]["step"] == 500
+    assert b["trainer"]["progress"]["step"] == 60
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert [r["loss"] for r in ck.read_metrics(out, "train")] == [r["loss"] for r in ck.read_metrics(tmp_path / "a", "train")]
 

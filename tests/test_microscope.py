@@ -209,11 +209,45 @@ def test_streaming_correlation_equals_numpy():
     assert np.isnan(r[:, 3]).all()
 
 
-def test_multiply_adds_per_character():
-    lstm = model_config(vocab_size=65, model="lstm", n_layers=2, hidden=512, embed=64)
-    sample = 4 * 512 * (64 + 512) + 4 * 512 * 1024 + 512 * 65
-    assert macs_per_char(lstm) == {"train": 3.0 * sample, "sample": float(sample)}
-    # a Transformer's cost does not grow with a state: doubling the context adds only attention work
+def _counted_macs(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 2  # a multiply-add is two flops
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_an_rnn_s_multiply_adds_are_what_its_forward_and_its_sampling_step_compute(kind):
+    c = model_config(vocab_size=65 + 256, n_outputs=65, model=kind, n_layers=2, hidden=48, embed=16)
+    m = build_model(c).eval()
+    state = m.init_state(1)
+    layers = [tuple(s[k] for s in state) for k in range(c.n_layers)]
+
+    def one_character():  # by the model's own cell equations (F.linear: what a counter sees)
+        x = m.embed(torch.tensor([3]))
+        for k in range(c.n_layers):
+            x = m.cell(k, x, layers[k])[0]
+        m.head(x)
+    forward = _counted_macs(one_character)
+    step = m._stepper("fp32")  # what sampling multiplies: the matrices it holds, one product each per character
+    held = sum(layer[w].numel() for layer in step.layers for w in ("w_ih", "w_hh")
+               if w in layer and not (w == "w_ih" and layer is step.layers[0])) + step.head_w.numel()
+    assert macs_per_char(c) == {"train": 3 * forward, "sample": held}
+    assert held < forward  # layer 0's input product is a table lookup when sampling
+
+
+@pytest.mark.parametrize("kind", ["mingru", "minlstm"])
+def test_a_min_rnn_s_multiply_adds_are_what_its_forward_and_its_step_compute(kind):
+    c = model_config(vocab_size=65 + 256, n_outputs=65, model=kind, n_layers=2, hidden=48)
+    m = build_model(c).eval()
+    idx = torch.randint(0, 65, (1, 7))
+    assert macs_per_char(c)["train"] == 3 * _counted_macs(lambda: m(idx)) / 7
+    m.step(idx[:, 0])
+    assert macs_per_char(c)["sample"] == _counted_macs(lambda: m.step(idx[:, 0]))
+
+
+def test_a_transformer_s_cost_grows_with_its_context_not_a_state():
     a = macs_per_char(model_config(vocab_size=65, model="transformer", n_layers=2, hidden=64, heads=4, context=64))
     b = macs_per_char(model_config(vocab_size=65, model="transformer", n_layers=2, hidden=64, heads=4, context=128))
     dense = 12 * 64 * 64 * 2 + 64 * 65

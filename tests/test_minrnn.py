@@ -199,5 +199,9 @@ def test_int8_step_weights_where_fbgemm_runs(fbgemm, monkeypatch):
             Sampler(m, tok, weights="int8")
         return
     ids = torch.randint(0, tok.n_chars, (3, 40))
+    from charrnn.quant import Int8Linear
+
+    assert isinstance(m._stepper("int8").head, Int8Linear)  # int8 is what runs, not a silent fp32
     exact, approx = (m.prefill(ids, weights=w)[0].softmax(-1) for w in ("fp32", "int8"))
+    assert (exact - approx).abs().max() > 0  # (an fp32 step would give exactly the same numbers)
     assert (exact - approx).abs().max() < 0.02  # an approximation, close to the exact step

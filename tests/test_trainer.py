@@ -107,7 +107,8 @@ def test_time_budget_stops_the_run(corpus, tmp_path):
     summary = train(_opts(corpus, tmp_path / "run"), {**{k: v for k, v in TINY.items() if k != "max_steps"},
                                                        "max_time": 3.0})
     took = time.perf_counter() - start
-    assert summary["reason"] == "done" and 3.0 <= summary["elapsed"] < 6.0 and took < 30
+    # the budget is the whole call's: setup, the final pass and the last checkpoint come out of it
+    assert summary["reason"] == "done" and 2.0 <= summary["elapsed"] <= 3.0 and took < 3.0 * 1.03 + 1.0
     last = _records(tmp_path / "run", "train")[-1]
     assert last["lr"] < 0.05 * TINY["lr"]  # the schedule followed the clock to its end
 

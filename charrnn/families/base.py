@@ -88,6 +88,9 @@ class Family:
     presets_note: str = ""  # how the presets were chosen (compare's report says it)
     stateful: bool = True  # True: carried streams in training and evaluation; False: independent windows
     step_weights: tuple[str, ...] = ("fp32",)  # what `step(..., weights=)` runs; fp32 only: no such argument
+    # What `grad_through_time` differentiates against, k characters back: a model's own quantity, so two
+    # families' curves are shown on one axis only when they measure the same thing.
+    gradient_of: str = "the recurrent state"
 
     def build(self, config: ModelConfig) -> torch.nn.Module:
         raise NotImplementedError
@@ -184,7 +187,8 @@ class Family:
         raise NotImplementedError
 
     def macs_per_char(self, c: ModelConfig) -> dict[str, float]:
-        """Multiply-adds per character: {"train": forward and backward, "sample": one step}."""
+        """Multiply-adds per character of the matrix products: {"train": the forward pass and the backward,
+        counted as twice the forward; "sample": what one sampling step multiplies}."""
         raise NotImplementedError
 
     # --- describing and resizing ------------------------------------------------------------------

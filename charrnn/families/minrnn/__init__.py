@@ -16,6 +16,7 @@ class MinRNNFamily(Family):
     summary = "minGRU or minLSTM: gates from the input only, so training solves the recurrence for a whole chunk at once"
     kinds = ("mingru", "minlstm")
     step_weights = ("fp32", "int8")
+    gradient_of = "the recurrent state (every layer's h)"
     # From the sweep in benchmarks/README.md, "minGRU and minLSTM": two small layers learn most in the
     # shortest budgets, three wider ones once the budget buys a few million characters of them. The
     # dropout then follows the epochs (presets.dropout_for).

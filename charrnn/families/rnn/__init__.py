@@ -24,6 +24,7 @@ class RNNFamily(Family):
                max_open=True, speed=False, omit_default=True),
     )
     step_weights = ("fp32", "int8")  # step.py runs on either
+    gradient_of = "the recurrent state (every layer's h, and an LSTM's c)"
     # Smallest first. A small model learns fastest per character at first; a bigger one, regularised,
     # wins once it can see the text several times over. From the sweeps in benchmarks/README.md (the
     # dropout then follows the epochs, presets.dropout_for).
@@ -64,10 +65,11 @@ class RNNFamily(Family):
         return c.n_layers * streams * c.hidden * (2 if c.model == "lstm" else 1)
 
     def macs_per_char(self, c: ModelConfig) -> dict[str, float]:
-        # the same at every character; backward counted as twice the forward
+        # the same at every character; the backward pass counted as twice the forward. A sampling step
+        # skips layer 0's input product: the sampler folds it into the embedding table (step.py).
         G, H, L = GATES[c.model], c.hidden, c.n_layers
         forward = G * H * (c.embed + H) + (L - 1) * G * H * 2 * H + H * c.outputs
-        return {"train": 3.0 * forward, "sample": float(forward)}
+        return {"train": 3.0 * forward, "sample": float(forward - G * H * c.embed)}
 
     def with_width(self, settings: dict[str, Any], width: int) -> dict[str, Any]:
         return {"hidden": width, "embed": min(settings["embed"], width)}  # no embedding wider than the state
