@@ -332,10 +332,16 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
 
 def _validator(val_ids, device: torch.device, precision: str, world: distributed.World):
     """The trainer's `evaluate(model, subset)`: each rank scores its share of the validation streams or
-    windows, and the sums make the global figure."""
+    windows, and the sums make the global figure. The subset, which only ranks checkpoints, is scored in
+    the training precision; the whole split in fp32, so that the figures a run reports (info, best.pt)
+    are the ones `charrnn eval` gives."""
+    ranking_only = len(val_ids) > VAL_SUBSET  # (a small split's subset is the whole of it)
+
     def validate(m, subset: bool) -> EvalResult:
-        part = evaluate_model(m, val_ids, device, precision, n_streams=EVAL_STREAMS, seq_len=EVAL_LENGTH,
-                              shard=(world.rank, world.world_size), limit=VAL_SUBSET if subset else None)
+        part = evaluate_model(m, val_ids, device, precision if subset and ranking_only else "fp32",
+                              n_streams=EVAL_STREAMS,
+                              seq_len=EVAL_LENGTH, shard=(world.rank, world.world_size),
+                              limit=VAL_SUBSET if subset else None)
         if world.world_size == 1:
             return part
         total, chars = world.all_sum([part.loss_nats * part.chars, part.chars])

@@ -153,3 +153,17 @@ def test_an_fp16_transformer_trains_with_its_scaler_and_resumes_exactly(corpus, 
     assert steps[0] == steps[1] and len({scale for _, _, scale in steps[0]}) > 1
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["trainer"]["scaler"] == b["trainer"]["scaler"]
+
+
+def test_the_losses_a_bf16_run_reports_are_fp32_figures_as_eval_gives(corpus, tmp_path, monkeypatch):
+    """Trained in bf16 (forced: a Transformer's linear layers run it on any CPU), its full passes are fp32:
+    `info` and best.pt say what `charrnn eval` says."""
+    from charrnn.analysis import eval_run, run_info
+
+    allowed = device.resolve_precision
+    monkeypatch.setattr(training, "resolve_precision", lambda name, dev: "bf16" if name == "bf16" else allowed(name, dev))
+    out = tmp_path / "run"
+    train(RunOptions(corpus=str(corpus), out=out, precision="bf16", device="cpu", quiet=True, sample_len=0),
+          dict(TINY_GPT, max_steps=20, eval_interval=10))
+    assert json.loads((out / ck.CONFIG).read_text())["precision"] == "bf16"
+    assert run_info(out)["best_val_loss"] == eval_run(out, str(corpus)).loss_nats
