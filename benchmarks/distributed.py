@@ -35,6 +35,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from charrnn.checkpoint import read_config, read_metrics  # noqa: E402
+
 SETTINGS = ["--model", "lstm", "--layers", "1", "--hidden", "512", "--embed", "128", "--dropout", "0",
             "--batch-size", "16", "--seq-len", "64", "--lr", "8e-3", "--warmup", "30", "--precision", "fp32",
             "--device", "cpu", "--sample-len", "0", "--quiet"]

@@ -4,7 +4,8 @@ reads a run folder (or one checkpoint) and writes nothing to it but its id cache
 
 from __future__ import annotations
 
-import re
+import html
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,27 +13,29 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint as ck
-from .corpora import file_sha256, load_catalog, resolve_corpus
+from .charts import line_chart
+from .corpora import file_sha256, resolve_corpus, run_corpus
 from .data import encode_corpus, split
 from .device import resolve_device, resolve_precision
 from .errors import CharrnnError
 from .evaluate import EVAL_LENGTH, EVAL_STREAMS, EvalResult
 from .families import evaluate_model, family_of
-from .fileio import atomic_write, expand_user, path_text, shown
+from .fileio import atomic_write, path_text, shown
 from .inspect_page import render_inspect
 from .microscope import inspect_model
 from .tokenizer import CharTokenizer
 
 
-def eval_run(run: str | Path, corpus: str, split_name: str = "val", val_frac: float | None = None,
-             device: str = "auto", precision: str = "fp32", unknown: str = "bytes",
+def eval_run(run: str | Path | None = None, corpus: str | None = None, split_name: str = "val",
+             val_frac: float | None = None, device: str = "auto", precision: str = "fp32", unknown: str = "bytes",
              stride: int | None = None) -> EvalResult:
-    """Loss of a run's checkpoint on a corpus: the validation split (the run's val-frac) or all of it.
-    `stride` (Transformer only) is how far its evaluation windows move; default context // 2."""
-    model, tok, ckpt, path = ck.load_run(run)
+    """Loss of a run's checkpoint (default: the newest run) on a corpus (default: the run's own): the
+    validation split (the run's val-frac) or all of it. `stride` (Transformer only) is how far its
+    evaluation windows move; default context // 2."""
+    model, tok, ckpt, path = ck.load_run(ck.newest_run() if run is None else run)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    corpus_path = resolve_corpus(corpus)
+    corpus_path = run_corpus(ckpt.run.corpus, ckpt.run.corpus_sha256) if corpus is None else resolve_corpus(corpus)
     frac = ckpt.run.val_frac if val_frac is None else val_frac
     if not (isinstance(frac, (int, float)) and 0 < frac < 1):
         raise CharrnnError(f"val-frac must be in (0, 1), not {frac}")
@@ -49,9 +52,10 @@ def eval_run(run: str | Path, corpus: str, split_name: str = "val", val_frac: fl
     return evaluate_model(model.to(dev), target, dev, prec, n_streams=EVAL_STREAMS, seq_len=EVAL_LENGTH, stride=stride)
 
 
-def run_info(run: str | Path) -> dict[str, Any]:
-    """What `charrnn info` shows: configs, parameter count, progress, best validation loss."""
-    path = ck.resolve_checkpoint(run)
+def run_info(run: str | Path | None = None) -> dict[str, Any]:
+    """What `charrnn info` shows of a run (default: the newest): configs, parameter count, progress, best
+    validation loss."""
+    path = ck.resolve_checkpoint(ck.newest_run() if run is None else run)
     saved = ck.read_checkpoint(path)
     model = ck.checkpoint_model(saved, path)
     progress = saved.progress
@@ -59,24 +63,73 @@ def run_info(run: str | Path) -> dict[str, Any]:
             "run": asdict(saved.run), "params": model.num_params(), "step": saved.step,
             "epoch": progress.get("epoch", 0), "chars_trained": progress.get("chars", 0),
             "elapsed_s": round(progress.get("elapsed", 0.0), 1), "skipped": progress.get("skipped", 0),
-            "best_val_loss": saved.best_loss}
+            "best_val_loss": saved.best_loss, "best_step": progress.get("best_step", -1)}
+
+
+def describe_run(data: dict[str, Any]) -> list[str]:
+    """`run_info` for a person: one line per aspect, each a sentence's worth."""
+    m, t, run = data["model"], data["train"], data["run"]
+    outputs = m.get("n_outputs") or m["vocab_size"]
+    bytes_read = m["vocab_size"] - outputs
+    preset = run.get("preset") or {}
+    chosen = f"; preset {preset['preset']} for a {preset['budget_s']:g} s budget" if preset else ""
+    stops = ", ".join(f"{k.removeprefix('max_')} {t[k]:g}" for k in ("max_steps", "max_epochs", "max_time")
+                      if t.get(k) is not None)
+    epochs = data["chars_trained"] / run["train_chars"] if run["train_chars"] else 0.0
+    best = data["best_val_loss"]
+    lines = [
+        ("checkpoint", shown(data["checkpoint"])),
+        ("model", f"{m['model']} {family_of(m['model']).describe(m)}, {data['params']:,} parameters"),
+        ("corpus", f"{shown(run['corpus'])}: {run['train_chars']:,} train / {run['val_chars']:,} val characters, "
+                   f"{outputs} predicted" + (f" ({bytes_read} byte tokens read, never predicted)" if bytes_read else "")),
+        ("training", f"batch {t['batch_size']}x{t['seq_len']}, lr {t['lr']:g}, warmup {t['warmup_steps']}, "
+                     f"weight decay {t['weight_decay']:g}, seed {t['seed']}, {run.get('precision') or 'fp32'}; "
+                     f"stops at {stops}{chosen}"),
+        ("progress", f"{data['step']:,} steps, {data['chars_trained']:,} characters ({epochs:.2f} epochs), "
+                     f"{data['elapsed_s']:g} s" + (f", {data['skipped']:,} updates skipped" if data["skipped"] else "")),
+        ("best val loss", "-" if best is None else f"{best:.4f} nats/char ({best / math.log(2):.4f} bits), step "
+                                                   f"{data['best_step']:,}"),
+    ]
+    return [f"{k:<13} {v}" for k, v in lines]
+
+
+def plot_losses(run: str | Path | None = None) -> Path:
+    """`charrnn info --plot`: the run's training and validation loss against its steps, as one
+    self-contained page (loss.html beside the checkpoint); its path."""
+    path = ck.resolve_checkpoint(ck.newest_run() if run is None else run)
+    records = ck.read_metrics(path.parent)
+    series = {kind: [(r["step"], r[key] / math.log(2)) for r in records if r["kind"] == kind and r.get(key) is not None]
+              for kind, key in (("train", "loss"), ("val", "loss_nats"))}
+    if not any(series.values()):
+        raise CharrnnError(f"{shown(path.parent / ck.METRICS)} holds no records to plot")
+    names = {"train": "training (each record's steps)", "val": "validation"}
+    chart = line_chart({names[k]: v for k, v in series.items() if v}, "step", "bits per character")
+    title = html.escape(f"charrnn: {path_text(path.parent)}")
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>'
+            f'<body style="font-family:sans-serif;max-width:900px;margin:2em auto"><h1>{title}</h1>'
+            f"<p>Loss per character in bits, as metrics.jsonl records it: the training loss averaged over each record's "
+            f"steps, the validation loss at each pass (a part of the split until the last, which scores all of it)."
+            f"</p>{chart}</body></html>\n")
+    out = path.parent / ck.LOSS_PAGE
+    atomic_write(out, lambda f: f.write(page.encode("utf-8")))
+    return out
 
 
 # --- charrnn inspect -----------------------------------------------------------------------------------
-MAX_INSPECT_CHARS = 5_000_000  # the text features are computed in Python, about 1 s per 100k characters
-LOOKS_LIKE_PATH = re.compile(r"^~|^[^\s/]*/\S*$|^\S+\.[A-Za-z0-9]{1,5}$")  # ~/x, a/b, notes.txt: a file, not text
+MAX_INSPECT_CHARS = 5_000_000  # the text features are computed in Python, one pass over the characters
 
 
-def _inspect_text(text: str | None, tok: CharTokenizer, saved: ck.Saved, cache: Path | None):
-    """Ids and where they came from: the run's validation split (no TEXT, or the run's own corpus),
-    another corpus from its start, or TEXT itself."""
+def _inspect_text(corpus: str | None, text: str | None, tok: CharTokenizer, saved: ck.Saved, cache: Path | None):
+    """Ids and where they came from: `text` itself; else the run's validation split (no corpus, or the
+    run's own); else another corpus from its start."""
     unknown = "bytes" if tok.byte_fallback else "error"
     run = saved.run
-    if text is not None and not (text and (expand_user(text).exists() or text in load_catalog())):
-        if LOOKS_LIKE_PATH.search(text):
-            resolve_corpus(text)  # says: no such file or catalog corpus
+    if text is not None:
         return tok.encode(text, unknown=unknown), "the text given"
-    corpus_path = resolve_corpus(run.corpus if text is None else text)
+    try:
+        corpus_path = run_corpus(run.corpus, run.corpus_sha256) if corpus is None else resolve_corpus(corpus)
+    except CharrnnError as e:
+        raise CharrnnError(f"{e}; for text itself, use --text" if corpus is not None else str(e)) from None
     sha = file_sha256(corpus_path)
     ids = encode_corpus(corpus_path, tok, cache, unknown=unknown, sha256=sha)
     if sha == run.corpus_sha256:
@@ -84,17 +137,18 @@ def _inspect_text(text: str | None, tok: CharTokenizer, saved: ck.Saved, cache: 
     return ids, shown(corpus_path)
 
 
-def inspect_run(run: str | Path, text: str | None = None, chars: int = 20_000, show: int = 1000,
+def inspect_run(run: str | Path | None = None, corpus: str | None = None, chars: int = 20_000, show: int = 1000,
                 out: Path | None = None, positions: int = 32, seed: int = 0, device: str = "auto",
-                quiet: bool = False, command: str = "") -> dict[str, Any]:
-    """`charrnn inspect`: the microscope over `chars` characters of a run's text, as one HTML page
+                quiet: bool = False, command: str = "", text: str | None = None) -> dict[str, Any]:
+    """`charrnn inspect`: the microscope over `chars` characters of a run's text (default: the newest
+    run's validation split; `corpus`, a file or catalog name; or `text` itself), as one HTML page
     (default inspect.html beside the checkpoint). Returns the summary and the page's path."""
     if not 2 <= chars <= MAX_INSPECT_CHARS:
         raise CharrnnError(f"--chars must be between 2 and {MAX_INSPECT_CHARS:,}, not {chars}")
-    model, tok, ckpt, path = ck.load_run(run)
+    model, tok, ckpt, path = ck.load_run(ck.newest_run() if run is None else run)
     dev = resolve_device(device)
     page = Path(out) if out is not None else path.parent / ck.INSPECT_PAGE
-    ids, source = _inspect_text(text, tok, ckpt, ck.run_cache(path.parent))
+    ids, source = _inspect_text(corpus, text, tok, ckpt, ck.run_cache(path.parent))
     ids = np.asarray(ids[:chars])
     if len(ids) < 2:
         raise CharrnnError(f"{source} holds {len(ids)} character(s): inspect needs at least 2")

@@ -60,7 +60,8 @@ EXIT_S = 0.5  # what a training command spends after its last checkpoint: the su
 LAST, BEST, CONFIG, TOKENIZER, METRICS = "last.pt", "best.pt", "config.json", "tokenizer.json", "metrics.jsonl"
 CACHE, LOCK = "cache", ".lock"
 LOCK_BYTES = 24  # a lock file holds a pid and a newline; anything longer is not ours
-INSPECT_PAGE = "inspect.html"  # `charrnn inspect`'s page, beside the checkpoint it inspected
+INSPECT_PAGE = "inspect.html"
+LOSS_PAGE = "loss.html"  # `charrnn info --plot`'s page  # `charrnn inspect`'s page, beside the checkpoint it inspected
 RUN_FILES = (LAST, BEST, CONFIG, TOKENIZER, METRICS)  # what a run writes at the top of its folder
 METRIC_KINDS = ("train", "val")
 
@@ -76,6 +77,7 @@ class RunInfo:
     val_chars: int
     preset: dict | None = None  # how the budget chose the settings (presets.Choice.to_dict)
     precision: str | None = None  # None in checkpoints written before they recorded it
+    init_from: str | None = None  # the checkpoint a fine-tuned run started from
 
 
 @dataclass

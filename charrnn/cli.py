@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -17,7 +18,7 @@ from . import __version__
 from .corpora import corpus_status, load_catalog
 from .errors import CharrnnError, Interrupted, one_line, printable
 from .families import families, kinds
-from .fileio import shown
+from .fileio import path_text, shown
 from .units import MAX_SEED, check_duration, parse_count, parse_duration
 
 
@@ -122,7 +123,8 @@ def cli():
 
 
 @cli.command(cls=TrainCommand)
-@click.argument("corpus")
+@click.argument("corpus", required=False)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Repeat a run: its settings (and its corpus, when CORPUS is not given) from its config.json; options given here win.")
 @click.option("--model", type=ModelKind(), help="Kind of model: lstm, gru, rnn, mingru, minlstm, transformer, or a plug-in's (`charrnn models` describes each).  [default: lstm]")
 @click.option("--layers", "n_layers", type=POSITIVE_INT, help="Number of stacked recurrent layers (Transformer: blocks).")
 @click.option("--hidden", type=POSITIVE_INT, help="Hidden units per layer (Transformer: its width).")
@@ -144,13 +146,15 @@ def cli():
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="Where to train.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Run folder.  [default: checkpoints/<corpus>-<model>]")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its last.pt.")
+@click.option("--init-from", type=click.Path(path_type=Path), help="Fine-tune: start from this run's weights (its model; the vocabulary grown by CORPUS's new characters) with a fresh optimizer.")
 @click.option("--byte-fallback/--no-byte-fallback", default=None, help="Add byte tokens so any text, even unseen characters, can be read.  [default: on; on --resume: the run's]")
-@click.option("--sample-len", type=click.IntRange(0, 100_000), default=200, show_default=True, help="Characters of sample shown at each validation.")
+@click.option("--sample-length", "sample_len", type=click.IntRange(0, 100_000), default=200, show_default=True, help="Characters of sample shown at each validation (as `sample --length`).")
+@click.option("--sample-len", "sample_len_old", type=click.IntRange(0, 100_000), hidden=True)  # its old name, for a release
 @click.option("--dist-timeout", type=DurationType(), default="10m", show_default=True, help="Under torchrun: how long a process waits for the others before the job fails.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model for training (needs a C++ compiler on CPU; compile time counts).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, samples or notices.")
-def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sample_len, dist_timeout, compile_, quiet,
-          **settings):
+def train(corpus, config_path, out, resume, init_from, val_frac, precision, device, byte_fallback, sample_len, sample_len_old, dist_timeout,
+          compile_, quiet, **settings):
     """Train a model on CORPUS: a UTF-8 text file or a catalog name (see `charrnn corpus list`).
 
     Settings left unset are chosen from the time budget (see README): `charrnn train tinyshakespeare
@@ -159,13 +163,23 @@ def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sampl
     Launched by torchrun (`torchrun --nproc_per_node=N -m charrnn train ...`) it trains data-parallel:
     --batch-size is the global batch, split evenly over the processes.
     """
-    from .training import RunOptions
+    started = time.perf_counter()  # --max-time counts from here: importing torch is part of the command
+    from .training import RunOptions, settings_of
     from .training import train as train_pipeline
 
     overrides = {k: v for k, v in settings.items() if v is not None}
+    if config_path is not None:
+        recorded, settings_, options = settings_of(config_path)
+        corpus = corpus or recorded
+        overrides = {**settings_, **overrides}
+        val_frac = options["val_frac"] if val_frac is None else val_frac
+        precision = options["precision"] if precision is None else precision
+    if corpus is None:
+        raise CharrnnError("name a CORPUS (a text file or a catalog name), or give --config RUN/config.json")
     opts = RunOptions(corpus=corpus, out=out, val_frac=val_frac, byte_fallback=byte_fallback, device=device,
-                      precision=precision, resume=resume, quiet=quiet, sample_len=sample_len,
-                      dist_timeout=dist_timeout, compile=compile_)
+                      precision=precision, resume=resume, quiet=quiet,
+                      sample_len=sample_len if sample_len_old is None else sample_len_old, init_from=init_from,
+                      dist_timeout=dist_timeout, compile=compile_, started=started)
     summary = train_pipeline(opts, overrides)
     if not summary["main"]:  # under torchrun rank 0 speaks for the job
         return 130 if summary["reason"] == "interrupted" else 0
@@ -186,7 +200,7 @@ def train(corpus, out, resume, val_frac, precision, device, byte_fallback, sampl
 @click.argument("run", required=False, type=click.Path(path_type=Path))
 @click.option("--prime", default="", help="Text to start from; it is printed first.")
 @click.option("--length", type=click.IntRange(min=0), default=500, show_default=True, help="Characters to generate.")
-@click.option("--temperature", "-t", type=FiniteFloat(min=0), default=1.0, show_default=True, help="Sampling temperature; 0 is greedy.")
+@click.option("--temperature", "-t", type=FiniteFloat(min=0), default=0.8, show_default=True, help="Sampling temperature: 1 is the model's own distribution, lower is more conservative, 0 is greedy.")
 @click.option("--top-k", type=POSITIVE_INT, help="Sample only from the k most likely characters.")
 @click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), help="Sample only from the smallest set of characters whose probability reaches p.")
 @click.option("--seed", type=SEED, help="Random seed: the same seed gives the same text.")
@@ -223,8 +237,8 @@ def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, sto
 
 
 @cli.command(name="eval")
-@click.argument("run", type=click.Path(path_type=Path))
-@click.argument("corpus")
+@click.argument("run", type=click.Path(path_type=Path), required=False)
+@click.argument("corpus", required=False)
 @click.option("--split", "split_name", type=click.Choice(["val", "all"]), default="val", show_default=True, help="The validation split (the run's --val-frac) or the whole file.")
 @click.option("--val-frac", type=FiniteFloat(0, 1, min_open=True, max_open=True), help="Override the run's validation fraction.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: loss_nats, bpc, perplexity, chars.")
@@ -232,7 +246,10 @@ def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, sto
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="Arithmetic precision.")
 @click.option("--stride", type=POSITIVE_INT, help="Transformer only: characters each evaluation window moves on; smaller gives predictions more context, slower.  [default: context/2]")
 def eval_cmd(run, corpus, split_name, val_frac, as_json, device, precision, stride):
-    """Score RUN on CORPUS: loss per character in nats and bits, and perplexity."""
+    """Score RUN on CORPUS: loss per character in nats and bits, and perplexity.
+
+    Without RUN, the newest run under ./checkpoints; without CORPUS, the run's own (the file it trained on,
+    or the catalog corpus with its text)."""
     from .analysis import eval_run
 
     result = eval_run(run, corpus, split_name=split_name, val_frac=val_frac, device=device, precision=precision,
@@ -245,32 +262,30 @@ def eval_cmd(run, corpus, split_name, val_frac, as_json, device, precision, stri
 
 
 @cli.command()
-@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("run", type=click.Path(path_type=Path), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def info(run, as_json):
-    """Show RUN's configuration, parameter count, steps and best validation loss."""
-    from .analysis import run_info
+@click.option("--plot", is_flag=True, help="Also draw its training and validation loss: loss.html beside the checkpoint.")
+def info(run, as_json, plot):
+    """Show RUN's configuration, parameter count, steps and best validation loss (without RUN: the newest
+    run under ./checkpoints)."""
+    from .analysis import describe_run, plot_losses, run_info
 
     data = run_info(run)
+    if plot:
+        data["plot"] = path_text(plot_losses(run))
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    best = data["best_val_loss"]
-    click.echo(f"checkpoint    {shown(data['checkpoint'])}")
-    click.echo(f"model         {json.dumps(data['model'])}")
-    click.echo(f"train         {json.dumps(data['train'])}")
-    run = data["run"]
-    click.echo(f"corpus        {shown(run['corpus'])} ({run['train_chars']:,} train / {run['val_chars']:,} val chars)")
-    click.echo(f"parameters    {data['params']:,}")
-    skipped = f", {data['skipped']:,} updates skipped" if data["skipped"] else ""
-    click.echo(f"steps         {data['step']:,} ({data['chars_trained']:,} chars, epoch {data['epoch']}, "
-               f"{data['elapsed_s']}s{skipped})")
-    click.echo(f"best val loss {'-' if best is None else f'{best:.4f} nats/char'}")
+    for line in describe_run(data):
+        click.echo(line)
+    if plot:
+        click.echo(f"{'loss page':<13} {shown(data['plot'])}")
 
 
 @cli.command()
-@click.argument("run", type=click.Path(path_type=Path))
-@click.argument("text", metavar="[TEXT_OR_CORPUS]", required=False)
+@click.argument("run", type=click.Path(path_type=Path), required=False)
+@click.argument("corpus", required=False)
+@click.option("--text", help="Inspect this text itself instead of a corpus.")
 @click.option("--chars", type=click.IntRange(2, 5_000_000), default=20_000, show_default=True, help="Characters to analyse (from the start of the validation split, the corpus or the text).")
 @click.option("--show", type=click.IntRange(1, 5_000), default=1_000, show_default=True, help="Characters the page shows coloured (every unit's activation on each is stored in the page).")
 @click.option("--positions", type=click.IntRange(1, 1024), default=32, show_default=True, help="Positions averaged for the gradients through time.")
@@ -279,16 +294,18 @@ def info(run, as_json):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="Where to run the model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def inspect(run, text, chars, show, positions, out, seed, device, as_json, quiet):
+def inspect(run, corpus, text, chars, show, positions, out, seed, device, as_json, quiet):
     """Show what RUN's hidden state remembers, as one HTML page: units coloured over the text with the
     text features they track, the loss on each character, gate saturation and gradients through time.
 
-    TEXT_OR_CORPUS: a file or catalog corpus (the run's own: its validation split), or text itself.
-    [default: the run's validation split]"""
+    RUN: a run folder or checkpoint [default: the newest run under ./checkpoints]. CORPUS: a file or
+    catalog corpus (the run's own: its validation split) [default: the run's own]; or --text."""
     from .analysis import inspect_run
 
-    result = inspect_run(run, text, chars=chars, show=show, out=out, positions=positions, seed=seed, device=device,
-                         quiet=quiet, command=" ".join(["charrnn", "inspect", *sys.argv[2:]]))
+    if text is not None and corpus is not None:
+        raise CharrnnError("give a CORPUS or --text, not both")
+    result = inspect_run(run, corpus, chars=chars, show=show, out=out, positions=positions, seed=seed, device=device,
+                         quiet=quiet, command=" ".join(["charrnn", "inspect", *sys.argv[2:]]), text=text)
     if as_json:
         click.echo(json.dumps(result))
         return

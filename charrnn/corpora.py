@@ -63,6 +63,19 @@ def resolve_corpus(corpus: str, quiet: bool = False) -> Path:
     return target
 
 
+def run_corpus(recorded: str, sha256: str, quiet: bool = False) -> Path:
+    """The corpus a run trained on: the file it recorded, while that still holds the same text; else the
+    catalog corpus with that text (read from $CHARRNN_CORPORA, else downloaded); else one line."""
+    path = expand_user(recorded)
+    if path.is_file() and file_sha256(path) == sha256:
+        return path
+    name = next((n for n, entry in load_catalog().items() if entry["sha256"] == sha256), None)
+    if name is not None:
+        return resolve_corpus(name, quiet)
+    state = "has changed" if path.exists() else "is not there any more"
+    raise CharrnnError(f"the run's corpus, {shown(recorded)}, {state}: name a corpus to use instead")
+
+
 def _catalog_path(name: str) -> tuple[Path, bool]:
     """Where a catalog corpus is read from, and whether that is the $CHARRNN_CORPORA copy."""
     local = os.environ.get(CORPORA_ENV)

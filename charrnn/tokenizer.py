@@ -134,8 +134,10 @@ class CharTokenizer:
         bad = list(dict.fromkeys(chr(c) for c in cps[missing].tolist()))
         if unknown == "error" or not self.byte_fallback:
             shown = ", ".join(repr(c) for c in bad[:10]) + (" ..." if len(bad) > 10 else "")
-            why = "" if unknown == "error" else " and this vocabulary has no byte fallback"
-            raise CharrnnError(f"{len(bad)} character(s) not in the vocabulary{why}: {shown}")
+            if unknown == "error":
+                hint = "; --unknown bytes reads them as their UTF-8 bytes" if self.byte_fallback else ""
+                raise CharrnnError(f"{len(bad)} character(s) not in the vocabulary: {shown}{hint}")
+            raise CharrnnError(f"{len(bad)} character(s) not in the vocabulary, which has no byte fallback: {shown}")
         # Byte fallback: each unknown character expands to its UTF-8 bytes, exactly as tokenizers does.
         pieces = {c: [self.n_chars + b for b in c.encode("utf-8")] for c in bad}
         lengths = np.ones(len(ids), dtype=np.int64)

@@ -24,7 +24,7 @@ import torch
 from . import checkpoint as ck
 from . import distributed, memory, presets
 from .config import ModelConfig
-from .corpora import file_sha256, resolve_corpus
+from .corpora import file_sha256, resolve_corpus, run_corpus
 from .data import RARE_COUNT, encode_corpus, has_bom, scan_corpus, split, training_unknown
 from .device import resolve_device, resolve_precision
 from .errors import CharrnnError, TrainingDiverged, one_line
@@ -64,6 +64,8 @@ class RunOptions:
     # time.perf_counter() when the command began: --max-time counts from there, setup (importing torch,
     # reading the corpus, timing the presets) and the final pass included. None: when `train` is called.
     started: float | None = None
+    # A trained run (folder or checkpoint) whose weights a fresh run starts from, on this corpus (fine-tuning)
+    init_from: Path | None = None
 
 
 def _split_overrides(overrides: dict[str, Any]) -> tuple[dict, dict]:
@@ -146,6 +148,8 @@ class _Setup:
     saved: ck.Saved | None = None  # the checkpoint resumed from
     saved_path: Path | None = None
     best: ck.Saved | None = None  # the resumed run's best checkpoint, checked against `saved`
+    chosen: str | None = None  # what the budget chose, said once the data is known to fit it
+    init_from: str | None = None  # the checkpoint a fine-tuned run started from
 
 
 def train(opts: RunOptions, overrides: dict[str, Any] | None = None,
@@ -174,7 +178,11 @@ def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distr
         corpus_path = resolve_corpus(opts.corpus, quiet=opts.quiet)
     corpus_sha = file_sha256(corpus_path)
     opts = _resume_after_restart(opts, world, corpus_path, overrides)
-    folder = ck.RunFolder(opts.out or default_run_dir(corpus_path, overrides.get("model", ModelConfig.model)))
+    if opts.resume and opts.init_from is not None:
+        raise CharrnnError("--init-from starts a new run from another's weights, --resume continues one: not both")
+    kind = overrides.get("model") or (ck.read_checkpoint(ck.resolve_checkpoint(opts.init_from)).model_config.get(
+        "model", ModelConfig.model) if opts.init_from is not None else ModelConfig.model)
+    folder = ck.RunFolder(opts.out or default_run_dir(corpus_path, kind))
     with contextlib.ExitStack() as stack:
         error = None
         if world.is_main:  # one writer for the run folder: rank 0 holds it, and tells the others
@@ -187,6 +195,8 @@ def _train(opts: RunOptions, overrides: dict[str, Any], on_trainer, world: distr
             raise CharrnnError(error)
         if opts.resume:
             setup = _resume_setup(opts, overrides, folder, corpus_path, corpus_sha, device)
+        elif opts.init_from is not None:
+            setup = _finetune_setup(opts, overrides, corpus_path, world, device)
         else:
             setup = _fresh_setup(opts, overrides, corpus_path, world, device)
         return _run(opts, setup, folder, corpus_path, corpus_sha, world, device, overrides, on_trainer)
@@ -219,15 +229,81 @@ def _fresh_setup(opts: RunOptions, overrides: dict[str, Any], corpus_path: Path,
         choice = world.from_main(presets.choose(budget, {**overrides, **outputs}, tok.vocab_size, device, precision,
                                                 train_chars) if world.is_main else None)
         base = dict(choice.settings)
-        if not opts.quiet:
-            _say(f"settings from the budget: {choice.describe()}")
+
     if not any(k in overrides for k in ("max_steps", "max_epochs", "max_time")):
         base["max_time"] = DEFAULT_MAX_TIME
     model_cfg, train_cfg = _configs(kind, {**base, **overrides, **outputs}, tok.vocab_size, val_frac)
     _check_memory(model_cfg, train_cfg, world, device, "this run" if choice is None else f"preset {choice.name}")
     torch.manual_seed(train_cfg.seed)  # the same seed, the same initial weights
     model = build_model(model_cfg)
-    return _Setup(tok, model, model_cfg, train_cfg, val_frac, precision, None if choice is None else choice.to_dict())
+    return _Setup(tok, model, model_cfg, train_cfg, val_frac, precision, None if choice is None else choice.to_dict(),
+                  chosen=None if choice is None else choice.describe())
+
+
+# What fine-tuning may change of the run it starts from: the regularisation, not the shape of the weights.
+FINETUNE_CHANGEABLE = ("dropout", "weight_drop")
+
+
+def _finetune_setup(opts: RunOptions, overrides: dict[str, Any], corpus_path: Path, world: distributed.World,
+                    device: torch.device) -> _Setup:
+    """A trained run's weights on new text: its kind and shape of model, its training settings with the
+    user's on top, a fresh optimizer and schedule. The vocabulary is the run's, grown by the characters of
+    the new text it lacks (`grow_vocabulary`)."""
+    base, base_tok, saved, path = ck.load_run(opts.init_from)
+    fam = family_of(base.config.model)
+    given = [k for k in overrides if k in ModelConfig.COMMON_FIELDS or k in option_names()]
+    fixed = [k for k in given if k not in FINETUNE_CHANGEABLE and overrides[k] != getattr(base.config, k, None)]
+    if fixed:
+        raise CharrnnError(f"--init-from keeps the model of {shown(path)}: {', '.join(flag(k) for k in fixed)} "
+                           f"cannot change (its {flag(fixed[0])} is {getattr(base.config, fixed[0])})")
+    precision = resolve_precision(opts.precision or "auto", device)
+    val_frac = DEFAULT_VAL_FRAC if opts.val_frac is None else opts.val_frac
+    text_tok = scan_corpus(corpus_path, byte_fallback=base_tok.byte_fallback)[0]
+    tok = CharTokenizer.from_chars(set(base_tok.chars) | set(text_tok.chars), byte_fallback=base_tok.byte_fallback)
+    stops = {} if any(k in overrides for k in ("max_steps", "max_epochs", "max_time")) else {"max_time": DEFAULT_MAX_TIME}
+    train_settings = {k: v for k, v in saved.train_config.items() if k not in ("max_steps", "max_epochs", "max_time")}
+    model_settings_ = {k: v for k, v in base.config.to_dict().items() if k not in ("vocab_size", "n_outputs")}
+    model_cfg, train_cfg = _configs(base.config.model, {**model_settings_, **train_settings, **stops, **overrides,
+                                                        "n_outputs": tok.n_chars}, tok.vocab_size, val_frac)
+    _check_memory(model_cfg, train_cfg, world, device)
+    torch.manual_seed(train_cfg.seed)
+    model = grow_vocabulary(fam, base, base_tok, build_model(model_cfg), tok)
+    if not opts.quiet:
+        added = tok.n_chars - base_tok.n_chars
+        _say(f"fine-tuning {shown(path)} ({base.config.model} {fam.describe(base.config.to_dict())}) on "
+             f"{shown(corpus_path)}" + (f": {added} new character(s) in the vocabulary" if added else ""))
+    return _Setup(tok, model, model_cfg, train_cfg, val_frac, precision, None, init_from=path_text(path.absolute()))
+
+
+def grow_vocabulary(fam, base: torch.nn.Module, base_tok: CharTokenizer, model: torch.nn.Module,
+                    tok: CharTokenizer) -> torch.nn.Module:
+    """`model` (built for `tok`) holding `base`'s weights (built for `base_tok`, whose characters `tok` all
+    has). Each weight with a row per token (`Family.token_rows`) takes a character's row from where that
+    character was; a new character's input row is the mean of the old characters' rows (it reads as an
+    average character), its output row is zero and its bias the lowest old one (it starts rare, and
+    training raises it). Byte tokens keep their rows."""
+    old = base.state_dict()
+    if tok.n_chars != base_tok.n_chars and not fam.token_rows:
+        raise CharrnnError(f"a {base.config.model} model cannot take new characters: fine-tune it on text made "
+                           f"of its own characters")
+    where = torch.tensor([base_tok.chars.index(c) if c in base_tok.chars else -1 for c in tok.chars])
+    known = where >= 0
+    state = {}
+    for name, new in model.state_dict().items():
+        w = old[name]
+        if name not in fam.token_rows:
+            state[name] = w
+            continue
+        rows = w[: base_tok.n_chars]
+        grown = torch.empty((tok.n_chars, *w.shape[1:]), dtype=w.dtype)
+        grown[known] = rows[where[known]]
+        if fam.token_rows[name] == "input":
+            grown[~known] = rows.mean(0)
+        else:
+            grown[~known] = rows.min() if w.dim() == 1 else 0.0
+        state[name] = torch.cat([grown, w[base_tok.n_chars:]]) if new.shape[0] > tok.n_chars else grown
+    model.load_state_dict(state)
+    return model
 
 
 def _resume_setup(opts: RunOptions, overrides: dict[str, Any], folder: ck.RunFolder, corpus_path: Path,
@@ -288,6 +364,8 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
                                                  seed=train_cfg.seed, rows=None if world.world_size == 1 else rows)
 
     validate = _validator(val_ids, device, s.precision, world)
+    if s.chosen is not None and not opts.quiet:
+        _say(f"settings from the budget: {s.chosen}")
     trainer = Trainer(s.model, train_cfg, batcher, device, s.precision, evaluate=validate, world=world,
                       compile=opts.compile, outputs=model_cfg.outputs)
     trainer.say = ProgressBar.say
@@ -297,8 +375,8 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
             raise CharrnnError(f"{shown(s.saved_path)}: its trainer state does not fit this run "
                                f"({one_line(e, 120) or type(e).__name__})") from None
-    run_info = ck.RunInfo(path_text(corpus_path), corpus_sha, s.val_frac, len(train_ids), len(val_ids), s.preset,
-                          s.precision)
+    run_info = ck.RunInfo(path_text(corpus_path.absolute()), corpus_sha, s.val_frac, len(train_ids), len(val_ids), s.preset,
+                          s.precision, s.init_from if s.saved is None else s.saved.run.init_from)
     if world.is_main:  # one writer for the run folder
         _write_run_files(folder, s, run_info, trainer.progress.step, str(device), world.world_size, opts.quiet)
     recorder = ck.RunRecorder(folder, trainer, model_cfg.to_dict(), run_info, s.tok.to_str(), validate, s.best)
@@ -378,6 +456,23 @@ def _resume_after_restart(opts: RunOptions, world: distributed.World, corpus_pat
     if not opts.quiet:
         _say(f"torchrun restart {world.restart_count}: resuming from {shown(run_dir / ck.LAST)}")
     return replace(opts, resume=True)
+
+
+def settings_of(config_path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """What `charrnn train --config RUN/config.json` repeats of a run: its corpus (the file it trained on,
+    or the catalog corpus with its text), its model and training settings, and its options (val_frac,
+    precision, byte fallback)."""
+    config = ck.read_config(config_path.parent if config_path.name == ck.CONFIG else config_path)
+    try:
+        run, model, train_cfg = config["run"], dict(config["model"]), dict(config["train"])
+        corpus = str(run_corpus(run["corpus"], run["corpus_sha256"]))
+        options = {"val_frac": run["val_frac"], "precision": config.get("precision")}
+    except (KeyError, TypeError) as e:
+        raise CharrnnError(f"{shown(config_path)} is not a run's config.json ({one_line(e, 60)})") from None
+    for k in ("vocab_size", "n_outputs"):  # what the corpus decides
+        model.pop(k, None)
+    refused = family_of(model.get("model", ModelConfig.model)).refuses  # (what the family derives itself)
+    return corpus, {k: v for k, v in {**model, **train_cfg}.items() if k not in refused}, options
 
 
 def check_family_options(kind: str, overrides: dict[str, Any]) -> None:

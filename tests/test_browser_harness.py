@@ -41,9 +41,8 @@ def test_render_reports_an_uncaught_error(tmp_path: Path) -> None:
 
 
 def test_a_missing_chromium_skips_here_and_fails_under_ci(monkeypatch) -> None:
-    import pytest
-
     import browser
+    import pytest
 
     monkeypatch.setattr(browser, "find_chromium", lambda: None)
     monkeypatch.delenv("CI", raising=False)

@@ -74,6 +74,20 @@ def test_default_run_folder_and_sample_of_the_newest_run(corpus, tmp_path, monke
     assert result.stdout.startswith("KING:") and len(result.stdout.rstrip("\n")) >= 50
 
 
+def test_eval_info_and_inspect_default_to_the_newest_run_and_its_own_corpus(corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run("train", corpus, *TINY_ARGS).exit_code == 0
+    named = json.loads(run("eval", "checkpoints/play-gru", corpus, "--json").stdout)
+    assert json.loads(run("eval", "--json").stdout) == named  # the newest run, on the file it trained on
+    assert json.loads(run("info", "--json").stdout)["step"] == json.loads(run("info", "checkpoints/play-gru", "--json").stdout)["step"]
+    page = tmp_path / "p.html"
+    inspected = run("inspect", "--chars", "300", "--out", page, "-q", "--json")
+    assert inspected.exit_code == 0 and "the validation split of" in json.loads(inspected.stdout)["source"]
+    corpus.rename(tmp_path / "moved.txt")  # no file there now, and no catalog corpus with its text
+    assert "the run's corpus" in one_line_error(run("eval")) and "name a corpus" in one_line_error(run("eval"))
+    assert json.loads(run("eval", "checkpoints/play-gru", tmp_path / "moved.txt", "--json").stdout) == named
+
+
 def test_sample_options(trained_run):
     a = run("sample", trained_run, "--length", "80", "--seed", "1", "-t", "0.7", "--top-k", "5", "--top-p", "0.9")
     b = run("sample", trained_run, "--length", "80", "--seed", "1", "-t", "0.7", "--top-k", "5", "--top-p", "0.9")

@@ -137,3 +137,19 @@ def test_reading_in_tiny_chunks_joins_split_characters_and_drops_only_the_leadin
     path.write_bytes("abc".encode() + b"\xff" + b"def")
     with pytest.raises(CharrnnError, match="near byte 3"):
         list(iter_text(path))
+
+
+def test_a_runs_corpus_is_its_recorded_file_else_the_catalog_corpus_with_its_text(tmp_path, monkeypatch):
+    payload = b"the run's own text\n"
+    sha = hashlib.sha256(payload).hexdigest()
+    repo = _fake_catalog(tmp_path, monkeypatch, payload, sha)
+    recorded = tmp_path / "mine.txt"
+    recorded.write_bytes(payload)
+    assert corpora.run_corpus(str(recorded), sha) == recorded
+    recorded.write_bytes(b"edited since\n")  # the file there holds other text now: the catalog's copy
+    assert corpora.run_corpus(str(recorded), sha, quiet=True) == repo / "demo.txt"
+    with pytest.raises(CharrnnError, match="has changed: name a corpus"):
+        corpora.run_corpus(str(recorded), "0" * 64)
+    recorded.unlink()
+    with pytest.raises(CharrnnError, match="is not there any more"):
+        corpora.run_corpus(str(recorded), "0" * 64)

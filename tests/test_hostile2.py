@@ -178,7 +178,7 @@ def test_deeply_nested_json_is_a_foreign_line_or_a_damaged_file(fp32_run, small,
 
 # --- 6. arguments that are not UTF-8 ---------------------------------------------------------------------------
 def test_bytes_that_are_not_utf8_in_inspect_and_compare_arguments(trained_run, tmp_path, monkeypatch):
-    assert "not valid UTF-8" in one_line_error(run("inspect", trained_run, os.fsdecode(b"ab\xffcd"), "-q"))
+    assert "not valid UTF-8" in one_line_error(run("inspect", trained_run, "--text", os.fsdecode(b"ab\xffcd"), "-q"))
     copy = tmp_path / os.fsdecode(b"run\xff")
     shutil.copytree(trained_run, copy)
     page = tmp_path / os.fsdecode(b"page\xff.html")
@@ -421,7 +421,7 @@ def test_compare_params_beyond_memory_names_compares_own_flag_and_leaves_nothing
 
 
 def test_inspect_of_empty_text_says_so(trained_run):
-    assert "the text given holds 0 character(s)" in one_line_error(run("inspect", trained_run, ""))
+    assert "the text given holds 0 character(s)" in one_line_error(run("inspect", trained_run, "--text", ""))
 
 
 def test_a_checkpoint_whose_preset_is_not_plain_json_is_damaged(run_copy, trained_run):

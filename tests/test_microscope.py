@@ -268,7 +268,7 @@ def test_inspect_writes_one_self_contained_page(trained_run, tmp_path):
     html = page.read_text()
     assert "https://" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
     assert html.count("<svg") == 4  # three gate scatters and the gradient curve
-    again = run("inspect", trained_run, "KING:\nWhat", "--out", page, "--json", "-q")  # text itself
+    again = run("inspect", trained_run, "--text", "KING:\nWhat", "--out", page, "--json", "-q")  # text itself
     assert json.loads(again.stdout)["chars"] == len("KING:\nWhat")
 
 
@@ -284,6 +284,7 @@ def test_inspect_writes_beside_the_checkpoint_by_default(trained_run, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["no/such/file.txt"], "no such file or catalog corpus"),
+    (["KING: a mistyped name is not taken for text"], "for text itself, use --text"),
     (["--chars", "1"], "--chars"),
     (["--show", "0"], "--show"),
 ])

@@ -91,6 +91,10 @@ class Family:
     # What `grad_through_time` differentiates against, k characters back: a model's own quantity, so two
     # families' curves are shown on one axis only when they measure the same thing.
     gradient_of: str = "the recurrent state"
+    # The weights with a row per token: "input" (every token: the characters, then the byte tokens) or
+    # "output" (one per character predicted). Fine-tuning on text with new characters grows them; a
+    # family that names none can be fine-tuned on text of its own characters only.
+    token_rows: dict[str, str] = {}
 
     def build(self, config: ModelConfig) -> torch.nn.Module:
         raise NotImplementedError

@@ -17,6 +17,7 @@ class MinRNNFamily(Family):
     kinds = ("mingru", "minlstm")
     step_weights = ("fp32", "int8")
     gradient_of = "the recurrent state (every layer's h)"
+    token_rows = {"embed.weight": "input", "head.weight": "output", "head.bias": "output"}
     # From the sweep in benchmarks/README.md, "minGRU and minLSTM": two small layers learn most in the
     # shortest budgets, three wider ones once the budget buys a few million characters of them. The
     # dropout then follows the epochs (presets.dropout_for).

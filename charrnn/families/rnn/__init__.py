@@ -25,6 +25,7 @@ class RNNFamily(Family):
     )
     step_weights = ("fp32", "int8")  # step.py runs on either
     gradient_of = "the recurrent state (every layer's h, and an LSTM's c)"
+    token_rows = {"embed.weight": "input", "head.weight": "output", "head.bias": "output"}
     # Smallest first. A small model learns fastest per character at first; a bigger one, regularised,
     # wins once it can see the text several times over. From the sweeps in benchmarks/README.md (the
     # dropout then follows the epochs, presets.dropout_for).

@@ -23,6 +23,7 @@ class TransformerFamily(Family):
     refuses = {"seq_len": "its training windows are --context characters"}
     stateful = False
     gradient_of = "the input at that position (token and position embedding), within the context"
+    token_rows = {"wte.weight": "input"}  # (the output layer is tied to it)
     # nanoGPT's CPU recipe (4 layers x 128, context 64) learned most in the budgets swept (benchmarks/README.md,
     # "Transformer presets"); the longer context and the wider, deeper model wait for larger budgets.
     presets = (
