@@ -383,7 +383,8 @@ def _run(opts: RunOptions, s: _Setup, folder: ck.RunFolder, corpus_path: Path, c
     # The budget is the command's: its setup counts, and the loop stops early enough for what follows it.
     trainer.reserve = functools.partial(recorder.final_cost, len(val_ids) / min(VAL_SUBSET, len(val_ids)))
     if world.is_main and not opts.quiet:
-        Notices(trainer, recorder, s.tok, opts.sample_len)
+        measured = (s.preset or {}).get("chars_per_s") if s.saved is None else None
+        Notices(trainer, recorder, s.tok, opts.sample_len, measured)
     if on_trainer is not None:
         on_trainer(trainer)
 
@@ -502,16 +503,29 @@ def default_run_dir(corpus_path: Path, model: str) -> Path:
 class Notices:
     """What a person running `charrnn train` is told as it goes, as the trainer's hooks (rank 0): the
     progress bar, skipped updates, each validation's loss (the recorder's verdict on it) with a short
-    sample, and an earlier best checkpoint's full-pass figure."""
+    sample, an earlier best checkpoint's full-pass figure, and, once, a training speed far below the one
+    the budget's preset was chosen by (`measured` chars/s)."""
 
-    def __init__(self, trainer: Trainer, recorder: ck.RunRecorder, tok: CharTokenizer, sample_len: int):
-        self.recorder, self.tok, self.sample_len = recorder, tok, sample_len
+    SLOW = 4.0  # this many times slower than measured: something else is on the cores
+
+    def __init__(self, trainer: Trainer, recorder: ck.RunRecorder, tok: CharTokenizer, sample_len: int,
+                 measured: float | None = None):
+        self.recorder, self.tok, self.sample_len, self.measured = recorder, tok, sample_len, measured
+        self.records = 0
         bar = ProgressBar()
         trainer.hooks.on_log += [bar.on_log, self.on_log]
         trainer.hooks.on_eval.append(self.on_eval)
         trainer.hooks.on_stop.append(bar.on_stop)
 
     def on_log(self, t: Trainer, record: dict) -> None:
+        self.records += 1
+        if self.measured and self.records == 3 and record["chars_per_s"] * self.SLOW < self.measured:
+            # (the third record: the first steps pay for allocation and warm-up)
+            _say(f"note: training runs at {record['chars_per_s'] / 1000:.1f}k chars/s, "
+                 f"{self.measured / record['chars_per_s']:.0f} times slower than the {self.measured / 1000:.1f}k "
+                 f"measured before it began: another process is probably using the cores. Where they are shared, "
+                 f"OMP_NUM_THREADS=1 keeps each process to one thread; the budget's choice of model assumed the "
+                 f"faster speed")
         if record["skipped"]:
             _say(f"step {record['step']}: {record['skipped']} update(s) skipped for a non-finite loss or gradient "
                  f"({t.progress.skipped} so far)")
