@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from ..errors import CharrnnError
 from ..models import ModelConfig, PooledDropout, State, Trace, token_losses, warm_state, with_input_only_rows
 from ..stepper import STEP_WEIGHTS, Int8Linear, int8_supported
-from . import Family, Preset, register
+from . import Family, PortableStep, Preset, StateSpec, register
 
 GATES = {"mingru": ("update",), "minlstm": ("forget", "input")}  # what a layer's projection holds besides h~
 SCAN_BLOCK = 16  # steps the log-space scan solves at once; longer blocks lose precision (log A grows)
@@ -321,6 +321,18 @@ class MinRNN(nn.Module):
         norms = torch.stack([gr.pow(2).sum((0, 2)) for gr in grads], 1).sqrt()  # (B, k_max), oldest first
         return norms.flip(1)
 
+class PortableMinRNN(nn.Module):
+    """MinRNN's step (`_step`: each block's own `step`), for `charrnn export`."""
+
+    def __init__(self, model: MinRNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, h: torch.Tensor):
+        """ids (B,), h (L, B, H) -> logits (B, outputs), the new h."""
+        logits, (h,) = self.model._step(ids, (h,))
+        return logits, h
+
 
 class MinRNNFamily(Family):
     name = "minrnn"
@@ -361,6 +373,11 @@ class MinRNNFamily(Family):
         H, G = c.hidden, len(GATES[c.model]) + 1
         forward = c.n_layers * (G * H * H + 8 * H * H) + H * c.outputs
         return {"train": 3.0 * forward, "sample": float(forward)}
+
+    def portable(self, model: MinRNN) -> PortableStep:
+        c = model.config
+        return PortableStep(PortableMinRNN(model).eval(), (StateSpec("h", (c.n_layers, "batch", c.hidden)),),
+                            web="minrnn")
 
 
 register(MinRNNFamily())

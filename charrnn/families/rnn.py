@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..models import (TRACE_CHUNK, ModelConfig, PooledDropout, State, Trace, pooled_mask, token_losses, warm_state,
                       with_input_only_rows)
 from ..stepper import STEP_WEIGHTS, CellStepper
-from . import Family, Preset, register
+from . import Family, PortableStep, Preset, StateSpec, register
 
 RNN_TYPES = ("lstm", "gru", "rnn")
 GATE_NAMES = {"lstm": ("input", "forget", "output"), "gru": ("reset", "update"), "rnn": ()}
@@ -294,6 +294,22 @@ class CharRNN(nn.Module):
         return sq.sqrt().flip(1)  # column k - 1 holds k: step j is k_max - j characters back
 
 
+class PortableCharRNN(nn.Module):
+    """CharRNN's step by the equations of `cell`, in plain tensor operations (`charrnn export`)."""
+
+    def __init__(self, model: CharRNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, *state: torch.Tensor):
+        """ids (B,), state ((L, B, H), ...) -> logits (B, outputs), the new state's tensors."""
+        m = self.model
+        x, new = m.embed(ids), []
+        for k in range(m.config.n_layers):
+            new.append(m.cell(k, x, tuple(s[k] for s in state)))
+            x = new[-1][0]
+        return (m.head(x), *(torch.stack([layer[i] for layer in new]) for i in range(len(state))))
+
 
 class RNNFamily(Family):
     name = "rnn"
@@ -352,6 +368,12 @@ class RNNFamily(Family):
 
     def with_width(self, settings: dict[str, Any], width: int) -> dict[str, Any]:
         return {"hidden": width, "embed": min(settings["embed"], width)}  # no embedding wider than the state
+
+    def portable(self, model: CharRNN) -> PortableStep:
+        c = model.config
+        shape = (c.n_layers, "batch", c.hidden)
+        return PortableStep(PortableCharRNN(model).eval(),
+                            tuple(StateSpec(n, shape) for n in ("h", "c")[:model.n_state]), web="rnn")
 
 
 register(RNNFamily())
