@@ -74,7 +74,8 @@ def read_folder(folder: str | Path) -> tuple[torch.nn.Module, CharTokenizer, dic
     tok = CharTokenizer.from_file(folder / TOKENIZER)
     mc = config["model_config"]
     if tok.vocab_size != mc["vocab_size"]:
-        raise CharrnnError(f"{where}: tokenizer.json has {tok.vocab_size} tokens but the weights expect {mc['vocab_size']}")
+        raise CharrnnError(f"{where}: tokenizer.json has {tok.vocab_size} tokens but the weights expect "
+                           f"{mc['vocab_size']}")
     weights = _read_weights(folder / WEIGHTS, where)
     return model_from(mc, weights, where).eval(), tok, config.get("about") or {}
 

@@ -60,6 +60,9 @@ def model_card(model: torch.nn.Module, tok: CharTokenizer, about: dict[str, Any]
     trained = f"{about['train_seconds']:,.0f} s" if hours < 1 else f"{hours:.1f} h"
     machine = about.get("machine") or "not recorded by this run"
     where = ", ".join(str(x) for x in (about.get("device"), about.get("precision")) if x)
+    training = f"{about['steps']:,} steps, {trained}{f' ({where})' if where else ''}, " \
+               f"{about.get('processes') or 1} process(es)"
+    again = " ".join(f"--{k} {v}" for k, v in CARD_SAMPLE.items())
     fence = "````" if "```" in sample else "```"
     return f"""---
 library_name: charrnn
@@ -77,12 +80,12 @@ A character-level language model trained with [charrnn](https://pypi.org/project
 | model | {about['model']} {about['shape']}, {about['params']:,} parameters |
 | vocabulary | {tok.n_chars} characters{' and 256 byte tokens (any text can be read)' if tok.byte_fallback else ''} |
 | validation loss | {about_.loss_text(about)} |
-| training | {about['steps']:,} steps, {trained}{f' ({where})' if where else ''}, {about.get('processes') or 1} process(es) |
+| training | {training} |
 | machine | {machine} |
 
 ## A sample
 
-`charrnn sample {folder.name} --length {CARD_SAMPLE['length']} -t {CARD_SAMPLE['temperature']} --seed {CARD_SAMPLE['seed']} --weights fp32`:
+`charrnn sample {folder.name} {again} --weights fp32`:
 
 {fence}
 {sample}

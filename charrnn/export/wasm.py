@@ -16,7 +16,8 @@ multiply at a time, this four to eight at once. In WebAssembly text:
         (block $cols_done (loop $col
           (br_if $cols_done (i32.ge_u (local.get $c) (local.get $cols)))
           (local.set $a (f32x4.add (local.get $a) (f32x4.mul (v128.load (w + c)) (v128.load (x + c)))))
-          (local.set $b (f32x4.add (local.get $b) (f32x4.mul (v128.load offset=16 (w + c)) (v128.load offset=16 (x + c)))))
+          (local.set $b (f32x4.add (local.get $b)
+                                   (f32x4.mul (v128.load offset=16 (w + c)) (v128.load offset=16 (x + c)))))
           (local.set $c (i32.add (local.get $c) (i32.const 32))) (br $col)))
         (local.set $a (f32x4.add (local.get $a) (local.get $b)))
         (f32.store (local.get $out) (f32.add (f32.load (local.get $out))
