@@ -187,7 +187,9 @@ def test_bad_export_requests_are_one_line(runs, tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     for args, message in ((["--format", "hf", "-o", tmp_path / "file"], "is a file"),
                           (["--format", "html", "-o", tmp_path], "is a folder"),
-                          (["--format", "hf", "--weights", "int8", "-o", tmp_path / "x"], "must be one of fp32")):
+                          (["--format", "hf", "--weights", "int8", "-o", tmp_path / "x"], "must be one of fp32"),
+                          (["--format", "hf", "-o", runs("lstm")], "would overwrite a training run's files"),
+                          (["--format", "onnx", "-o", runs("lstm") / "best.pt"], "would overwrite")):
         result = run("export", runs("lstm"), *args)
         assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.output
     assert (tmp_path / "file").read_text() == "x"

@@ -29,6 +29,7 @@ from . import optional
 
 FORMAT = "charrnn-hf/1"
 WEIGHTS, CONFIG, TOKENIZER, CARD = "model.safetensors", "config.json", "tokenizer.json", "README.md"
+FILES = (WEIGHTS, CONFIG, TOKENIZER, CARD)
 WHAT = "model folder"
 
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import load_run
+from ..checkpoint import BEST, LAST, RUN_FILES, load_run
 from ..errors import CharrnnError
-from ..fileio import atomic_write, shown
+from ..fileio import atomic_write, is_regular, shown
 from ..sampler import Sampler
 from ..tokenizer import CharTokenizer
 from . import FORMATS, about as about_
-from .hf import write_folder
+from .hf import FILES, write_folder
 from .html import PAGE_WEIGHTS, render_page
 
 CARD_SAMPLE = dict(length=400, temperature=0.8, seed=1)  # the model card's sample: `charrnn sample` reproduces it
@@ -35,6 +35,9 @@ def export_run(run: str | Path, fmt: str, out: str | Path, weights: str | None =
         raise CharrnnError(f"-o {shown(out)} is a file; --format hf writes a folder")
     if fmt != "hf" and out.is_dir():
         raise CharrnnError(f"-o {shown(out)} is a folder; --format {fmt} writes a file")
+    holder = out if fmt == "hf" else out.parent
+    if any(is_regular(holder / n) for n in (LAST, BEST)) and (fmt == "hf" or out.name in RUN_FILES):
+        raise CharrnnError(f"-o {shown(out)} would overwrite a training run's files: choose another place")
     model, tok, saved, path = load_run(run)
     about = about_.describe(model, saved, path)
     if fmt == "onnx":
@@ -48,7 +51,7 @@ def export_run(run: str | Path, fmt: str, out: str | Path, weights: str | None =
     else:
         page = render_page(model, tok, about, weights).encode("utf-8")
         atomic_write(out, lambda f: f.write(page))
-    size = sum(p.stat().st_size for p in out.iterdir()) if out.is_dir() else out.stat().st_size
+    size = sum((out / n).stat().st_size for n in FILES) if fmt == "hf" else out.stat().st_size
     return {"format": fmt, "weights": weights, "out": shown(out), "bytes": size, "checkpoint": shown(path),
             "about": about}
 
