@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 export CHARRNN_CORPORA ?= $(abspath ../shared/corpora)
 
-.PHONY: venv test test-fast demo bench bench-quick bench-minrnn bench-gpu quality clean
+.PHONY: venv test test-fast demo bench bench-quick bench-minrnn bench-export bench-gpu quality clean
 
 $(BIN)/charrnn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: venv
 # minGRU and minLSTM against the LSTM: training and sampling speed, about 3 minutes
 bench-minrnn: venv
 	$(BIN)/python -m benchmarks.minrnn
+
+# charrnn export's figures: ONNX Runtime against the sampler, the page in Chromium (benchmarks/export.py);
+# RUN: a trained run folder, for the page's agreement with the sampler. About 10 minutes.
+bench-export: venv
+	$(BIN)/python -m benchmarks.export $(if $(RUN),--run $(RUN))
 
 bench-quick: venv
 	$(BIN)/python -m benchmarks --quick --out benchmarks/results-quick.json

@@ -34,6 +34,7 @@ import torch
 
 from .config import ModelConfig
 from .data import CACHE_FILE
+from .device import machine_name
 from .errors import CharrnnError, TrainingDiverged, one_line
 from .evaluate import EvalResult
 from .families import build_model, config_from_dict, kinds, param_count
@@ -345,8 +346,8 @@ class RunFolder:
                      world_size: int) -> None:
         """config.json: what the run is, for people and tools to read (the checkpoints hold it too)."""
         write_json(self.path / CONFIG, {"model": model_config, "train": train_config, "run": asdict(run),
-                                        "params": params, "device": device, "precision": run.precision,
-                                        "world_size": world_size})
+                                        "params": params, "device": device, "machine": machine_name(device),
+                                        "precision": run.precision, "world_size": world_size})
 
     def write_tokenizer(self, tok: CharTokenizer) -> None:
         text = json.dumps(json.loads(tok.to_str()), indent=2, ensure_ascii=False) + "\n"
@@ -590,15 +591,15 @@ def _fits(value: Any, annotation: str) -> bool:
     return any(value is None if t == "None" else _TYPES[t](value) for t in annotation.replace(" ", "").split("|"))
 
 
-def _check_fields(d: Any, cls, where: str, name: str) -> None:
+def _check_fields(d: Any, cls, where: str, name: str, what: str = "checkpoint") -> None:
     if not isinstance(d, dict):
-        raise CharrnnError(f"{where}: damaged checkpoint ({name} is not a table)")
+        raise CharrnnError(f"{where}: damaged {what} ({name} is not a table)")
     known = {f.name: f for f in fields(cls)}
     for key, value in d.items():
         if key not in known:
-            raise CharrnnError(f"{where}: damaged checkpoint ({name} has an unknown setting {one_line(repr(key), 40)})")
+            raise CharrnnError(f"{where}: damaged {what} ({name} has an unknown setting {one_line(repr(key), 40)})")
         if not _fits(value, str(known[key].type)):
-            raise CharrnnError(f"{where}: damaged checkpoint ({name}.{key} is {one_line(repr(value), 40)}, "
+            raise CharrnnError(f"{where}: damaged {what} ({name}.{key} is {one_line(repr(value), 40)}, "
                                f"not {known[key].type})")
 
 
@@ -620,19 +621,7 @@ def _check_layout(ckpt: dict[str, Any], where: str) -> None:
     for key, kind in (("model_config", dict), ("train_config", dict), ("run", dict), ("tokenizer", str),
                       ("model", dict), ("trainer", dict)):
         need(isinstance(ckpt.get(key), kind), f"{key} is missing or not a {kind.__name__}")
-    mc = ckpt["model_config"]
-    need("vocab_size" in mc, "model_config has no vocab_size")
-    for key, kind in (("vocab_size", "int"), ("model", "str"), ("n_layers", "int"), ("hidden", "int"),
-                      ("dropout", "float"), ("n_outputs", "int | None")):
-        need(key not in mc or _fits(mc[key], kind), f"model_config.{key} is {one_line(repr(mc.get(key)), 40)}, not {kind}")
-    need(mc.get("model", ModelConfig.model) in kinds(), f"model_config.model is not one of {', '.join(kinds())}")
-    for key in ("vocab_size", "n_layers", "hidden"):
-        need(mc.get(key, 1) >= 1, f"model_config.{key} must be >= 1")
-    need(0 <= mc.get("dropout", 0.0) < 1, "model_config.dropout must be in [0, 1)")
-    try:  # the family's own options: known to it, each of its type and in its range
-        config_from_dict(mc)
-    except ValueError as e:
-        need(False, f"model_config: {one_line(e, 80)}")
+    check_model_config(ckpt["model_config"], where)
     _check_fields(ckpt["train_config"], TrainConfig, where, "train_config")
     run = ckpt["run"]
     for key, ok in (("corpus", lambda v: isinstance(v, str)), ("corpus_sha256", lambda v: isinstance(v, str)),
@@ -642,10 +631,7 @@ def _check_layout(ckpt: dict[str, Any], where: str) -> None:
     need(run.get("preset") is None or (isinstance(run["preset"], dict) and _plain_json(run["preset"])),
          "run.preset is not a table of plain values")
     need(run.get("precision", "fp32") in ("fp32", "bf16", "fp16"), "run.precision is not fp32, bf16 or fp16")
-    weights = ckpt["model"]
-    need(all(isinstance(k, str) and torch.is_tensor(v) for k, v in weights.items()), "model holds something not a tensor")
-    need(all(bool(torch.isfinite(v).all()) for v in weights.values() if v.is_floating_point()),
-         "its weights hold NaN or infinite values")
+    check_weights(ckpt["model"], where)
     trainer = ckpt["trainer"]
     _check_fields(trainer.get("progress"), Progress, where, "trainer.progress")
     need(all(isinstance(trainer.get(k), dict) for k in ("optimizer", "scaler", "rng")), "trainer state is incomplete")
@@ -675,6 +661,36 @@ def check_same_run(saved: Saved, path: Path, run: Saved, run_path: Path) -> None
                            f"differ): move it away to continue the run")
 
 
+def check_model_config(mc: Any, where: str, what: str = "checkpoint") -> None:
+    """A model config as a checkpoint (or an exported folder) holds it: known settings of the right types,
+    a kind that is registered, sizes that make sense, the family's own options known to it and in range."""
+    def need(ok: bool, why: str) -> None:
+        if not ok:
+            raise CharrnnError(f"{where}: damaged {what} ({why})")
+
+    need(isinstance(mc, dict), "model_config is not a table")
+    need("vocab_size" in mc, "model_config has no vocab_size")
+    for key, kind in (("vocab_size", "int"), ("model", "str"), ("n_layers", "int"), ("hidden", "int"),
+                      ("dropout", "float"), ("n_outputs", "int | None")):
+        need(key not in mc or _fits(mc[key], kind), f"model_config.{key} is {one_line(repr(mc.get(key)), 40)}, not {kind}")
+    need(mc.get("model", ModelConfig.model) in kinds(), f"model_config.model is not one of {', '.join(kinds())}")
+    for key in ("vocab_size", "n_layers", "hidden"):
+        need(mc.get(key, 1) >= 1, f"model_config.{key} must be >= 1")
+    need(0 <= mc.get("dropout", 0.0) < 1, "model_config.dropout must be in [0, 1)")
+    try:  # the family's own options: known to it, each of its type and in its range
+        config_from_dict(mc)
+    except ValueError as e:
+        need(False, f"model_config: {one_line(e, 80)}")
+
+
+def check_weights(weights: Any, where: str, what: str = "checkpoint") -> None:
+    """Named tensors, every floating-point one finite."""
+    if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in weights.items()):
+        raise CharrnnError(f"{where}: damaged {what} (model holds something not a tensor)")
+    if not all(bool(torch.isfinite(v).all()) for v in weights.values() if v.is_floating_point()):
+        raise CharrnnError(f"{where}: damaged {what} (its weights hold NaN or infinite values)")
+
+
 def checkpoint_tokenizer(saved: Saved, path: Path) -> CharTokenizer:
     """The checkpoint's tokenizer, checked against the weights and against a tokenizer.json beside it."""
     tok = CharTokenizer.from_str(saved.tokenizer)
@@ -693,17 +709,21 @@ def checkpoint_tokenizer(saved: Saved, path: Path) -> CharTokenizer:
 
 
 def checkpoint_model(saved: Saved, path: Path) -> torch.nn.Module:
+    return model_from(saved.model_config, saved.weights, shown(path))
+
+
+def model_from(model_config: dict[str, Any], weights: dict[str, torch.Tensor], where: str) -> torch.nn.Module:
     """The model, built from the config only once the weights are known to be as large as it says:
     a crafted config cannot make this allocate more than the file already holds."""
     try:
-        config = config_from_dict(saved.model_config)
-        held = sum(t.numel() for t in saved.weights.values())
+        config = config_from_dict(model_config)
+        held = sum(t.numel() for t in weights.values())
         if param_count(config) > held:
             raise ValueError(f"the config describes {param_count(config):,} parameters, the file holds {held:,}")
         model = build_model(config)
-        model.load_state_dict(saved.weights)
+        model.load_state_dict(weights)
     except (TypeError, ValueError, KeyError, RuntimeError) as e:
-        raise CharrnnError(f"{shown(path)}: weights do not fit the model config ({one_line(e, 120)})") from None
+        raise CharrnnError(f"{where}: weights do not fit the model config ({one_line(e, 120)})") from None
     return model
 
 

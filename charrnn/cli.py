@@ -210,8 +210,11 @@ def train(corpus, config_path, out, resume, init_from, val_frac, precision, devi
 @click.option("--unknown", type=click.Choice(["error", "bytes"]), default="error", show_default=True, help="Prime characters outside the vocabulary: fail naming them, or read them as UTF-8 bytes.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default="cpu", show_default=True, help="Where to sample.")
 @click.option("--weights", type=click.Choice(["auto", "fp32", "int8"]), default="auto", show_default=True, help="How the RNN step holds its weights: int8 (x86 CPU) is faster for one stream and approximate; fp32 is exact. auto: int8 where it runs.")
-def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, stop, stream, unknown, device, weights):
-    """Generate text from RUN: a run folder (best.pt, else last.pt) or a checkpoint file.
+@click.option("--engine", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True, help="What runs the step: torch, or ONNX Runtime on the exported step (CPU; the export extra).")
+def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, stop, stream, unknown, device, weights,
+           engine):
+    """Generate text from RUN: a run folder (best.pt, else last.pt), a checkpoint file, or a model folder
+    `charrnn export --format hf` wrote.
 
     Without RUN, the newest run under ./checkpoints is used.
     """
@@ -219,7 +222,8 @@ def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, sto
     from .device import resolve_device
     from .sampler import SampleConfig, Sampler
 
-    sampler = Sampler.load(run if run is not None else newest_run(), device=str(resolve_device(device)), weights=weights)
+    sampler = Sampler.load(run if run is not None else newest_run(), device=str(resolve_device(device)), weights=weights,
+                           engine=engine)
     cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, prime=prime, seed=seed,
                        stop=tuple(stop), unknown=unknown)
     if stream is None:
@@ -234,6 +238,20 @@ def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, sto
         if num_samples > 1:
             click.echo(f"--- sample {i + 1} ---")
         click.echo(text)
+
+
+@cli.command(name="export")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "hf", "html"]), required=True, help="onnx: the one-character step as an ONNX graph (ONNX Runtime runs it); hf: a Hugging Face-style folder (safetensors, config, tokenizer, model card); html: one page that samples in the browser, offline.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="The file (onnx, html) or folder (hf) to write.")
+@click.option("--weights", type=click.Choice(["fp32", "fp16", "int8"]), help="onnx: fp32, or int8 (ONNX Runtime's dynamic quantisation); html: int8 (smallest), fp16 or fp32 (exact).  [default: onnx fp32, html int8]")
+def export_cmd(run, fmt, out, weights):
+    """Export RUN (a run folder or a checkpoint file) to use it without charrnn: an ONNX graph, a model
+    folder for the Hugging Face Hub, or a web page. Needs the export extra: pip install 'charrnn-toolkit[export]'."""
+    from .export.run import export_run
+
+    result = export_run(run, fmt, out, weights)
+    click.echo(f"{result['out']}: {result['format']} ({result['weights']} weights), {result['bytes']:,} bytes", err=True)
 
 
 @cli.command(name="eval")

@@ -70,6 +70,14 @@ def cpu_name() -> str:
     return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
+def machine_name(device: torch.device | str) -> str:
+    """Where a run trains, for its records: the processor's model name, and the GPU's on CUDA."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(device)}, {cpu_name()}"
+    return cpu_name()
+
+
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
     """The CPU's feature flags as Linux lists them (`flags` in /proc/cpuinfo); none elsewhere."""
     return frozenset((_cpuinfo("flags", cpuinfo) or "").split())

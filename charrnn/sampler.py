@@ -29,9 +29,14 @@ from . import memory, quant
 from .checkpoint import load_run
 from .errors import BadType, BadValue, CharrnnError, one_line
 from .families import family_of
+from .model_folder import is_hf_folder, read_folder
 from .models import finite_weights
+from .onnx_step import OnnxEngine
 from .tokenizer import CharTokenizer, check_unknown
 from .units import MAX_SEED
+
+
+ENGINES = ("torch", "onnxruntime")  # what runs the model's step
 
 
 @dataclass
@@ -173,24 +178,36 @@ class Sampler:
     "int8" (CPU, fbgemm) is faster for one stream and moves the loss slightly (both measured in
     benchmarks/README.md); "auto" picks int8 where it can run, else fp32."""
 
-    def __init__(self, model, tokenizer: CharTokenizer, device: torch.device | str = "cpu", weights: str = "auto"):
+    def __init__(self, model, tokenizer: CharTokenizer, device: torch.device | str = "cpu", weights: str = "auto",
+                 engine: str = "torch"):
         if not finite_weights(model):
             raise CharrnnError("this model's weights hold NaN or infinite values: it cannot sample")
+        if engine not in ENGINES:
+            raise CharrnnError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         self.model = model.to(device).eval()
         self.tok = tokenizer
         self.device = torch.device(device)
         self.weights = resolve_step_weights(weights, model, self.device)
-        if self.weights == "fp32":  # a family with fp32 steps only takes no `weights` argument
+        if engine == "onnxruntime":  # the step exported and run by ONNX Runtime (CPU), the same loop around it
+            if self.device.type != "cpu":
+                raise CharrnnError("the onnxruntime engine runs on the CPU: use --device cpu")
+            runtime = OnnxEngine(self.model, tokenizer, self.weights)
+            self._prefill, self._step = runtime.prefill, runtime.step
+        elif self.weights == "fp32":  # a family with fp32 steps only takes no `weights` argument
             self._prefill, self._step = model.prefill, model.step
         else:
             self._prefill = functools.partial(model.prefill, weights=self.weights)
             self._step = functools.partial(model.step, weights=self.weights)
 
     @classmethod
-    def load(cls, run: str | Path, device: str = "cpu", weights: str = "auto") -> Sampler:
-        """From a run folder (best.pt, else last.pt) or a checkpoint file."""
-        model, tok, _, _ = load_run(run)
-        return cls(model, tok, device, weights)
+    def load(cls, run: str | Path, device: str = "cpu", weights: str = "auto", engine: str = "torch") -> Sampler:
+        """From a run folder (best.pt, else last.pt), a checkpoint file, or a model folder that
+        `charrnn export --format hf` wrote."""
+        if is_hf_folder(run):
+            model, tok, _ = read_folder(run)
+        else:
+            model, tok, _, _ = load_run(run)
+        return cls(model, tok, device, weights, engine)
 
     def sample(self, prime: str = "", length: int = 500, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int | None = None, stop: Sequence[str] = (),

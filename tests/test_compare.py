@@ -150,7 +150,8 @@ def test_tiny_compare_through_the_cli_writes_both_reports(tmp_path):
     assert report["context_probe"]["lengths"][0] == 1 and set(report["context_probe"]["loss"]) == {"lstm", "transformer"}
     # gradients through time: the RNN reaches every k, the Transformer only inside its context
     grads = report["gradients"]["loss"]
-    assert len(grads["lstm"]) == 256 and all(g is not None and g > 0 for g in grads["lstm"])
+    # (far back a barely trained LSTM's gradient may underflow fp32 to 0: a value, not "out of reach")
+    assert len(grads["lstm"]) == 256 and all(g is not None and g >= 0 for g in grads["lstm"]) and grads["lstm"][0] > 0
     context = report["rows"][1]["model_config"]["context"]
     assert grads["transformer"][context - 2] is not None and grads["transformer"][context - 1] is None
     assert "Gradients through time" in md and "k=256" in md

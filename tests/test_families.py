@@ -1,7 +1,8 @@
-"""The model-family contract: a plug-in family no other file knows trains, samples, evaluates and
-compares through the CLI; shared code never names a kind of model."""
+"""The model-family contract: a plug-in family no other file knows trains, samples, evaluates,
+compares and exports through the CLI; shared code never names a kind of model."""
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -50,11 +51,20 @@ def test_a_plugin_family_trains_samples_evaluates_and_compares(plugin, tmp_path)
     assert ev.exit_code == 0 and json.loads(ev.output)["loss_nats"] < 3.0  # below a uniform guess (ln 40)
     info = run("info", out)
     assert info.exit_code == 0 and plugin in info.output
+    greedy = run("sample", out, "--prime", "KING", "--length", "60", "--temperature", "0").output
+    assert run("export", out, "--format", "onnx", "-o", tmp_path / "leaky.onnx").exit_code == 0
+    onnx = run("sample", out, "--prime", "KING", "--length", "60", "--temperature", "0", "--engine", "onnxruntime")
+    assert onnx.exit_code == 0 and onnx.output == greedy
+    assert run("export", out, "--format", "hf", "-o", tmp_path / "hf").exit_code == 0
+    assert run("sample", tmp_path / "hf", "--prime", "KING", "--length", "60", "--temperature", "0").output == greedy
+    page = run("export", out, "--format", "html", "-o", tmp_path / "p.html")
+    assert page.exit_code == 2 and "the page has no step for a leaky model" in page.stderr
     report = tmp_path / "report"
     cmp = run("compare", corpus, "--models", plugin, "--max-time", "2s", "--out", report, "--quiet")
     assert cmp.exit_code == 0, cmp.output
     row = json.loads((report / "report.json").read_text())["rows"][0]
-    assert row["model"] == plugin and row["steps"] > 0 and row["val_loss"] < 3.5
+    # it trained and was scored; how far it learned in 2 s depends on the machine (train and eval showed it learns)
+    assert row["model"] == plugin and row["steps"] >= 1 and math.isfinite(row["val_loss"])
     assert row["chosen_by"] == "one fixed preset"
 
 

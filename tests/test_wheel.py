@@ -53,6 +53,8 @@ def test_sdist_and_wheel_carry_every_package_and_their_metadata_would_upload(dis
     sources = {str(p.relative_to(ROOT)) for p in (ROOT / "charrnn").rglob("*.py")}
     assert sources <= names, sorted(sources - names)
     assert "charrnn/catalog.json" in names
+    web = {str(p.relative_to(ROOT)) for p in (ROOT / "charrnn" / "web").iterdir()}  # the exported page's files
+    assert web and web <= names, sorted(web - names)
 
 
 def test_the_installed_wheel_trains_samples_evaluates_inspects_and_compares_every_family(dist, tmp_path):
@@ -72,7 +74,7 @@ def test_the_installed_wheel_trains_samples_evaluates_inspects_and_compares_ever
     out = _run(py, ROOT / "tests" / "wheel_driver.py", corpus, tmp_path / "work", cwd=tmp_path, env=env)
     where = re.search(r"^charrnn from (.+)$", out, re.M).group(1)
     assert Path(where).is_relative_to(venv), where  # the wheel's copy, not this checkout
-    assert "compare: lstm, transformer" in out
+    assert "compare: lstm, transformer" in out and out.count(", exported\n") == 6
     # the console script users type
     assert _run(venv / "bin" / "charrnn", "--version", cwd=tmp_path, env=env).startswith("charrnn, version")
 

@@ -3,7 +3,9 @@
 Its model is a leaky average of character embeddings, h_t = a h_{t-1} + (1 - a) e(x_t), with a learned
 per-unit decay a = sigmoid(d), read out by one linear layer: stateful, tiny, and enough to learn
 bigram-like text. It declares an option of its own, `--decay-init` (d's initial value), which no file
-of charrnn knows. tests/test_families.py trains, samples, evaluates and compares it through the CLI.
+of charrnn knows, and a portable step, so `charrnn export` takes it (as ONNX and a model folder; it
+names no web page step). tests/test_families.py trains, samples, evaluates, compares and exports it
+through the CLI.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from charrnn.config import ModelConfig
-from charrnn.families import Family, Option, Preset, register
+from charrnn.families import Family, Option, PortableStep, Preset, StateSpec, register
 from charrnn.models import Trace, token_losses
 
 
@@ -78,6 +80,20 @@ class LeakyAverage(nn.Module):
         return torch.stack([g.norm(dim=1) for g in grads], 1).flip(1)
 
 
+class PortableLeaky(nn.Module):
+    """The step in plain tensor operations, for `charrnn export`."""
+
+    def __init__(self, model: LeakyAverage):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids, h):  # ids (B,), h (1, B, H) -> logits (B, outputs), the new h
+        m = self.model
+        a = torch.sigmoid(m.decay)
+        h = a * h[0] + (1 - a) * m.embed(ids)
+        return m.head(h), h[None]
+
+
 class LeakyFamily(Family):
     name = "leaky"
     summary = "a leaky average of embeddings (a test plug-in)"
@@ -105,6 +121,9 @@ class LeakyFamily(Family):
 
     def macs_per_char(self, c):
         return {"train": 3.0 * c.hidden * c.outputs, "sample": float(c.hidden * c.outputs)}
+
+    def portable(self, model):
+        return PortableStep(PortableLeaky(model).eval(), (StateSpec("h", (1, "batch", model.config.hidden)),))
 
 
 register(LeakyFamily())

@@ -1,6 +1,6 @@
 """Run inside a fresh virtual environment where charrnn is installed from its wheel (tests/test_wheel.py):
-every kind of model is trained for a few steps, sampled, evaluated, inspected and described, and two of
-them are compared, all through the installed `charrnn` command's own code (click's test runner, one
+every kind of model is trained for a few steps, sampled, evaluated, inspected, described and exported
+(a model folder that samples as the run does, and a page), and two of them are compared, all through the installed `charrnn` command's own code (click's test runner, one
 interpreter: torch is imported once). Exits non-zero, saying why, at the first thing that fails."""
 
 import json
@@ -42,7 +42,12 @@ def main(corpus: Path, work: Path) -> None:
         inspected = json.loads(run("inspect", out, "--chars", "300", "--show", "50", "--positions", "2", "--quiet", "--json"))
         assert Path(inspected["page"]).is_file(), inspected
         assert kind in run("info", out)
-        print(f"{kind}: trained, sampled, evaluated ({score['loss_nats']:.3f} nats), inspected")
+        hf = work / f"{kind}-hf"  # exported as a model folder, it samples what the run does
+        run("export", out, "--format", "hf", "-o", hf)
+        assert run("sample", hf, "--prime", "KING", "--length", "40", "--seed", "1") == text
+        run("export", out, "--format", "html", "-o", work / f"{kind}.html")  # the page's files are in the wheel
+        assert "CharrnnSteps" in (work / f"{kind}.html").read_text(encoding="utf-8")
+        print(f"{kind}: trained, sampled, evaluated ({score['loss_nats']:.3f} nats), inspected, exported")
     report = work / "compare"
     table = run("compare", corpus, "--models", "lstm,transformer", "--max-time", "2s", "--params", "20k", "--out", report,
                 "--device", "cpu", "--precision", "fp32", "--quiet")

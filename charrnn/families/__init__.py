@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import ModelConfig
 from ..errors import CharrnnError, one_line, printable
 from . import minrnn, rnn, transformer  # noqa: F401  (each registers itself, in the order --model lists them)
-from .base import Family, Option, Preset, register, registered
+from .base import Family, Option, PortableStep, Preset, StateSpec, register, registered
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Family", "Option", "Preset", "register", "kinds", "families", "family_of", "model_config",
            "config_from_dict", "build_model", "evaluate_model", "param_count", "macs_per_char", "model_settings",
-           "option_names"]
+           "option_names", "PortableStep", "StateSpec", "portable_step", "exportable_kinds"]
 
 PLUGINS_ENV = "CHARRNN_FAMILIES"
 ENTRY_POINTS = "charrnn.families"
@@ -121,3 +121,18 @@ def model_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
 def option_names() -> set[str]:
     """Every option any family declares."""
     return {o.name for f in families() for o in f.options}
+
+
+def exportable_kinds() -> list[str]:
+    """The kinds whose family gives a portable step (`Family.portable`), so `charrnn export` takes them."""
+    return [k for k in kinds() if type(family_of(k)).portable is not Family.portable]
+
+
+def portable_step(model: torch.nn.Module) -> PortableStep:
+    """The model's step in plain tensor operations, by its family; one line naming the kinds that export
+    where its family gives none."""
+    try:
+        return family_of(model.config.model).portable(model)
+    except NotImplementedError:
+        raise CharrnnError(f"a {model.config.model} model cannot be exported (its family gives no portable step); "
+                           f"these can: {', '.join(exportable_kinds())}") from None

@@ -208,6 +208,41 @@ class Family:
         """The settings that change when `hidden` becomes `width` (compare --params)."""
         return {"hidden": width}
 
+    # --- export (charrnn export) ------------------------------------------------------------------
+    def portable(self, model: torch.nn.Module) -> PortableStep:
+        """The model's one-character step in plain tensor operations, for `charrnn export`. A family
+        without one cannot be exported (export says so in one line)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One tensor of a portable step's carried state: its name and shape, "batch" where the streams go."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"  # or "int64"
+
+
+@dataclass
+class PortableStep:
+    """What `charrnn export` asks of a family (`Family.portable`): the step as a module of plain tensor
+    operations that torch.onnx.export traces, its state's layout, and how the web page runs it.
+
+    module: forward(ids (B,) int64, *state) -> (logits (B, outputs), *new state), in eval mode, with no
+      Python state of its own, so that one traced graph serves every call.
+    window: for a model that reads windows rather than carrying a state: {"context": C, "stride": S}.
+      Its state then holds at most C characters; when it is full, the driver keeps the last C - S of
+      them, starts again from the zero state and steps through those and the new one (the sampler's
+      rule, `charrnn.models.window_start`).
+    web: the page's step for it, charrnn/web/<web>.js, reading the model's state_dict by name; None: no page.
+    """
+
+    module: torch.nn.Module
+    state: tuple[StateSpec, ...]
+    window: dict[str, int] | None = None
+    web: str | None = None
+
 
 _REGISTRY: dict[str, Family] = {}
 

@@ -6,7 +6,7 @@ torch), so that `charrnn train --help` lists the options at once.
 from __future__ import annotations
 
 from ...config import ModelConfig
-from ..base import Family, Preset, register
+from ..base import Family, PortableStep, Preset, StateSpec, register
 
 BLOCKS = {"mingru": 2, "minlstm": 3}  # a layer's projections: its gate(s) and its candidate state
 
@@ -54,6 +54,13 @@ class MinRNNFamily(Family):
         H, G = c.hidden, BLOCKS[c.model]
         forward = c.n_layers * (G * H * H + 8 * H * H) + H * c.outputs
         return {"train": 3.0 * forward, "sample": float(forward)}
+
+    def portable(self, model) -> PortableStep:
+        from .model import PortableMinRNN
+
+        c = model.config
+        return PortableStep(PortableMinRNN(model).eval(), (StateSpec("h", (c.n_layers, "batch", c.hidden)),),
+                            web="minrnn")
 
 
 register(MinRNNFamily())

@@ -321,3 +321,15 @@ class MinRNN(nn.Module):
             grads = torch.autograd.grad(loss, taps)
         norms = torch.stack([gr.pow(2).sum((0, 2)) for gr in grads], 1).sqrt()  # (B, k_max), oldest first
         return norms.flip(1)
+
+class PortableMinRNN(nn.Module):
+    """MinRNN's step (`_step`: each block's own `step`), for `charrnn export`."""
+
+    def __init__(self, model: MinRNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, h: torch.Tensor):
+        """ids (B,), h (L, B, H) -> logits (B, outputs), the new h."""
+        logits, (h,) = self.model._step(ids, (h,))
+        return logits, h

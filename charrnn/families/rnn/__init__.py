@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...config import ModelConfig
-from ..base import Family, Option, Preset, register
+from ..base import Family, Option, PortableStep, Preset, StateSpec, register
 
 RNN_TYPES = ("lstm", "gru", "rnn")
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # gate blocks of H rows in W_ih, W_hh
@@ -74,6 +74,14 @@ class RNNFamily(Family):
 
     def with_width(self, settings: dict[str, Any], width: int) -> dict[str, Any]:
         return {"hidden": width, "embed": min(settings["embed"], width)}  # no embedding wider than the state
+
+    def portable(self, model) -> PortableStep:
+        from .model import PortableCharRNN
+
+        c = model.config
+        shape = (c.n_layers, "batch", c.hidden)
+        return PortableStep(PortableCharRNN(model).eval(),
+                            tuple(StateSpec(n, shape) for n in ("h", "c")[:model.n_state]), web="rnn")
 
 
 register(RNNFamily())

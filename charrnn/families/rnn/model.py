@@ -297,3 +297,20 @@ class CharRNN(nn.Module):
         per = len(taps) // k_max  # tensors per step
         sq = torch.stack([sum(g.pow(2).sum(1) for g in grads[j * per:(j + 1) * per]) for j in range(k_max)], 1)
         return sq.sqrt().flip(1)  # column k - 1 holds k: step j is k_max - j characters back
+
+
+class PortableCharRNN(nn.Module):
+    """CharRNN's step by the equations of `cell`, in plain tensor operations (`charrnn export`)."""
+
+    def __init__(self, model: CharRNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, *state: torch.Tensor):
+        """ids (B,), state ((L, B, H), ...) -> logits (B, outputs), the new state's tensors."""
+        m = self.model
+        x, new = m.embed(ids), []
+        for k in range(m.config.n_layers):
+            new.append(m.cell(k, x, tuple(s[k] for s in state)))
+            x = new[-1][0]
+        return (m.head(x), *(torch.stack([layer[i] for layer in new]) for i in range(len(state))))

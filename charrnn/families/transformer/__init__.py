@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...config import ModelConfig
-from ..base import Family, Option, Preset, register
+from ..base import Family, Option, PortableStep, Preset, StateSpec, register
 
 
 class TransformerFamily(Family):
@@ -92,6 +92,17 @@ class TransformerFamily(Family):
 
     def width_step(self, settings: dict[str, Any]) -> int:
         return settings["heads"]
+
+    def portable(self, model) -> PortableStep:
+        from ...models import window_start
+        from .model import PortableGPT
+
+        c = model.config
+        cache = (c.n_layers, "batch", c.heads, c.context, c.hidden // c.heads)
+        return PortableStep(PortableGPT(model).eval(),
+                            (StateSpec("k", cache), StateSpec("v", cache), StateSpec("pos", ("batch",), "int64")),
+                            window={"context": c.context, "stride": window_start(c.context + 1, c.context)},
+                            web="transformer")
 
 
 register(TransformerFamily())

@@ -227,3 +227,34 @@ class GPT(nn.Module):
         k = min(k_max, n - 1)
         out[:, :k] = norms[:, : n - 1].flip(1)[:, :k]  # k characters back: position n - 1 - k
         return out
+
+
+class PortableGPT(nn.Module):
+    """GPT's cached step for `charrnn export`, each stream at its own position: the key/value cache over
+    the whole context is the state, the attention masked beyond each stream's position (the sampler's
+    `step` attends to the filled part of its cache only, the same numbers). No window slides here: the
+    driver rebuilds a full window (PortableStep.window)."""
+
+    def __init__(self, model: GPT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
+        """ids (B,), k and v (L, B, heads, C, head_dim), pos (B,) int64 < C: the next position of each
+        stream -> logits (B, outputs), k and v with this character's written at pos, pos + 1."""
+        m, c = self.model, self.model.config
+        B, hd = ids.size(0), c.hidden // c.heads
+        x = m.wte(ids) + m.wpe(pos)  # (B, d)
+        slots = torch.arange(c.context, device=ids.device)[None]  # (1, C)
+        here = (slots == pos[:, None])[:, None, :, None]  # (B, 1, C, 1): where this character goes
+        hidden = (slots > pos[:, None])[:, None, None, :]  # (B, 1, 1, C): positions not yet filled
+        new_k, new_v = [], []
+        for i, block in enumerate(m.blocks):
+            q, kk, vv = (t.view(B, c.heads, 1, hd) for t in block.attn.qkv(block.ln1(x)).split(c.hidden, -1))
+            new_k.append(torch.where(here, kk, k[i]))
+            new_v.append(torch.where(here, vv, v[i]))
+            att = (q @ new_k[-1].transpose(-1, -2)) / math.sqrt(hd)  # (B, heads, 1, C)
+            y = att.masked_fill(hidden, float("-inf")).softmax(-1) @ new_v[-1]  # (B, heads, 1, hd)
+            x = x + block.attn.proj(y.reshape(B, c.hidden))
+            x = x + block.mlp(block.ln2(x))
+        return m._logits(m.ln_f(x)), torch.stack(new_k), torch.stack(new_v), pos + 1
