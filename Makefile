@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 export CHARRNN_CORPORA ?= $(abspath ../shared/corpora)
 
-.PHONY: venv test test-fast demo bench bench-quick bench-minrnn bench-export bench-gpu quality clean
+.PHONY: venv test test-fast demo bench bench-quick bench-minrnn bench-export bench-finetune bench-gpu quality clean
 
 $(BIN)/charrnn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ bench-gpu:
 # tinyshakespeare and on 5 MB of Python source built at run time (about 25 minutes).
 quality: venv
 	$(BIN)/python benchmarks/quality.py
+
+# Fine-tuning a tinyshakespeare model on new text against training from scratch for the same time
+# (benchmarks/finetune.py; about 10 minutes).
+bench-finetune: venv
+	$(BIN)/python benchmarks/finetune.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
