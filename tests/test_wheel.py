@@ -53,7 +53,7 @@ def test_sdist_and_wheel_carry_every_package_and_their_metadata_would_upload(dis
     assert packages and all(f"{p}/__init__.py" in names for p in packages), sorted(packages)
     sources = {str(p.relative_to(ROOT)) for p in (ROOT / "charrnn").rglob("*.py")}
     assert sources <= names, sorted(sources - names)
-    assert "charrnn/catalog.json" in names
+    assert "charrnn/catalog.json" in names and "charrnn/web/write.html" in names
 
 
 def test_the_installed_wheel_trains_samples_evaluates_inspects_and_compares_every_family(dist, tmp_path):
@@ -73,7 +73,7 @@ def test_the_installed_wheel_trains_samples_evaluates_inspects_and_compares_ever
     out = _run(py, ROOT / "tests" / "wheel_driver.py", corpus, tmp_path / "work", cwd=tmp_path, env=env)
     where = re.search(r"^charrnn from (.+)$", out, re.M).group(1)
     assert Path(where).is_relative_to(venv), where  # the wheel's copy, not this checkout
-    assert "compare: lstm, transformer" in out
+    assert "compare: lstm, transformer" in out and "serve: the page and a completion" in out
     # the console script users type
     assert _run(venv / "bin" / "charrnn", "--version", cwd=tmp_path, env=env).startswith("charrnn, version")
 
