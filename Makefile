@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 export CHARRNN_CORPORA ?= $(abspath ../shared/corpora)
 
-.PHONY: venv test test-fast demo bench bench-quick bench-minrnn bench-gpu quality clean
+.PHONY: venv test test-fast demo bench bench-quick bench-minrnn bench-serve bench-gpu quality clean
 
 $(BIN)/charrnn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: venv
 # minGRU and minLSTM against the LSTM: training and sampling speed, about 3 minutes
 bench-minrnn: venv
 	$(BIN)/python -m benchmarks.minrnn
+
+# charrnn serve under load: batching against one request at a time, 1 to 128 clients, about 4 minutes
+bench-serve: venv
+	$(BIN)/python -m benchmarks.serve
 
 bench-quick: venv
 	$(BIN)/python -m benchmarks --quick --out benchmarks/results-quick.json
