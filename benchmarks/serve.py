@@ -142,11 +142,13 @@ def main(argv: list[str] | None = None) -> int:
              "over_one_client": round(on[c]["chars_per_s"] / on[1]["chars_per_s"], 2)} for c in levels]
     print(f"{'clients':>7}  {'batching: chars/s':>17} {'first p50/p99 ms':>17} {'last p50/p99 ms':>17}  "
           f"{'one at a time: chars/s':>22} {'first p50/p99 ms':>17} {'last p50/p99 ms':>17}  {'ratio':>6}")
+    def times(m: dict) -> str:
+        return (f"{m['first_p50_ms']:>8,.0f}/{m['first_p99_ms']:<8,.0f} "
+                f"{m['last_p50_ms']:>8,.0f}/{m['last_p99_ms']:<8,.0f}")
+
     for r in rows:
         b, o = r["batching"], r["one_at_a_time"]
-        print(f"{r['clients']:>7}  {b['chars_per_s']:>17,.0f} {b['first_p50_ms']:>8,.0f}/{b['first_p99_ms']:<8,.0f} "
-              f"{b['last_p50_ms']:>8,.0f}/{b['last_p99_ms']:<8,.0f}  {o['chars_per_s']:>22,.0f} "
-              f"{o['first_p50_ms']:>8,.0f}/{o['first_p99_ms']:<8,.0f} {o['last_p50_ms']:>8,.0f}/{o['last_p99_ms']:<8,.0f}  "
+        print(f"{r['clients']:>7}  {b['chars_per_s']:>17,.0f} {times(b)}  {o['chars_per_s']:>22,.0f} {times(o)}  "
               f"{r['batching_over_one_at_a_time']:>5.1f}x")
     bars = []
     if 32 in on:

@@ -235,7 +235,7 @@ def serve_cmd(run, host, port, api_key, max_streams, max_queue, batching, idle_t
         if (e.name or "").split(".")[0] not in SERVE_MODULES:
             raise
         raise CharrnnError(f"charrnn serve needs the serve extra ({e.name} is not installed): "
-                           "pip install 'charrnn-toolkit[serve]'") from None
+                           "pip install 'charrnn-toolkit[serve]' (in a checkout: pip install -e '.[serve]')") from None
     config = ServeConfig(host=host, port=port, api_key=api_key or None, max_streams=max_streams, max_queue=max_queue,
                          batching=batching, idle_timeout=idle_timeout)
     serve(run if run is not None else newest_run(), config, device=str(resolve_device(device)), weights=weights)

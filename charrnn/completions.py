@@ -180,7 +180,8 @@ def parse_request(raw: bytes, tok: CharTokenizer, max_n: int = MAX_N) -> Request
         top_p=_number(body, "top_p", None, 0, 1, lo_open=True),
         seed=_integer(body, "seed", None, 0, MAX_SEED), stop=_stops(body))
     stream = _flag(body, "stream")
-    return Request(completion, prompt, stream, _flag(body, "echo"), stream and bool((options or {}).get("include_usage")))
+    include_usage = stream and bool((options or {}).get("include_usage"))
+    return Request(completion, prompt, stream, _flag(body, "echo"), include_usage)
 
 
 # --- answers -----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 
 from charrnn.batching import Busy, Completion, Job, Worker
 from charrnn.models import ModelConfig, build_model
-from charrnn.sampler import SampleConfig, Sampler
+from charrnn.sampler import Sampler
 from charrnn.tokenizer import CharTokenizer
 from conftest import make_text
 

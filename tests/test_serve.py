@@ -316,7 +316,7 @@ def test_idle_and_stalled_connections_are_closed_and_block_nobody(served):
 @slow
 def test_the_writing_page_asks_streams_alternatives_and_takes_one(served, trained_run):
     chromium = require_chromium()
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium,
@@ -329,16 +329,15 @@ def test_the_writing_page_asks_streams_alternatives_and_takes_one(served, traine
             page.on("requestfailed", lambda r: errors.append(f"{r.url}: {r.failure}")
                     if not r.url.endswith("/v1/completions") else None)  # (an abandoned stream is aborted)
             page.goto(served.url)
-            page.wait_for_selector("body[data-ready='1']")
-            assert page.text_content("#model") == trained_run.name or page.wait_for_function(
-                f"document.getElementById('model').textContent === {json.dumps(trained_run.name)}")
+            page.wait_for_selector("body[data-ready='1']")  # (the page's CSP allows no eval: locators, not functions)
+            expect(page.locator("#model")).to_have_text(trained_run.name)
             page.fill("#length", "25")
             page.click("#text")
             page.keyboard.type("KING:")
             page.keyboard.press("Enter")
             page.keyboard.press("Tab")  # ask
-            page.wait_for_function("document.querySelectorAll('#suggestions li.done').length === 3")
-            offered = page.eval_on_selector_all("#suggestions li", "items => items.map(li => li.textContent)")
+            expect(page.locator("#suggestions li.done")).to_have_count(3)
+            offered = page.locator("#suggestions li").all_text_contents()
             assert [len(t) for t in offered] == [25, 25, 25]
             page.keyboard.press("ArrowDown")
             page.keyboard.press("Enter")  # take the second
@@ -346,8 +345,8 @@ def test_the_writing_page_asks_streams_alternatives_and_takes_one(served, traine
             assert page.locator("#suggestions li").count() == 0
             page.keyboard.type(" and")  # the cursor is after what was taken
             page.click("#ask")
-            page.wait_for_function("document.querySelectorAll('#suggestions li.done').length === 3")
-            offered2 = page.eval_on_selector_all("#suggestions li", "items => items.map(li => li.textContent)")
+            expect(page.locator("#suggestions li.done")).to_have_count(3)
+            offered2 = page.locator("#suggestions li").all_text_contents()
             page.click("#suggestions li:nth-child(3)")
             assert page.input_value("#text") == "KING:\n" + offered[1] + " and" + offered2[2]
             assert errors == [] and page.text_content("#errors") == ""
@@ -367,7 +366,9 @@ def test_api_key_guards_the_api_not_the_page(trained_run):
     from starlette.testclient import TestClient
 
     client = TestClient(make_app(trained_run, api_key="s3cret", max_queue=0).starlette, base_url="http://localhost")
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}, {"Authorization": "Bearer \u00e9".encode("latin-1")}):
+    wrong = ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"},
+             {"Authorization": "Bearer \u00e9".encode("latin-1")})
+    for headers in wrong:
         r = client.get("/v1/models", headers=headers)
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
     assert client.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
@@ -437,7 +438,8 @@ def test_without_the_serve_extra_one_line_says_what_to_install(trained_run, monk
     result = CliRunner().invoke(cli, ["serve", str(trained_run)])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        "Error: charrnn serve needs the serve extra (uvicorn is not installed): pip install 'charrnn-toolkit[serve]'"]
+        ("Error: charrnn serve needs the serve extra (uvicorn is not installed): pip install 'charrnn-toolkit[serve]' "
+         "(in a checkout: pip install -e '.[serve]')")]
 
 
 @slow

@@ -57,7 +57,6 @@ def serve(run: Path) -> None:
     """The serve extra's app from the installed wheel: its page (package data) and one completion."""
     from starlette.testclient import TestClient
 
-    from charrnn.sampler import Sampler
     from charrnn.serve import App, ServeConfig
 
     app = App(Sampler.load(run, weights="fp32"), ServeConfig(), run.name)
