@@ -25,6 +25,7 @@ import contextlib
 import hmac
 import ipaddress
 import json
+import os
 import signal
 import socket
 import sys
@@ -350,8 +351,9 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         return socket.create_server(infos[0][4][:2], family=infos[0][0], backlog=2048)
-    except OSError as e:  # socket.gaierror is one
-        raise CharrnnError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    except OSError as e:  # socket.gaierror is one (create_server's own message repeats the address)
+        why = os.strerror(e.errno) if e.errno and not isinstance(e, socket.gaierror) else e.strerror or str(e)
+        raise CharrnnError(f"cannot listen on {host}:{port}: {why}") from None
 
 
 def _more_files() -> None:

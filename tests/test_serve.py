@@ -407,6 +407,17 @@ def test_a_public_address_without_a_key_is_warned_about(trained_run, monkeypatch
                               if not line.startswith("charrnn serve:")] == [True]
 
 
+def test_a_port_in_use_is_one_line(trained_run):
+    from charrnn.errors import CharrnnError
+    from charrnn.serve import ServeConfig, serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(CharrnnError, match=r"^cannot listen on 127\.0\.0\.1:\d+: Address already in use$"):
+            serve(trained_run, ServeConfig(port=taken.getsockname()[1]))
+
+
 def test_a_stream_to_a_client_that_takes_nothing_is_cut_after_the_send_timeout():
     from charrnn.serve import EventStream
 
