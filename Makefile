@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 export CHARRNN_CORPORA ?= $(abspath ../shared/corpora)
 
-.PHONY: venv test test-fast demo bench bench-quick bench-minrnn bench-export bench-finetune bench-gpu quality clean
+.PHONY: venv test test-fast demo bench bench-quick bench-minrnn bench-export bench-finetune bench-serve bench-gpu quality clean
 
 $(BIN)/charrnn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench-minrnn: venv
 # RUN: a trained run folder, for the page's agreement with the sampler. About 10 minutes.
 bench-export: venv
 	$(BIN)/python -m benchmarks.export $(if $(RUN),--run $(RUN))
+
+# charrnn serve under load: batching against one request at a time, 1 to 128 clients, about 4 minutes
+bench-serve: venv
+	$(BIN)/python -m benchmarks.serve
 
 bench-quick: venv
 	$(BIN)/python -m benchmarks --quick --out benchmarks/results-quick.json

@@ -17,6 +17,7 @@ import click
 from . import __version__
 from .corpora import corpus_status, load_catalog
 from .errors import CharrnnError, Interrupted, one_line, printable
+from .extras import EXTRAS, install_hint
 from .families import families, kinds
 from .fileio import path_text, shown
 from .units import MAX_SEED, check_duration, parse_count, parse_duration
@@ -238,6 +239,39 @@ def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, sto
         if num_samples > 1:
             click.echo(f"--- sample {i + 1} ---")
         click.echo(text)
+
+
+@cli.command(name="serve")
+@click.argument("run", required=False, type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; another than this machine's own (loopback) should come with --api-key.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on (0: any free one; the address is printed).")
+@click.option("--api-key", envvar="CHARRNN_API_KEY", help="Require `Authorization: Bearer KEY` on the API (/v1/*).  [env: CHARRNN_API_KEY]")
+@click.option("--max-streams", type=click.IntRange(1, 4096), default=256, show_default=True, help="Streams the worker steps at once (a request's n choices are n streams).")
+@click.option("--max-queue", type=click.IntRange(min=0), default=64, show_default=True, help="Requests that may wait for room; beyond them the answer is 503 with Retry-After.")
+@click.option("--batching/--no-batching", default=True, show_default=True, help="One batched step for every stream, or one request at a time (to compare).")
+@click.option("--idle-timeout", type=FiniteFloat(0.1, 3600), default=5.0, show_default=True, help="Seconds a connection may stay open without a request, or a request's body take to arrive.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default="cpu", show_default=True, help="Where to run the model.")
+@click.option("--weights", type=click.Choice(["auto", "fp32", "int8"]), default="fp32", show_default=True, help="How the RNN step holds its weights. fp32: each stream's text is what `charrnn sample` gives, whoever shares the step; int8 (x86 CPU) shares one activation scale across the batch, so a stream's text depends on the others.")
+def serve_cmd(run, host, port, api_key, max_streams, max_queue, batching, idle_timeout, device, weights):
+    """Serve RUN over HTTP: an OpenAI-compatible completions API (/v1/completions, /v1/models), a page to
+    write with the model (/) and /health. Every stream advances in one batched step.
+
+    Without RUN, the newest run under ./checkpoints is served. Stop with Ctrl-C or SIGTERM.
+    """
+    from .checkpoint import newest_run
+    from .device import resolve_device
+
+    try:
+        from .serve import ServeConfig, serve
+    except ImportError as e:  # the serve extra's libraries, which serve.py imports
+        library = (e.name or "").split(".")[0]
+        if EXTRAS.get(library) != "serve":
+            raise
+        raise CharrnnError(f"charrnn serve needs the serve extra ({library} is not installed): "
+                           f"{install_hint(library)}") from None
+    config = ServeConfig(host=host, port=port, api_key=api_key or None, max_streams=max_streams, max_queue=max_queue,
+                         batching=batching, idle_timeout=idle_timeout)
+    serve(run if run is not None else newest_run(), config, device=str(resolve_device(device)), weights=weights)
 
 
 @cli.command(name="export")

@@ -1,6 +1,7 @@
-"""The optional extras' libraries (`pip install 'charrnn-toolkit[export]'`): `optional` imports one, or
-says in one line what to install. Only the commands that need one ask for it, so `import charrnn` and
-every other command work without them."""
+"""The optional extras' libraries: `pip install 'charrnn-toolkit[export]'` (onnx, onnxruntime,
+safetensors) and `[serve]` (uvicorn, starlette, sse-starlette). `optional` imports one, or says in one
+line what to install. Only the commands that need one ask for it, so `import charrnn` and every other
+command work without them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from types import ModuleType
 
 from .errors import CharrnnError
 
-EXTRAS = {"onnx": "export", "onnxruntime": "export", "safetensors": "export"}  # library -> the extra that has it
+# library (as imported) -> the extra that brings it (pyproject.toml's optional-dependencies)
+EXTRAS = {"onnx": "export", "onnxruntime": "export", "safetensors": "export",
+          "uvicorn": "serve", "starlette": "serve", "sse_starlette": "serve"}
+
+
+def install_hint(library: str) -> str:
+    """What to run to get `library`: its extra, from the package index or a checkout."""
+    extra = EXTRAS[library]
+    return f"pip install 'charrnn-toolkit[{extra}]' (in a checkout: pip install -e '.[{extra}]')"
 
 
 def optional(module: str) -> ModuleType:
@@ -18,5 +27,4 @@ def optional(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise CharrnnError(f"this needs {library}, which is not installed: "
-                           f"pip install 'charrnn-toolkit[{EXTRAS.get(library, 'export')}]'") from None
+        raise CharrnnError(f"this needs {library}, which is not installed: {install_hint(library)}") from None

@@ -21,6 +21,7 @@ import numbers
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -123,6 +124,36 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, t
     return logits
 
 
+def new_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """The generator a sample draws from: seeded, or from the OS's randomness when `seed` is None."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "little"))
+    return gen
+
+
+def exp_noise(gen: torch.Generator, n: int, n_chars: int, device: torch.device) -> torch.Tensor:
+    """(n, n_chars) draws of Exp(1): one step's randomness for n streams (see `choose`)."""
+    return torch.empty(n, n_chars, device=device).exponential_(generator=gen)
+
+
+def choose(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
+           noise: torch.Tensor | None) -> torch.Tensor:
+    """(B, V) float logits -> (B,) next ids: the largest at temperature 0, else a draw that uses `noise`
+    ((B, V) from `exp_noise`; None when greedy).
+
+    What torch.multinomial(probs, 1) computes (the same draws from the same generator), without its input
+    checks, which cost more than the draw: argmax of p_i / E_i with E_i ~ Exp(1) picks i with probability p_i."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)
+    return probs.div_(noise).argmax(-1)
+
+
+def start_ids(tok: CharTokenizer) -> list[int]:
+    """What a sample without a prime reads first: a line break (or the first token if the corpus had none)."""
+    return [int(tok.encode("\n")[0]) if "\n" in tok.chars else 0]
+
+
 def resolve_step_weights(weights: str, model, device: torch.device) -> str:
     """'auto' -> 'int8' for a model whose family's step takes int8 weights, on a CPU with fbgemm; else 'fp32'."""
     config = getattr(model, "config", None)  # (a stand-in model without one steps in fp32)
@@ -138,7 +169,7 @@ def resolve_step_weights(weights: str, model, device: torch.device) -> str:
     return weights
 
 
-class _StopWatch:
+class StopWatch:
     """Holds back text that could still turn into a stop string; says when one has appeared."""
 
     def __init__(self, stops: Sequence[str]):
@@ -188,16 +219,17 @@ class Sampler:
         self.tok = tokenizer
         self.device = torch.device(device)
         self.weights = resolve_step_weights(weights, model, self.device)
+        # the model's prefill and step with these weights (`charrnn serve`'s worker steps through them too)
         if engine == "onnxruntime":  # the step exported and run by ONNX Runtime (CPU), the same loop around it
             if self.device.type != "cpu":
                 raise CharrnnError("the onnxruntime engine runs on the CPU: use --device cpu")
             runtime = OnnxEngine(self.model, tokenizer, self.weights)
-            self._prefill, self._step = runtime.prefill, runtime.step
+            self.prefill, self.step = runtime.prefill, runtime.step
         elif self.weights == "fp32":  # a family with fp32 steps only takes no `weights` argument
-            self._prefill, self._step = model.prefill, model.step
+            self.prefill, self.step = model.prefill, model.step
         else:
-            self._prefill = functools.partial(model.prefill, weights=self.weights)
-            self._step = functools.partial(model.step, weights=self.weights)
+            self.prefill = functools.partial(model.prefill, weights=self.weights)
+            self.step = functools.partial(model.step, weights=self.weights)
 
     @classmethod
     def load(cls, run: str | Path, device: str = "cpu", weights: str = "auto", engine: str = "torch") -> Sampler:
@@ -221,7 +253,7 @@ class Sampler:
                unknown: str = "error") -> Iterator[str]:
         """Yield the prime, then the generated text piece by piece as it is made."""
         cfg = SampleConfig(length, temperature, top_k, top_p, prime, seed, _stops(stop), unknown)
-        watch = _StopWatch(cfg.stop)
+        watch = StopWatch(cfg.stop)
         gen = self._generate(cfg, 1, keep=False)  # validates cfg and encodes the prime before yielding anything
         yield cfg.prime
         for ids in gen:
@@ -236,7 +268,7 @@ class Sampler:
     def sample_many(self, cfg: SampleConfig, n: int) -> list[str]:
         """n samples generated as one batch; each is the prime followed by its own text."""
         gen = self._generate(cfg, n, keep=True)  # checks everything before anything is allocated
-        watches = [_StopWatch(cfg.stop) for _ in range(n)]
+        watches = [StopWatch(cfg.stop) for _ in range(n)]
         outs = [[] for _ in range(n)]
         for ids in gen:
             for i, t in enumerate(ids):
@@ -262,31 +294,26 @@ class Sampler:
                          "lower --num-samples or --length" + ("" if n > 1 else ", or stream them (--stream)"))
         return self._loop(cfg, n, prime_ids)
 
+    def read_prime(self, prime: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """(B, T) ids -> the logits after the last one and the state: the family's way (an RNN's fused pass,
+        a chunk at a time; a Transformer's key/value cache). `charrnn serve` reads its prompts with it too."""
+        config = getattr(self.model, "config", None)  # (a stand-in model without one: its prefill)
+        if config is None:
+            return self.prefill(prime)
+        return family_of(config.model).read_prime(self.model, prime, self.prefill, self.step)
+
     def _loop(self, cfg: SampleConfig, n: int, prime_ids) -> Iterator[list[int]]:
         with torch.inference_mode():
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(7), "little"))
-            if prime_ids is None:
-                # No prime: start as after a line break (or the first token if the corpus had none).
-                start = self.tok.encode("\n")[0] if "\n" in self.tok.chars else 0
-                prime_ids = [int(start)]
-            prime = torch.as_tensor(prime_ids, dtype=torch.long, device=self.device)
+            gen = new_generator(cfg.seed, self.device)
+            prime = torch.as_tensor(start_ids(self.tok) if prime_ids is None else prime_ids, dtype=torch.long,
+                                    device=self.device)
             prime = prime.unsqueeze(0).expand(n, -1)
-            # the family's way: an RNN's fused pass (a chunk at a time), a Transformer's key/value cache
-            config = getattr(self.model, "config", None)  # (a stand-in model without one: its prefill)
-            logits, state = self._prefill(prime) if config is None else \
-                family_of(config.model).read_prime(self.model, prime, self._prefill, self._step)
+            logits, state = self.read_prime(prime)
             n_chars = self.tok.n_chars
             for i in range(cfg.length):
                 if i:
-                    logits, state = self._step(nxt, state)
+                    logits, state = self.step(nxt, state)
                 logits = logits[:, :n_chars].float()  # byte tokens are never sampled
-                if cfg.temperature == 0:
-                    nxt = logits.argmax(-1)
-                else:
-                    probs = filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
-                    # What torch.multinomial(probs, 1) computes (the same draws from the same generator),
-                    # without its input checks, which cost more than the draw: argmax of p_i / E_i with
-                    # E_i ~ Exp(1) picks i with probability p_i.
-                    nxt = probs.div_(torch.empty_like(probs).exponential_(generator=gen)).argmax(-1)
+                noise = exp_noise(gen, n, n_chars, self.device) if cfg.temperature else None
+                nxt = choose(logits, cfg.temperature, cfg.top_k, cfg.top_p, noise)
                 yield nxt.tolist()

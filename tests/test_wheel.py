@@ -52,8 +52,8 @@ def test_sdist_and_wheel_carry_every_package_and_their_metadata_would_upload(dis
     assert packages and all(f"{p}/__init__.py" in names for p in packages), sorted(packages)
     sources = {str(p.relative_to(ROOT)) for p in (ROOT / "charrnn").rglob("*.py")}
     assert sources <= names, sorted(sources - names)
-    assert "charrnn/catalog.json" in names
-    web = {str(p.relative_to(ROOT)) for p in (ROOT / "charrnn" / "web").iterdir()}  # the exported page's files
+    assert "charrnn/catalog.json" in names and "charrnn/web/write.html" in names
+    web = {str(p.relative_to(ROOT)) for p in (ROOT / "charrnn" / "web").iterdir()}  # the pages' files
     assert web and web <= names, sorted(web - names)
 
 
@@ -75,6 +75,7 @@ def test_the_installed_wheel_trains_samples_evaluates_inspects_and_compares_ever
     where = re.search(r"^charrnn from (.+)$", out, re.M).group(1)
     assert Path(where).is_relative_to(venv), where  # the wheel's copy, not this checkout
     assert "compare: lstm, transformer" in out and out.count(", exported\n") == 6
+    assert "serve: the page and a completion" in out
     # the console script users type
     assert _run(venv / "bin" / "charrnn", "--version", cwd=tmp_path, env=env).startswith("charrnn, version")
 

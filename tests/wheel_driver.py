@@ -1,7 +1,9 @@
 """Run inside a fresh virtual environment where charrnn is installed from its wheel (tests/test_wheel.py):
 every kind of model is trained for a few steps, sampled, evaluated, inspected, described and exported
-(a model folder that samples as the run does, and a page), and two of them are compared, all through the installed `charrnn` command's own code (click's test runner, one
-interpreter: torch is imported once). Exits non-zero, saying why, at the first thing that fails."""
+(a model folder that samples as the run does, and a page), and two of them are compared, all through the
+installed `charrnn` command's own code (click's test runner, one interpreter: torch is imported once);
+then one is served in-process (the serve extra's app, its page read from the package data). Exits
+non-zero, saying why, at the first thing that fails."""
 
 import json
 import sys
@@ -54,6 +56,21 @@ def main(corpus: Path, work: Path) -> None:
     rows = json.loads((report / "report.json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["lstm", "transformer"] and (report / "report.html").is_file(), table
     print("compare: lstm, transformer")
+    serve(work / "lstm")
+
+
+def serve(run: Path) -> None:
+    """The serve extra's app from the installed wheel: its page (package data) and one completion."""
+    from starlette.testclient import TestClient
+
+    from charrnn.serve import App, ServeConfig
+
+    app = App(Sampler.load(run, weights="fp32"), ServeConfig(), run.name)
+    with TestClient(app.starlette, base_url="http://localhost") as client:  # (the lifespan starts the worker)
+        assert "<textarea" in client.get("/").text
+        answer = client.post("/v1/completions", json={"prompt": "KING", "max_tokens": 20}).json()
+        assert len(answer["choices"][0]["text"]) == 20, answer
+    print("serve: the page and a completion")
 
 
 if __name__ == "__main__":  # compare spawns processes that import this file again

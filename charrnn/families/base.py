@@ -195,6 +195,21 @@ class Family:
         counted as twice the forward; "sample": what one sampling step multiplies}."""
         raise NotImplementedError
 
+    # --- serving (`charrnn serve`: streams join and leave one batched step) -------------------------
+    # True: streams at different positions can share a step, so requests join a running batch. The
+    # defaults below read a state as the RNNs hold it: a tuple of tensors with the streams on dim 1.
+    joins_batches: bool = True
+
+    def join_states(self, states: list) -> Any:
+        """Several batches' sampling states as one, rows in order (only where `joins_batches`)."""
+        import torch  # here, as in batcher(): declaring a family must not import torch
+
+        return tuple(torch.cat(parts, 1) for parts in zip(*states))
+
+    def state_rows(self, state: Any, rows: torch.Tensor) -> Any:
+        """The state of the streams `rows` ((k,) indices, repeats allowed), in that order."""
+        return tuple(t.index_select(1, rows) for t in state)
+
     # --- describing and resizing ------------------------------------------------------------------
     def describe(self, cfg: dict[str, Any]) -> str:
         """The shape in a few words, from a model config's dict: "2x512, dropout 0.3"."""

@@ -87,6 +87,16 @@ class TransformerFamily(Family):
         cycle += sum(dense + 2 * H * L * keys + H * V for keys in range(n + 1, C + 1))
         return {"train": train, "sample": cycle / S}
 
+    # One `length` per cache: streams at different positions cannot share a step, so `charrnn serve`
+    # runs one request at a time (its n choices, which share the prompt, as one batch).
+    joins_batches = False
+
+    def join_states(self, states: list):
+        raise NotImplementedError("a KVCache holds one length for all its streams")
+
+    def state_rows(self, state, rows):
+        return state.rows(rows)
+
     def describe(self, cfg: dict[str, Any]) -> str:
         return f"{cfg['n_layers']}x{cfg['hidden']}, {cfg['heads']} heads, context {cfg['context']}"
 

@@ -32,6 +32,11 @@ class KVCache:
     tokens: torch.Tensor  # (B, context): the ids in the window, to rebuild it when it slides
     length: int = 0  # positions filled
 
+    def rows(self, rows: torch.Tensor) -> KVCache:
+        """The cache of the streams `rows` ((k,) indices, repeats allowed), in that order (copies)."""
+        return KVCache(self.k.index_select(1, rows), self.v.index_select(1, rows), self.tokens.index_select(0, rows),
+                       self.length)
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, c: ModelConfig):
