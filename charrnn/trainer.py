@@ -132,6 +132,7 @@ class Progress:
     evals: int = 0  # validation passes done
     eval_frac: float = 0.0  # run fraction at the last validation
     eval_s: float = 0.0  # seconds the last validation took
+    eval_step: int = -1  # the step of the last validation
     skipped: int = 0  # updates skipped because the loss or the gradient was not finite
     scaler_skipped: int = 0  # fp16: updates the gradient scaler skipped while it lowered its scale
 
@@ -146,9 +147,11 @@ class _Window:
         self.loss, self.finite, self.skipped, self.worst = z.clone(), z.clone(), z.clone(), z.clone()
         self.scaler = z.clone()
         self.streak = z.clone()  # skipped updates in a row up to now; it runs on across records
+        self.steps = 0  # steps in the window (counted on the host: no sync)
 
     def add(self, loss: torch.Tensor, bad: torch.Tensor, scaler_skip: torch.Tensor | None = None) -> None:
         finite = torch.isfinite(loss)
+        self.steps += 1
         self.loss += torch.where(finite, loss, 0.0)
         self.finite += finite
         self.skipped += bad
@@ -179,6 +182,7 @@ class _Window:
         values = torch.stack([self.loss, self.finite, self.skipped, self.worst, self.scaler]).tolist()
         for t in (self.loss, self.finite, self.skipped, self.scaler):
             t.zero_()
+        self.steps = 0
         self.worst.copy_(self.streak)
         loss, finite, skipped, worst, scaler = values
         return loss, finite, int(skipped), int(worst), int(scaler)
@@ -186,7 +190,7 @@ class _Window:
     def state_dict(self) -> dict:
         return {"loss": self.loss.detach().cpu().clone(), "finite": int(self.finite.item()),
                 "skipped": int(self.skipped.item()), "worst": int(self.worst.item()), "streak": int(self.streak.item()),
-                "scaler": int(self.scaler.item())}
+                "scaler": int(self.scaler.item()), "steps": self.steps}
 
     @staticmethod
     def mean(windows: list[dict]) -> dict:
@@ -200,6 +204,7 @@ class _Window:
         for name in ("finite", "skipped", "worst", "streak"):
             getattr(self, name).fill_(sd[name])
         self.scaler.fill_(sd.get("scaler", 0))  # (absent in checkpoints from before it was counted)
+        self.steps = int(sd.get("steps", 0))  # (likewise: such a window is logged at the next record)
 
 
 def split_state(state, n: int, dim: int) -> list:
@@ -448,7 +453,6 @@ class Trainer:
         c, p = self.config, self.progress
         pin = self.device.type == "cuda"
         window_t0, window_chars = time.perf_counter(), 0  # for the rate, since the last record
-        logged = p.step  # the step of the last metrics record
         t_last = time.perf_counter()
         while not self._done() or p.step == 0:  # (a budget its setup spent still trains one step)
             if self._stop_agreed:
@@ -476,14 +480,18 @@ class Trainer:
             self._agree()
             if p.step % c.log_interval == 0 or self._done():
                 self._log(window_chars / max(now - window_t0, 1e-9))
-                window_t0, window_chars, logged = time.perf_counter(), 0, p.step
+                window_t0, window_chars = time.perf_counter(), 0
             if self.evaluate is not None and (self._eval_due(self.fraction_done()) or self._done()):
                 t_eval = time.perf_counter()
                 self._validate()
                 t_last = time.perf_counter()  # the validation's time is counted by _validate
                 window_t0 += t_last - t_eval  # and left out of the rate
-        if logged != p.step:  # a validation spent the budget before these steps were logged
+        # steps not logged yet: a validation spent the budget before their record, or a resumed run
+        # whose budget was spent holds the interrupted run's open window
+        if self.window.steps:
             self._log(window_chars / max(t_last - window_t0, 1e-9))
+        if self.evaluate is not None and p.eval_step != p.step:  # (a resumed run whose budget was spent)
+            self._validate()  # every finished run ends with its final pass and best.pt
         return "done"
 
     def _ask_stop(self) -> bool:
@@ -522,6 +530,7 @@ class Trainer:
         p.elapsed = before + time.perf_counter() - t0
         self._agree()  # from the agreed clock, so that every rank spaces its validations alike
         p.evals += 1
+        p.eval_step = p.step
         p.eval_s = p.elapsed - before
         p.eval_frac = self.fraction_done()
         final = self._done()

@@ -196,7 +196,11 @@ def test_an_interrupted_comparison_exits_130_and_the_same_command_finishes_it(tm
         calls.append((opts.resume, dict(overrides)))
         stop = None
         if len(calls) == 1:
-            stop = lambda t: t.hooks.on_step.append(lambda t: t.request_stop() if t.progress.step == 5 else None)  # noqa: E731
+            # Ctrl-C after the first step (the only one a run is sure to take), in a budget its setup cannot
+            # have spent however loaded the machine (a spent budget ends the run "done" first); the resumed
+            # run gets compare's own --max-time back (a stop may change on resume)
+            overrides = {**overrides, "max_time": 600.0}
+            stop = lambda t: t.hooks.on_step.append(lambda t: t.request_stop() if t.progress.step == 1 else None)  # noqa: E731
         return training.train(opts, overrides, on_trainer=stop)
 
     monkeypatch.setattr(compare_module, "train_one", in_process)
@@ -212,7 +216,9 @@ def test_an_interrupted_comparison_exits_130_and_the_same_command_finishes_it(tm
     assert [(resume, "model" in o) for resume, o in calls] == [(False, True), (True, False), (False, True)]
     assert (out / "report.json").exists() and not (out / "compare.json").exists()
     steps = [r["step"] for r in ck.read_metrics(out / "runs" / "lstm", "train")]
-    assert steps == sorted(set(steps)) and steps[-1] > 5  # continued from the interruption, each step once
+    assert steps and steps == sorted(set(steps))  # continued from the interruption, each step once
+    # and it ended as every finished run does, with its final validation (even with no budget left)
+    assert ck.read_metrics(out / "runs" / "lstm", "val")[-1]["step"] == steps[-1]
 
 
 def test_a_width_that_a_larger_presets_heads_do_not_divide_takes_a_preset_they_do(corpus, tmp_path, monkeypatch):

@@ -82,6 +82,18 @@ def test_resume_across_epoch_boundary_is_exact(corpus, tmp_path):
     assert [r["loss"] for r in _records(tmp_path / "b", "train")] == [r["loss"] for r in a]
 
 
+def test_a_resumed_run_with_no_budget_left_logs_its_open_steps_and_ends_with_its_final_validation(corpus, tmp_path):
+    settings = dict(TINY, max_steps=40, log_interval=10, eval_interval=20)
+    first = train(_opts(corpus, tmp_path / "r"), settings,
+                  on_trainer=lambda t: t.hooks.on_step.append(lambda t: t.request_stop() if t.progress.step == 7 else None))
+    assert first["reason"] == "interrupted" and not (tmp_path / "r" / ck.METRICS).exists()  # 7 steps, none logged
+    second = train(_opts(corpus, tmp_path / "r", resume=True), {"max_steps": 7})  # a stop may change: none left
+    assert second["reason"] == "done" and second["step"] == 7
+    assert [r["step"] for r in _records(tmp_path / "r", "train")] == [7]  # the interrupted run's open window
+    assert [r["step"] for r in _records(tmp_path / "r", "val")] == [7]
+    assert ck.load_checkpoint(tmp_path / "r" / ck.BEST)["trainer"]["progress"]["step"] == 7
+
+
 def test_schedule_warms_up_then_decays_fully():
     class Batcher:
         def batches_per_epoch(self, epoch):
