@@ -24,6 +24,7 @@ from .fileio import atomic_write, path_text, shown
 from .inspect_page import render_inspect
 from .microscope import inspect_model
 from .tokenizer import CharTokenizer
+from .units import MAX_SEED
 
 
 def eval_run(run: str | Path | None = None, corpus: str | None = None, split_name: str = "val",
@@ -142,7 +143,8 @@ def inspect_run(run: str | Path | None = None, corpus: str | None = None, chars:
                 quiet: bool = False, command: str = "", text: str | None = None) -> dict[str, Any]:
     """`charrnn inspect`: the microscope over `chars` characters of a run's text (default: the newest
     run's validation split; `corpus`, a file or catalog name; or `text` itself), as one HTML page
-    (default inspect.html beside the checkpoint). Returns the summary and the page's path."""
+    (default inspect.html beside the checkpoint), the gradients through time drawn beside those of the
+    run's configuration untrained. Returns the summary and the page's path."""
     if not 2 <= chars <= MAX_INSPECT_CHARS:
         raise CharrnnError(f"--chars must be between 2 and {MAX_INSPECT_CHARS:,}, not {chars}")
     model, tok, ckpt, path = ck.load_run(ck.newest_run() if run is None else run)
@@ -152,7 +154,11 @@ def inspect_run(run: str | Path | None = None, corpus: str | None = None, chars:
     ids = np.asarray(ids[:chars])
     if len(ids) < 2:
         raise CharrnnError(f"{source} holds {len(ids)} character(s): inspect needs at least 2")
-    insp = inspect_model(model.to(dev), tok, ids, dev, show=show, positions=positions, seed=seed, quiet=quiet)
+    # the gradients through time beside the same configuration untrained, built from the run's own seed
+    # (a checkpoint whose seed no run could have had gets no reference curve)
+    run_seed = ckpt.train_config.get("seed")
+    insp = inspect_model(model.to(dev), tok, ids, dev, show=show, positions=positions, seed=seed, quiet=quiet,
+                         untrained_seed=run_seed if isinstance(run_seed, int) and 0 <= run_seed <= MAX_SEED else None)
     c = ckpt.model_config
     shape = f"{c['model']} {c['n_layers']}x{c['hidden']}, {model.num_params():,} parameters, step {ckpt.step:,}"
     html = render_inspect(insp, {"run": path_text(path), "model": c["model"], "shape": shape, "source": source,
@@ -160,3 +166,23 @@ def inspect_run(run: str | Path | None = None, corpus: str | None = None, chars:
                                  "command": path_text(command or f"charrnn inspect {path}")})
     atomic_write(page, lambda f: f.write(html.encode("utf-8")))
     return {**insp.summary(), "page": path_text(page), "checkpoint": path_text(path), "source": source}
+
+
+def describe_inspection(result: dict[str, Any]) -> list[str]:
+    """`charrnn inspect`'s best unit and gradients in words: a unit below the weak line is not said to
+    track anything; the trained model's gradient beside its untrained configuration's."""
+    best, weak, out = result["best_units"], result["weak_r"], []
+    if best:
+        b = best[0]
+        unit = f"{b['kind']} layer {b['layer']} unit {b['unit']}: r = {b['r']:+.2f} with {b['feature']}"
+        tracked = sum(not u["weak"] for u in best)
+        out.append(f"best unit  {unit} ({tracked} of {len(best)} features tracked, |r| >= {weak:g})" if not b["weak"]
+                   else f"best unit  none: no unit tracks a feature (|r| >= {weak:g}); the strongest, {unit}, is weak")
+    ratio, untrained = result["gradient_ratio_50"], result["untrained_gradient_ratio_50"]
+    if ratio is not None:
+        out.append(f"gradient   50 characters back / 1 back = {ratio:.3g}"
+                   + ("" if untrained is None else f" (untrained, seed {result['untrained_seed']}: {untrained:.3g})"))
+    versus = result["trained_over_untrained"]
+    if versus is not None:
+        out.append(f"gradient   {versus['k']} characters back, trained / untrained = {versus['ratio']:.3g}")
+    return out

@@ -1,5 +1,6 @@
 """Inline SVG charts for the HTML pages (`charrnn compare`'s report, `charrnn inspect`): a line chart
-and a scatter plot, drawn as plain SVG so a page opens offline in any browser."""
+and a scatter plot, drawn as plain SVG so a page opens offline in any browser; and a colour scale, the
+legend of anything a page colours by value."""
 
 from __future__ import annotations
 
@@ -122,3 +123,19 @@ def scatter_chart(groups: dict[str, list[tuple[float, float]]], x_label: str, y_
                    f'<text x="{lx + 12}" y="{height - 4}">{html.escape(name)}</text>')
     out.append("</svg>")
     return "\n".join(out)
+
+
+def color_scale(stops: list[tuple[int, int, int]], ticks: list[tuple[float, str]], caption: str, ident: str,
+                width: int = 260) -> str:
+    """A colour bar in HTML: the RGB `stops` evenly spaced along it, linear between them (a page's script
+    must colour by the same rule), `ticks` (position 0..1, label) under it, flush with the bar at its
+    ends and centred elsewhere, and a caption saying what the colour is, in which units. Tick i's label
+    has the id `{ident}-{i}`, the caption `{ident}-caption`, so that a script can relabel them."""
+    css = ", ".join(f"rgb({r},{g},{b}) {100 * i / (len(stops) - 1):g}%" for i, (r, g, b) in enumerate(stops))
+    labels = "".join(f'<span id="{ident}-{i}" class="scale-tick" style="position:absolute;top:17px;left:{100 * at:g}%;'
+                     f'transform:translateX({0 if at <= 0 else -100 if at >= 1 else -50}%);white-space:nowrap">'
+                     f'{html.escape(name)}</span>' for i, (at, name) in enumerate(ticks))
+    return (f'<div class="scale" id="{ident}" style="display:flex;align-items:flex-start;gap:2em;margin:0.4em 0;'
+            f'font-size:12px"><div style="position:relative;width:{width}px;height:32px;flex:none">'
+            f'<div class="scale-bar" style="height:14px;border:1px solid #999;background:linear-gradient(to right, '
+            f'{css})"></div>{labels}</div><span id="{ident}-caption">{html.escape(caption)}</span></div>')

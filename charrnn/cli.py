@@ -352,7 +352,7 @@ def inspect(run, corpus, text, chars, show, positions, out, seed, device, as_jso
 
     RUN: a run folder or checkpoint [default: the newest run under ./checkpoints]. CORPUS: a file or
     catalog corpus (the run's own: its validation split) [default: the run's own]; or --text."""
-    from .analysis import inspect_run
+    from .analysis import describe_inspection, inspect_run
 
     if text is not None and corpus is not None:
         raise CharrnnError("give a CORPUS or --text, not both")
@@ -361,14 +361,9 @@ def inspect(run, corpus, text, chars, show, positions, out, seed, device, as_jso
     if as_json:
         click.echo(json.dumps(result))
         return
-    best = result["best_units"]
-    ratio = result["gradient_ratio_50"]
     click.echo(f"loss       {result['loss_nats']:.4f} nats/char over {result['chars']:,} characters of {result['source']}")
-    if best:
-        b = best[0]
-        click.echo(f"best unit  {b['kind']} layer {b['layer']} unit {b['unit']}: r = {b['r']:+.2f} with {b['feature']}")
-    if ratio is not None:
-        click.echo(f"gradient   50 characters back / 1 back = {ratio:.3g}")
+    for line in describe_inspection(result):
+        click.echo(line)
     click.echo(f"page       {shown(result['page'])}")
 
 

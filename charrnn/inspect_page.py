@@ -1,5 +1,6 @@
 """The page `charrnn inspect` writes: one self-contained HTML file (inline CSS, SVG and script, no
-network) showing a `microscope.Inspection`: cells, surprise, gates and gradients through time."""
+network) showing a `microscope.Inspection`: cells, surprise, gates and gradients through time, each
+coloured picture with its colour scale and each claim of the text computed from what is drawn."""
 
 from __future__ import annotations
 
@@ -9,20 +10,31 @@ from typing import Any
 
 import numpy as np
 
-from .charts import line_chart, scatter_chart
-from .microscope import FEATURES, SATURATED, TOP_K, Inspection, encode_int8
+from .charts import color_scale, line_chart, scatter_chart
+from .microscope import FEATURES, GTT_AT, SATURATED, TOP_K, WEAK_R, Inspection, encode_int8
+
+# What the coloured text is coloured with: RGB stops, evenly spaced along the scale, linear between them.
+# The script colours by them and the legend draws them, so the two cannot disagree.
+ACTIVATION_COLORS = ((0, 0, 255), (255, 255, 255), (255, 0, 0))  # -1, 0, +1 of the unit's scale
+LOSS_COLORS = ((255, 255, 255), (255, 51, 0))  # 0 nats, the scale's top
 
 CELLS_TEXT = """\
-Each character is coloured by one unit's activation after the model has read it: red for positive,
-blue for negative, white near zero (Karpathy's 2015 pictures). The units below were found
-automatically: over all {chars:,} characters analysed, every unit's activation was correlated with
-simple features of the text (Pearson's r), and for each feature the unit that tracks it best is
+Each character is coloured by one unit's activation after the model has read it, on the scale below:
+blue for negative, white near zero, red for positive (Karpathy's 2015 pictures). The units below were
+found automatically: over all {chars:,} characters analysed, every unit's activation was correlated
+with simple features of the text (Pearson's r), and for each feature the unit that tracks it best is
 listed. Pick any unit with the controls."""
+
+WEAK_TEXT = """\
+A unit is said to track a feature when |r| ≥ {weak:g}. A feature whose best unit stays below that is
+marked weak: no unit tracks it (|r| < {weak:g}: the activation accounts for under a tenth of the
+feature's variance), and its best unit is listed greyed only to show how far it falls short. Tracked
+here: {tracked} of the {listed} features listed."""
 
 SURPRISE_TEXT = """\
 Each character coloured by the model's loss on it (nats: how surprised the model was to see it,
-given everything before it), white for a confident right guess, deep red for a surprise. Hover over
-a character for the model's top {k} predictions at that point."""
+given everything before it), on the scale below: white for a confident right guess, deep red for a
+surprise. Hover over a character for the model's top {k} predictions at that point."""
 
 GATES_TEXT = """\
 For each gate unit, the fraction of the {chars:,} characters on which it is left-saturated (below
@@ -38,10 +50,19 @@ keeps no state at all, so there is nothing to saturate. Compare an LSTM or a GRU
 GRADIENT_TEXT = """\
 The norm of the gradient of the loss on character t (predicted after reading character t - 1) with
 respect to {of} after reading character t - 1 - k, for k = 1..{k_max}, averaged over {positions}
-positions of the text. Log scale: a plain RNN's curve
-usually falls by orders of magnitude within a few dozen characters (vanishing gradients: training cannot
-learn what lies further back), or climbs (exploding); an LSTM's stays high much longer. This is the
-problem of backpropagation through time that gates were invented to solve. {ratio}"""
+positions of the text, on a log scale. How far the curve stays up is how far back training can still
+learn from: a gradient that falls by orders of magnitude within a few dozen characters carries next to
+nothing from further back (vanishing gradients, the problem of backpropagation through time that gates
+were invented to solve); one that climbs explodes."""
+
+REFERENCE_TEXT = """\
+Two curves, measured on the same positions: "{trained}" is this run's model; "{untrained}" is the same
+configuration built by its family with seed {seed} (the seed the run's training built its model with)
+and never trained. The gap between them is what training did to how far back the gradient reaches."""
+
+COMPARE_TEXT = """\
+To see kinds of model side by side (a plain RNN's curve against an LSTM's), charrnn compare draws one
+curve per model on one chart."""
 
 STYLE = """\
 body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}
@@ -56,6 +77,7 @@ button{cursor:pointer}
 #errors{color:#b00;font-weight:bold}
 .controls{margin:0.5em 0}.controls input{width:5em}
 .scatters svg{margin-right:1em}
+tr.weak td{color:#999}
 """
 
 SCRIPT = r"""
@@ -91,11 +113,15 @@ window.onerror = function (msg, src, line) {
   kinds.forEach(function (u, i) {
     var o = document.createElement("option"); o.value = i; o.textContent = u.name; kindSel.appendChild(o);
   });
-  function diverging(v) {
-    var r = v > 0 ? 255 : Math.round(255 * (1 + v)), b = v < 0 ? 255 : Math.round(255 * (1 - v)),
-        g = Math.round(255 * (1 - Math.abs(v)));
-    return "rgb(" + r + "," + g + "," + b + ")";
+  // t in [0, 1] along evenly spaced RGB stops, linear between them: the legend's CSS gradient
+  function ramp(stops, t) {
+    t = Math.max(0, Math.min(1, t));
+    var x = t * (stops.length - 1), i = Math.min(stops.length - 2, Math.floor(x)), f = x - i;
+    return "rgb(" + [0, 1, 2].map(function (c) {
+      return Math.round(stops[i][c] + (stops[i + 1][c] - stops[i][c]) * f);
+    }).join(",") + ")";
   }
+  function scaleEnd(u, scale) { return u.bounded ? "1" : scale.toPrecision(3); }
   function showUnit(k, layer, unit) {
     var u = kinds[k];
     layer = Math.max(0, Math.min(u.layers - 1, layer | 0)); unit = Math.max(0, Math.min(u.width - 1, unit | 0));
@@ -103,9 +129,15 @@ window.onerror = function (msg, src, line) {
     var row = layer * u.width + unit, off = row * n, scale = u.scale[row];
     for (var i = 0; i < n; i++) {
       var v = u.q[off + i] / 127;
-      cellSpans[i].style.background = diverging(v);
+      cellSpans[i].style.background = ramp(D.colors.activation, (v + 1) / 2);
       cellSpans[i].title = (v * scale).toFixed(3);
     }
+    var end = scaleEnd(u, scale), name = u.name + " layer " + layer + " unit " + unit;
+    document.getElementById("cells-scale-0").textContent = "-" + end;
+    document.getElementById("cells-scale-2").textContent = "+" + end;
+    document.getElementById("cells-scale-caption").textContent = u.bounded
+      ? "the activation of " + name + ", which lies in [-1, 1]"
+      : "the activation of " + name + "; unbounded, so the scale ends at its largest |activation| in the text shown, " + end;
     var r = u.r[row], parts = [];
     D.features.forEach(function (f, j) { if (r[j] !== null) parts.push(f + " " + r[j].toFixed(2)); });
     about.textContent = u.name + " layer " + layer + " unit " + unit + ": r with " + parts.join(", ");
@@ -131,8 +163,7 @@ window.onerror = function (msg, src, line) {
   for (var i = 0; i < n; i++) {
     var l = D.surprise[i];
     if (l === null) continue;
-    var v = Math.min(1, l / top);
-    surSpans[i].style.background = "rgb(255," + Math.round(255 * (1 - 0.8 * v)) + "," + Math.round(255 * (1 - v)) + ")";
+    surSpans[i].style.background = ramp(D.colors.loss, l / top);
   }
   function label(c) { return c === "\n" ? "\\n" : c === " " ? "' '" : c === "" ? "(byte)" : c; }
   document.getElementById("surprise-text").addEventListener("mouseover", function (ev) {
@@ -152,15 +183,25 @@ window.onerror = function (msg, src, line) {
 """
 
 
+WEAK_ROW = ' class="weak"'  # a best unit below WEAK_R: greyed (STYLE)
+
+
 def _best_table(best: list[dict]) -> str:
     if not best:
         return "<p>No unit correlates with any feature (the features never change in this text).</p>"
+    tracked = sum(not b["weak"] for b in best)
+    said = f'<p id="weak-rule">{html.escape(WEAK_TEXT.format(weak=WEAK_R, tracked=tracked, listed=len(best)))}</p>'
     rows = "".join(
-        f"<tr><td>{html.escape(b['feature'])}</td><td>{html.escape(b['kind'])}</td><td>{b['layer']}</td>"
-        f"<td>{b['unit']}</td><td>{b['r']:+.2f}</td><td><button class=\"unit\" data-kind=\"{html.escape(b['kind'])}\" "
+        f"<tr{WEAK_ROW if b['weak'] else ''}><td>{html.escape(b['feature'])}</td>"
+        f"<td>{html.escape(b['kind'])}</td><td>{b['layer']}</td><td>{b['unit']}</td><td>{b['r']:+.2f}</td>"
+        f"<td>{'no: weak, no unit tracks this' if b['weak'] else 'yes'}</td>"
+        f"<td><button class=\"unit\" data-kind=\"{html.escape(b['kind'])}\" "
         f"data-layer=\"{b['layer']}\" data-unit=\"{b['unit']}\">show</button></td></tr>" for b in best)
-    return ("<table><thead><tr><th>feature</th><th>units</th><th>layer</th><th>unit</th><th>r</th><th></th></tr>"
-            f"</thead><tbody>{rows}</tbody></table>")
+    missing = [f for f in FEATURES if f not in {b["feature"] for b in best}]
+    left_out = (f"<p>Not listed ({len(missing)}): {html.escape(', '.join(missing))}: never changing in this text, "
+                "they correlate with nothing.</p>" if missing else "")
+    return (f"{said}<table><thead><tr><th>feature</th><th>units</th><th>layer</th><th>unit</th><th>r</th>"
+            f"<th>|r| &ge; {WEAK_R:g}</th><th></th></tr></thead><tbody>{rows}</tbody></table>{left_out}")
 
 
 def _features_list() -> str:
@@ -178,16 +219,65 @@ def _gates(insp: Inspection, kind: str) -> str:
     return f"<p>{html.escape(text)}</p><div class=\"scatters\">{''.join(charts)}</div>"
 
 
+TRAINED, UNTRAINED = "trained", "untrained"  # the gradient chart's two curves, as its legend names them
+
+
+def _times(x: float) -> str:
+    """A ratio x in words: "378 times" (x >= 1 or 0) or "1/3.28e+06 of" (below 1)."""
+    return f"{x:.3g} times" if x >= 1 or x == 0 else f"1/{1 / x:.3g} of"
+
+
+def gradient_claims(insp: Inspection) -> str:
+    """What the page says the gradient chart shows, every figure computed from its curves."""
+    said = []
+    for name, untrained in ((TRAINED, False), (UNTRAINED, True)):
+        ratio = insp.gradient_ratio(GTT_AT, untrained=untrained)
+        if ratio is not None:
+            model = "the" if insp.untrained_gradients is None else f"the {name} model's"
+            said.append(f"{model} gradient {GTT_AT} characters back is {_times(ratio)} its gradient 1 back")
+    text = ("Here " + "; ".join(said) + ".") if said else ""
+    v = insp.versus_untrained(GTT_AT)
+    if v is not None:
+        where = f"{v['k']} characters back" + ("" if v["k"] == GTT_AT else
+                                               f" (the furthest both curves reach, short of {GTT_AT})")
+        text += (f" {where[0].upper()}{where[1:]}, the trained model's gradient is {_times(v['ratio'])} its "
+                 f"untrained one's ({v['trained']:.3g} against {v['untrained']:.3g}).")
+    curves = {TRAINED: insp.gradients, UNTRAINED: insp.untrained_gradients} if insp.untrained_gradients else {}
+    for name, g in (curves or {"": insp.gradients}).items():  # a curve that ends where its values reach 0
+        last = max((k for k, v in enumerate(g, 1) if v is not None and v > 0), default=0)
+        if last and 0 in g[last:] and all(v in (0, None) for v in g[last:]):
+            text += (f" The{' ' + name if name else ''} curve stops at k = {last}: further back its gradient is 0 "
+                     "in float32 arithmetic (too small to hold), which a log scale cannot draw.")
+    return text.strip()
+
+
 def _gradients(insp: Inspection, name: str, of: str) -> str:
     g = insp.gradients
     if not g:
         return "<p>The text is too short to measure gradients through time.</p>"
-    ratio = insp.gradient_ratio(50)
-    said = (f"Here the gradient 50 characters back is {ratio:.3g} times the one 1 character back."
-            if ratio is not None else "")
-    chart = line_chart({name: [(k + 1, v) for k, v in enumerate(g)]}, "k: characters back", "gradient norm (log scale)",
-                       log_y=True)
-    return f"<p>{html.escape(GRADIENT_TEXT.format(k_max=len(g), positions=insp.gradient_positions, ratio=said, of=of))}</p>{chart}"
+    text = GRADIENT_TEXT.format(k_max=len(g), positions=insp.gradient_positions, of=of)
+    series = {name: [(k + 1, v) for k, v in enumerate(g)]}
+    if insp.untrained_gradients is not None:
+        series = {TRAINED: series[name], UNTRAINED: [(k + 1, v) for k, v in enumerate(insp.untrained_gradients)]}
+        text += " " + REFERENCE_TEXT.format(trained=TRAINED, untrained=UNTRAINED, seed=insp.untrained_seed)
+    text += " " + COMPARE_TEXT
+    chart = line_chart(series, "k: characters back", "gradient norm (log scale)", log_y=True)
+    claims = gradient_claims(insp)
+    return (f"<p>{html.escape(text)}</p>" + (f'<p id="gradient-claims">{html.escape(claims)}</p>' if claims else "")
+            + chart)
+
+
+def _legends(data: dict[str, Any]) -> tuple[str, str]:
+    """The colour scales of the coloured text: a unit's activation (relabelled by the script for each unit
+    shown) and the loss on each character."""
+    top = data["surprise_scale"]
+    cells = color_scale(ACTIVATION_COLORS, [(0, "-1"), (0.5, "0"), (1, "+1")],
+                        "the unit's activation (the script names the unit and its scale)", "cells-scale")
+    surprise = color_scale(LOSS_COLORS, [(0, "0 nats"), (0.5, f"{top / 2:.3g}"), (1, f"≥ {top:.3g} nats")],
+                           f"the loss on the character, in nats (1 nat = 1.44 bits); the scale ends at {top:.3g} nats, "
+                           "the 99th percentile of the losses shown (at least 1 nat), and any loss above it is as red. "
+                           "The first character has no prediction and stays white.", "surprise-scale")
+    return cells, surprise
 
 
 def page_data(insp: Inspection) -> dict[str, Any]:
@@ -196,20 +286,24 @@ def page_data(insp: Inspection) -> dict[str, Any]:
     return {
         "pieces": insp.pieces,
         "features": list(FEATURES),
-        "units": [{"name": u.name, "layers": u.layers, "width": u.width, "scale": u.scale, "data": encode_int8(u.shown),
+        "units": [{"name": u.name, "layers": u.layers, "width": u.width, "scale": u.scale, "bounded": u.bounded,
+                   "data": encode_int8(u.shown),
                    "r": [[None if np.isnan(v) else round(float(v), 3) for v in row] for row in u.r]} for u in insp.units],
         "best": insp.best,
         "surprise": [None if v is None else round(v, 3) for v in insp.surprise],
         "surprise_scale": max(1.0, float(np.percentile(losses, 99))) if losses else 1.0,
         "guesses": insp.guesses,
+        "colors": {"activation": ACTIVATION_COLORS, "loss": LOSS_COLORS},
     }
 
 
 def render_inspect(insp: Inspection, meta: dict[str, Any]) -> str:
     """The page. `meta`: run, shape, source (where the text came from), command, gradient_of (what the
     gradients through time are taken with respect to: `Family.gradient_of`)."""
-    data = json.dumps(page_data(insp), ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    shown = page_data(insp)
+    data = json.dumps(shown, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
     kind = meta.get("model", "model")
+    cells_scale, surprise_scale = _legends(shown)
     parts = [
         f"<h1>charrnn inspect: {html.escape(str(meta['run']))}</h1>",
         f"<p><code>{html.escape(meta['command'])}</code><br>{html.escape(meta['shape'])}; "
@@ -222,9 +316,11 @@ def render_inspect(insp: Inspection, meta: dict[str, Any]) -> str:
         "<details><summary>The features</summary>" + _features_list() + "</details>",
         '<div class="controls">units <select id="kind"></select> layer <input id="layer" type="number" min="0" value="0"> '
         'unit <input id="unit" type="number" min="0" value="0"> <span id="unit-about"></span></div>',
+        cells_scale,
         '<div id="cells-text" class="text"></div>',
         "<h2>Surprise: the loss on each character</h2>",
         f"<p>{html.escape(SURPRISE_TEXT.format(k=TOP_K))}</p>",
+        surprise_scale,
         '<div id="surprise-text" class="text"></div>',
         "<h2>Gates: saturation</h2>",
         _gates(insp, kind),

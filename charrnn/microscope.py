@@ -7,7 +7,9 @@
 * gates: how often each LSTM/GRU gate unit is left- or right-saturated (below 0.1, above 0.9), the
   scatter of Karpathy, Johnson and Fei-Fei (2015, "Visualizing and Understanding Recurrent Networks");
 * gradients through time: the norm of the gradient of the loss at step t with respect to the state
-  at t - k, for k = 1..256, averaged over positions: the vanishing gradient as a curve.
+  at t - k, for k = 1..256, averaged over positions: the vanishing gradient as a curve, measured the
+  same way on the same positions for the model's configuration untrained (`untrained`), so the curve
+  has a reference beside it.
 
 Everything is accumulated chunk by chunk (`model.iter_trace`), so the text may be long; only the
 stretch the page shows keeps every activation.
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .families import build_model
 from .models import token_losses
 
 PROGRESS_FROM = 20_000  # characters: longer texts get a progress bar
@@ -32,6 +35,10 @@ TOP_K = 5  # guesses shown when hovering over a character
 GTT_K = 256  # gradients through time: k = 1..GTT_K characters back
 GTT_WARM = 64  # characters read before each window, so the state there is not the zero state
 GTT_BATCH = 16  # windows per backward pass (memory grows with it and with GTT_K)
+GTT_AT = 50  # characters back at which the page and the command compare gradients
+# Below this |r| a unit is said not to track a feature: its activation accounts for under a tenth of the
+# feature's variance (r^2 < 0.09). A line drawn and stated on the page, not a test of significance.
+WEAK_R = 0.3
 
 
 # --- text features --------------------------------------------------------------------------------
@@ -139,19 +146,34 @@ class Inspection:
     saturation: dict[str, np.ndarray]  # gate -> (layers, hidden, 2): left- and right-saturated fraction
     gradients: list[float | None]  # mean gradient norm at k = 1..len, None beyond the model's reach
     gradient_positions: int
-    best: list[dict] = field(default_factory=list)  # the units that track a feature best
+    best: list[dict] = field(default_factory=list)  # each feature's best unit, strongest first ("weak": |r| < WEAK_R)
+    # the same measurement of the model's configuration untrained (`untrained`), or None: not measured
+    untrained_gradients: list[float | None] | None = None
+    untrained_seed: int | None = None
 
-    def gradient_ratio(self, k: int = 50) -> float | None:
-        """How much smaller the gradient is k characters back than 1 character back."""
-        g = self.gradients
+    def gradient_ratio(self, k: int = GTT_AT, untrained: bool = False) -> float | None:
+        """The gradient k characters back over the one 1 character back (of the untrained model's curve)."""
+        g = (self.untrained_gradients or []) if untrained else self.gradients
         if len(g) < k or g[0] is None or g[k - 1] is None or g[0] == 0:
             return None
         return g[k - 1] / g[0]
 
+    def versus_untrained(self, k: int = GTT_AT) -> dict | None:
+        """The trained model's gradient over the untrained one's, k characters back, or at the furthest k
+        below it that both curves reach (a Transformer's context may be shorter); None if none."""
+        for j in range(min(k, len(self.gradients), len(self.untrained_gradients or [])), 0, -1):
+            a, b = self.gradients[j - 1], self.untrained_gradients[j - 1]
+            if a is not None and b is not None and a > 0 and b > 0:
+                return {"k": j, "trained": a, "untrained": b, "ratio": a / b}
+        return None
+
     def summary(self) -> dict:
-        return {"chars": self.chars, "loss_nats": self.loss_nats, "best_units": self.best,
-                "gradient_ratio_50": self.gradient_ratio(50), "gradients": self.gradients,
-                "gradient_positions": self.gradient_positions,
+        return {"chars": self.chars, "loss_nats": self.loss_nats, "best_units": self.best, "weak_r": WEAK_R,
+                "gradient_ratio_50": self.gradient_ratio(GTT_AT), "gradients": self.gradients,
+                "gradient_positions": self.gradient_positions, "untrained_gradients": self.untrained_gradients,
+                "untrained_seed": self.untrained_seed,
+                "untrained_gradient_ratio_50": self.gradient_ratio(GTT_AT, untrained=True),
+                "trained_over_untrained": self.versus_untrained(GTT_AT),
                 "saturation": {g: {"left_mean": float(s[..., 0].mean()), "right_mean": float(s[..., 1].mean())}
                                for g, s in self.saturation.items()}}
 
@@ -185,10 +207,21 @@ def gradients_through_time(model, ids: np.ndarray, device: torch.device, k_max: 
     return [float(v) if math.isfinite(v) else None for v in mean], len(ends)
 
 
+def untrained(model, seed: int, device: torch.device) -> torch.nn.Module:
+    """A model of `model`'s configuration as its family builds it after torch.manual_seed(seed), as
+    training does, never trained: the reference its gradients through time are drawn against. The
+    global random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(model.config).to(device).eval()
+
+
 @torch.no_grad()
 def inspect_model(model, tok, ids: np.ndarray, device: torch.device, show: int = 1000, positions: int = 32,
-                  seed: int = 0, quiet: bool = False) -> Inspection:
-    """Run every measurement of this module over `ids` (1-D token ids) with `model` on `device`."""
+                  seed: int = 0, quiet: bool = False, untrained_seed: int | None = None) -> Inspection:
+    """Run every measurement of this module over `ids` (1-D token ids) with `model` on `device`.
+    `untrained_seed`: also measure the gradients through time of the model's configuration untrained,
+    built from that seed, on the same positions (when the model gives any gradient at all)."""
     n = len(ids)
     if n < 2:
         raise ValueError("need at least two characters to inspect")
@@ -230,11 +263,16 @@ def inspect_model(model, tok, ids: np.ndarray, device: torch.device, show: int =
         bar.close()
         model.train(was_training)
     gradients, used = gradients_through_time(model, ids, device, positions=positions, seed=seed)
+    reference = None
+    if untrained_seed is not None and any(v is not None for v in gradients):  # the same rows and k
+        reference = gradients_through_time(untrained(model, untrained_seed, device), ids, device,
+                                           positions=positions, seed=seed)[0]
     units = [_unit_kind(name, np.concatenate(shown[name])[:show], pearson[name].r()) for name in pearson]
     return Inspection(chars=n, loss_nats=loss_sum / (n - 1), pieces=pieces[:show], surprise=surprise[:show],
                       guesses=[[]] + guesses[:show - 1], units=units,
                       saturation={k: v / n for k, v in sat.items()}, gradients=gradients, gradient_positions=used,
-                      best=best_units(units))
+                      best=best_units(units), untrained_gradients=reference,
+                      untrained_seed=None if reference is None else untrained_seed)
 
 
 def _unit_kind(name: str, acts: np.ndarray, r: np.ndarray) -> UnitKind:
@@ -247,8 +285,9 @@ def _unit_kind(name: str, acts: np.ndarray, r: np.ndarray) -> UnitKind:
     return UnitKind(name, L, W, bounded, [float(v) for v in scale], q, r)
 
 
-def best_units(units: list[UnitKind], top: int = 8) -> list[dict]:
-    """For each feature the unit that tracks it best, strongest first (at most `top`)."""
+def best_units(units: list[UnitKind]) -> list[dict]:
+    """For each feature the unit that tracks it best, strongest first; "weak" where even that one's |r| is
+    below WEAK_R (no unit tracks the feature). A feature that never changes in the text has none."""
     names = list(FEATURES)
     found = []
     for j, feature in enumerate(names):
@@ -260,8 +299,8 @@ def best_units(units: list[UnitKind], top: int = 8) -> list[dict]:
                 best = {"feature": feature, "kind": kind.name, "layer": u // kind.width, "unit": u % kind.width,
                         "r": float(kind.r[u, j])}
         if best is not None:
-            found.append(best)
-    return sorted(found, key=lambda b: -abs(b["r"]))[:top]
+            found.append({**best, "weak": abs(best["r"]) < WEAK_R})
+    return sorted(found, key=lambda b: -abs(b["r"]))
 
 
 def encode_int8(a: np.ndarray) -> str:

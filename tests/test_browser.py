@@ -1,5 +1,5 @@
 """The pages `charrnn inspect` and `charrnn compare` write, opened in a real headless Chromium: the coloured text
-and the charts are in the rendered page, and no script error occurred."""
+(in the colours of its scale) and the charts are in the rendered page, and no script error occurred."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from conftest import make_text
 
 from charrnn.cli import cli
+from charrnn.inspect_page import ACTIVATION_COLORS, LOSS_COLORS
 
 
 def run(*args):
@@ -38,10 +39,33 @@ def test_inspect_page_renders_its_coloured_text_and_charts(trained_run, tmp_path
     surprise = spans_in(shown.dom, "surprise-text")
     assert len(surprise) == 400 and sum("background" in s for s in surprise) == 399  # the first has no prediction
     assert shown.dom.count("<svg") == 4 and shown.dom.count('class="point"') == 3 * 2 * 32  # gates: 3 x layers x hidden
-    assert 'class="series"' in shown.dom  # the gradient curve
-    # a link names the unit to show, and the page shows that one
+    grad = shown.dom[shown.dom.index("Gradients through time"):]
+    assert grad.count('class="series"', 0, grad.index("</svg>")) == 2  # the run's curve and its untrained one's
+    # every coloured character is a colour of its legend's scale, and the scales' ends are labelled
+    for box, stops in (("cells-text", ACTIVATION_COLORS), ("surprise-text", LOSS_COLORS)):
+        colours = {tuple(map(int, c)) for c in re.findall(r"background: rgb\((\d+), (\d+), (\d+)\)", " ".join(
+            spans_in(shown.dom, box)))}
+        assert len(colours) > 5 and all(on_scale(c, stops) for c in colours), (box, colours)
+    assert label(shown.dom, "cells-scale-0") == "-1" and label(shown.dom, "cells-scale-2") == "+1"  # h in [-1, 1]
+    assert label(shown.dom, "surprise-scale-0") == "0 nats" and label(shown.dom, "surprise-scale-2").endswith(" nats")
+    # a link names the unit to show, and the page shows that one, its scale named for it
     linked = render(page, fragment="unit=cell/1/5")
     assert linked.console_errors == [] and "cell layer 1 unit 5: r with" in linked.dom
+    assert label(linked.dom, "cells-scale-caption") == "the activation of cell layer 1 unit 5, which lies in [-1, 1]"
+
+
+def label(dom: str, ident: str) -> str:
+    return re.search(rf'id="{ident}"[^>]*>([^<]*)<', dom).group(1)
+
+
+def on_scale(colour: tuple[int, ...], stops) -> bool:
+    """Whether `colour` lies (to rounding) on the line through the scale's stops, as the legend draws it."""
+    for a, b in zip(stops, stops[1:]):
+        span = max(range(3), key=lambda c: abs(b[c] - a[c]))
+        f = (colour[span] - a[span]) / (b[span] - a[span])
+        if -0.01 <= f <= 1.01 and all(abs(a[c] + f * (b[c] - a[c]) - colour[c]) <= 1.5 for c in range(3)):
+            return True
+    return False
 
 
 @pytest.mark.slow

@@ -1,9 +1,11 @@
 """The microscope (`charrnn inspect`): traces against the fused forward pass, gradients through time against a
-naive loop and a numeric gradient, the text features by hand, and the command's output and refusals."""
+naive loop and a numeric gradient, the text features by hand, the command's output and refusals, and a page
+that explains itself (colour scales, weak correlations marked, the gradients beside the untrained model's)."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,10 +13,26 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from charrnn import checkpoint as ck
+from charrnn.analysis import describe_inspection
 from charrnn.cli import cli
+from charrnn.data import encode_corpus, split
 from charrnn.evaluate import evaluate_windows
 from charrnn.families import build_model, macs_per_char, model_config
-from charrnn.microscope import FEATURES, _Pearson, gradients_through_time, text_features
+from charrnn.inspect_page import ACTIVATION_COLORS, LOSS_COLORS, _times, gradient_claims, render_inspect
+from charrnn.microscope import (
+    FEATURES,
+    WEAK_R,
+    Inspection,
+    UnitKind,
+    _Pearson,
+    best_units,
+    gradients_through_time,
+    inspect_model,
+    text_features,
+    untrained,
+)
+from charrnn.tokenizer import CharTokenizer
 
 RNNS = ("lstm", "gru", "rnn")
 
@@ -308,3 +326,146 @@ def test_a_long_text_gets_a_progress_bar_a_short_one_none(trained_run, tmp_path)
     assert long.exit_code == short.exit_code == 0
     assert json.loads(long.stdout)["source"] == str(other) and json.loads(long.stdout)["chars"] == 20_001
     assert "inspect:" in long.stderr and "char" in long.stderr and short.stderr == ""
+
+
+# --- a page that explains itself (issue 30): scales, weak correlations, the untrained reference ---------
+def page_json(html: str) -> dict:
+    """What the page's script reads (its data block)."""
+    return json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', html, re.S).group(1)
+                      .replace("<\\/", "</"))
+
+
+def gradient_svg(html: str) -> str:
+    at = html.index("<h2>Gradients through time</h2>")
+    return html[at:html.index("</svg>", at)]
+
+
+def test_inspect_page_has_colour_scales_the_weak_line_and_an_untrained_reference(trained_run, tmp_path):
+    page = tmp_path / "page.html"
+    result = run("inspect", trained_run, "--out", page, "--json", "--show", "300", "-q")
+    assert result.exit_code == 0, result.output
+    data, html = json.loads(result.stdout), page.read_text()
+    # a colour scale above each coloured text, drawn from the colours the script colours with
+    shown = page_json(html)
+    assert shown["colors"] == {"activation": [list(c) for c in ACTIVATION_COLORS], "loss": [list(c) for c in LOSS_COLORS]}
+    for ident, stops in (("cells-scale", ACTIVATION_COLORS), ("surprise-scale", LOSS_COLORS)):
+        bar = re.search(rf'<div class="scale" id="{ident}".*?class="scale-bar" style="([^"]*)"', html, re.S).group(1)
+        assert [tuple(map(int, c)) for c in re.findall(r"rgb\((\d+),(\d+),(\d+)\)", bar)] == list(stops)
+    assert html.index('id="cells-scale"') < html.index('id="cells-text"')
+    assert html.index('id="surprise-scale"') < html.index('id="surprise-text"')
+    # the loss scale's ends in nats: 0 and the top the script divides by (the 99th percentile, at least 1)
+    top = max(1.0, float(np.percentile([v for v in shown["surprise"] if v is not None], 99)))
+    assert shown["surprise_scale"] == pytest.approx(top, rel=1e-3)  # the data holds the losses to 3 decimals
+    top = shown["surprise_scale"]
+    assert '<span id="surprise-scale-0"' in html and re.search(r'id="surprise-scale-0"[^>]*>0 nats<', html)
+    assert re.search(rf'id="surprise-scale-2"[^>]*>≥ {top:.3g} nats<', html)
+    # the threshold, stated, and every best unit judged by it
+    assert f"|r| ≥ {WEAK_R:g}" in re.search(r'<p id="weak-rule">(.*?)</p>', html, re.S).group(1)
+    assert data["weak_r"] == WEAK_R and all(b["weak"] == (abs(b["r"]) < WEAK_R) for b in data["best_units"])
+    # the reference: the run's configuration, built from the run's seed, untrained, measured on the same rows
+    g, u = data["gradients"], data["untrained_gradients"]
+    assert data["untrained_seed"] == 7 and len(u) == len(g) == 256  # conftest.TINY's seed
+    model, tok, ckpt, _ = ck.load_run(trained_run)
+    torch.manual_seed(7)
+    fresh = build_model(model.config)
+    ids = split(encode_corpus(trained_run.parent.parent / "play.txt", tok, None), ckpt.run.val_frac)[1][:20_000]
+    expected, _ = gradients_through_time(fresh, np.asarray(ids), torch.device("cpu"), positions=32, seed=0)
+    np.testing.assert_allclose([np.nan if v is None else v for v in u], [np.nan if v is None else v for v in expected],
+                               rtol=1e-5)
+    assert not np.allclose(g[:50], u[:50], rtol=0.1)  # training changed how far back the gradient reaches
+    # drawn as a second curve with a legend
+    svg = gradient_svg(html)
+    lines = re.findall(r'<polyline class="series" points="([^"]*)"[^>]*><title>([^<]*)</title>', svg)
+    assert [name for _, name in lines] == ["trained", "untrained"] and lines[0][0] != lines[1][0]
+    assert re.search(r">trained</text>", svg) and re.search(r">untrained</text>", svg)
+    # and what the text claims is computed from the two curves
+    claims = re.search(r'<p id="gradient-claims">(.*?)</p>', html, re.S).group(1)
+    ratio = g[49] / u[49]
+    said = f"{ratio:.3g} times" if ratio >= 1 else f"1/{1 / ratio:.3g} of"
+    assert f"50 characters back, the trained model&#x27;s gradient is {said} its untrained one&#x27;s" in claims
+    assert f"({g[49]:.3g} against {u[49]:.3g})" in claims
+    assert f"{_times(g[49] / g[0])} its gradient 1 back" in claims and f"{_times(u[49] / u[0])} its gradient" in claims
+    assert "stays high much longer" not in html  # no claim the picture cannot show
+    # the printed lines say the same
+    text = run("inspect", trained_run, "--out", page, "--show", "300", "-q").stdout
+    assert f"50 characters back, trained / untrained = {ratio:.3g}" in text
+    assert f"(untrained, seed 7: {u[49] / u[0]:.3g})" in text
+
+
+def _inspection(best_r: list[float], trained: list[float | None], untrained: list[float | None] | None) -> Inspection:
+    """A made-up inspection: one unit kind whose unit j correlates best_r[j] with feature j, and these curves."""
+    r = np.full((4, len(FEATURES)), np.nan)
+    for j, v in enumerate(best_r):
+        r[:, j] = [v, v / 2, 0.0, -v / 3]
+    units = [UnitKind("hidden", 1, 4, True, [1.0] * 4, np.zeros((1, 4, 3), dtype=np.int8), r)]
+    return Inspection(chars=3, loss_nats=1.0, pieces=list("abc"), surprise=[None, 0.5, 2.0],
+                      guesses=[[], [("b", 0.5)], [("c", 0.1)]], units=units, saturation={}, gradients=trained,
+                      gradient_positions=4, best=best_units(units), untrained_gradients=untrained,
+                      untrained_seed=None if untrained is None else 3)
+
+
+META = {"run": "r", "model": "lstm", "shape": "lstm", "source": "s", "command": "c", "gradient_of": "the state"}
+
+
+def test_a_weak_correlation_is_marked_weak_and_a_strong_one_is_not():
+    insp = _inspection([-0.08, 0.7], [1.0] * 60, None)
+    assert [(b["feature"], b["weak"]) for b in insp.best] == [(list(FEATURES)[1], False), (list(FEATURES)[0], True)]
+    html = render_inspect(insp, META)
+    rows = re.findall(r"<tr( class=\"weak\")?><td>([^<]*)</td>.*?</tr>", html.split("<tbody>")[1])
+    assert rows == [("", list(FEATURES)[1]), (' class="weak"', list(FEATURES)[0])]
+    words = " ".join(html.split())
+    assert "no: weak, no unit tracks this" in words and "Tracked here: 1 of the 2 features listed." in words
+    assert f"Not listed ({len(FEATURES) - 2})" in words  # the features that never change, said how many and why
+    lines = describe_inspection({**insp.summary(), "best_units": insp.best})
+    assert lines[0] == f"best unit  hidden layer 0 unit 0: r = +0.70 with {list(FEATURES)[1]} (1 of 2 features " \
+                       f"tracked, |r| >= {WEAK_R:g})"
+    weak_only = _inspection([-0.08], [1.0] * 60, None)
+    assert describe_inspection(weak_only.summary())[0].startswith("best unit  none: no unit tracks a feature")
+
+
+def test_the_gradient_text_is_computed_from_the_curves():
+    k = np.arange(1, 61)
+    one = _inspection([0.5], list(1.0 * 0.9 ** (k - 1)), list(1.0 * 0.5 ** (k - 1)))
+    other = _inspection([0.5], list(1.0 * 0.5 ** (k - 1)), list(1.0 * 0.9 ** (k - 1)))
+    a, b = gradient_claims(one), gradient_claims(other)
+    ratio = 0.9 ** 49 / 0.5 ** 49
+    assert f"50 characters back, the trained model's gradient is {ratio:.3g} times its untrained one's" in a
+    assert f"50 characters back, the trained model's gradient is 1/{ratio:.3g} of its untrained one's" in b
+    assert f"the trained model's gradient 50 characters back is 1/{1 / 0.9 ** 49:.3g} of its gradient 1 back" in a
+    # a Transformer's curves end at its context: compared at the furthest k both reach
+    short = _inspection([0.5], [1.0] * 20 + [None] * 40, [0.25] * 20 + [None] * 40)
+    assert "20 characters back (the furthest both curves reach, short of 50), the trained model's gradient is " \
+           "4 times its untrained one's" in gradient_claims(short)
+    # a curve that underflows to 0 is said to stop, not left to look cut off
+    stops = gradient_claims(_inspection([0.5], [1.0] * 60, [1.0] * 30 + [0.0] * 30))
+    assert "The untrained curve stops at k = 30: further back its gradient is 0" in stops
+    assert "30 characters back (the furthest both curves reach, short of 50)" in stops
+    assert "untrained model's gradient 50 characters back is 0 times" in stops and "The trained curve stops" not in stops
+
+
+def test_a_model_that_gives_no_gradients_gets_no_reference(monkeypatch):
+    model = rnn("lstm")
+    monkeypatch.setattr(type(model), "grad_through_time", lambda self, rows, k_max: torch.full((len(rows), k_max), np.nan))
+    tok = CharTokenizer.from_chars("abcdefghijk", byte_fallback=False)
+    insp = inspect_model(model, tok, np.random.default_rng(0).integers(0, 11, 400), torch.device("cpu"), show=50,
+                         positions=4, untrained_seed=0)
+    assert insp.untrained_gradients is None and insp.untrained_seed is None and insp.summary()["trained_over_untrained"] is None
+    html = render_inspect(insp, META)
+    assert "untrained" not in html and "gradient-claims" not in html
+    monkeypatch.undo()  # one that gives them gets its reference
+    insp = inspect_model(model, tok, np.random.default_rng(0).integers(0, 11, 400), torch.device("cpu"), show=50,
+                         positions=4, untrained_seed=0)
+    assert insp.untrained_gradients is not None and insp.untrained_seed == 0
+
+
+def test_the_untrained_reference_is_the_configuration_as_its_seed_builds_it_and_draws_nothing_else():
+    model = rnn("gru", seed=1)
+    torch.manual_seed(5)
+    before = torch.rand(1)
+    torch.manual_seed(5)
+    ref = untrained(model, 2, torch.device("cpu"))
+    assert torch.rand(1) == before  # the global random state is left as it was
+    fresh = rnn("gru", seed=2)
+    assert not ref.training and all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(),
+                                                                    fresh.state_dict().values()))
+    assert not torch.equal(ref.state_dict()["head.weight"], model.state_dict()["head.weight"])
