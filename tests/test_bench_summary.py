@@ -200,3 +200,6 @@ def test_a_row_that_is_not_json_is_one_line_naming_the_file(tmp_path):
     with pytest.raises(SystemExit, match=r"serve.jsonl, line 2: not JSON"):
         summary.section(tmp_path)
 
+
+def test_the_committed_readme_shows_what_the_committed_rows_give():
+    assert summary.main(["--check"]) == 0, "run `make bench-summary` and commit benchmarks/README.md"
