@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 export CHARRNN_CORPORA ?= $(abspath ../shared/corpora)
 
-.PHONY: venv test test-fast demo bench bench-quick bench-minrnn bench-export bench-finetune bench-serve bench-gpu quality clean
+.PHONY: venv test test-fast demo bench bench-quick bench-minrnn bench-export bench-finetune bench-serve bench-gpu bench-summary quality clean
 
 $(BIN)/charrnn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,8 @@ demo: venv
 	$(BIN)/charrnn train tinyshakespeare --max-time 2m --out checkpoints/demo
 	$(BIN)/charrnn sample checkpoints/demo --prime "ROMEO:" --length 500 --temperature 0.8 --seed 1
 
-# The speed suite (benchmarks/README.md): ~8 minutes on 2 cores; writes benchmarks/results.json.
+# The speed suite (benchmarks/README.md): ~8 minutes on 2 cores; writes benchmarks/results.json and appends
+# the run to benchmarks/speed.jsonl.
 bench: venv
 	$(BIN)/python -m benchmarks
 
@@ -58,7 +59,7 @@ bench-gpu:
 	PYTHONPATH=. $(PYTHON) -m benchmarks.gpu
 
 # The quality bar: the defaults against ../shared/bench/lstm_reference.py, 60 s and 5 min, on
-# tinyshakespeare and on 5 MB of Python source built at run time (about 25 minutes).
+# tinyshakespeare and on 5 MB of Python source built at run time, three alternating runs a side (over an hour).
 quality: venv
 	$(BIN)/python benchmarks/quality.py
 
@@ -66,6 +67,11 @@ quality: venv
 # (benchmarks/finetune.py; about 10 minutes).
 bench-finetune: venv
 	$(BIN)/python benchmarks/finetune.py
+
+# benchmarks/README.md's "Current results", regenerated from the committed benchmarks/*.jsonl rows
+# (standard library only: no venv needed). `make test` checks that it is up to date.
+bench-summary:
+	$(PYTHON) -m benchmarks.summary --write
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,12 +1,15 @@
 """The speed suite, in one run: matmul ceilings, training, sampling, encoding, memory.
 
     python -m benchmarks                 # everything, about 8 minutes on 2 cores; writes benchmarks/results.json
+                                         # and appends the run to benchmarks/speed.jsonl
     python -m benchmarks --quick         # the same code on toy sizes, in seconds (what the tests run)
     python -m benchmarks --only sampling --run checkpoints/tinyshakespeare-lstm
 
 Prints one table per section and the bars with their targets, and writes every number (with the
-timings behind it) to the JSON file. A row that cannot be measured on this machine (bf16 without
-native bf16, say) says so and carries no number.
+timings behind it) to the JSON file. A run at full size is also appended, as one line with the machine
+and the date, to benchmarks/speed.jsonl, the committed record benchmarks/README.md's current results are
+generated from (`python -m benchmarks.summary`); a --quick run, whose toy sizes mean nothing, is not. A
+row that cannot be measured on this machine (bf16 without native bf16, say) says so and carries no number.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from charrnn.fileio import append_line
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ("ceiling", "training", "sampling", "encoding", "memory")
@@ -46,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="toy sizes: checks the suite works, in seconds")
     p.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
     p.add_argument("--out", type=Path, default=HERE / "results.json", help="where the JSON results go")
+    p.add_argument("--record", type=Path, default=HERE / "speed.jsonl",
+                   help="the run is appended here as one line (not with --quick)")
+    p.add_argument("--no-record", action="store_true", help="write --out only")
     p.add_argument("--run", type=Path, help="a trained run to measure int8 sampling fidelity on "
                                             "(default: train an LSTM 2x512 for a minute)")
     p.add_argument("--models", default="lstm,gru,rnn", help="models for the training section (comma-separated)")
@@ -67,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     if corpus is None and args.run is None and local.is_file() and not args.quick:
         corpus = "tinyshakespeare"
     wanted = args.only or SECTIONS
-    results = {"machine": common.machine(), "quick": args.quick,
-               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    started = datetime.now(timezone.utc)
+    results = {"machine": common.machine(), "quick": args.quick, "date": started.strftime("%Y-%m-%d"),
+               "started": started.isoformat(timespec="seconds"),
                "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
                "sections": {}}
     print(f"machine: {json.dumps(results['machine'])}")
@@ -104,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"\n{results['seconds']:.0f} s; results in {args.out}")
+    if not (args.quick or args.no_record):  # toy sizes are no record
+        append_line(args.record, json.dumps(results))
+        print(f"appended to {args.record}")
     return 0
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -88,6 +89,12 @@ def machine() -> dict:
             "torch": torch.__version__, "native_bf16": cpu_supports_bf16(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "python": platform.python_version()}
+
+
+def command_line(how: str, argv: list[str] | None = None) -> str:
+    """How this run was started, as a reader would type it again: `how` ("python benchmarks/quality.py") and
+    the arguments (`argv`, else this process's)."""
+    return " ".join([how, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
 
 
 def best_time(fn: Callable[[], object], repeat: int = 5, number: int = 1, warmup: int = 1) -> float:

@@ -28,11 +28,12 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
-from .common import best_time, machine
+from .common import best_time, command_line, machine
 from .sampling import _tokenizer  # tinyshakespeare's vocabulary
 from charrnn.checkpoint import load_run
 from charrnn.export.html import PAGE_WEIGHTS, render_page
@@ -147,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     hidden = 64 if args.quick else 512
     shapes = [(1, hidden)] if args.quick else [(1, hidden), (2, hidden)]
     threads = sorted({1, os.cpu_count() or 1})
-    result = {"machine": machine()}
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(),
+              "command": command_line("python -m benchmarks.export", argv)}
     print(json.dumps(result["machine"]))
     result["sampling"] = sampling_speeds(tok, shapes, threads, 200 if args.quick else 3000)
     with tempfile.TemporaryDirectory(prefix="charrnn-pages-") as tmp:

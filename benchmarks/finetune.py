@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
-from benchmarks.common import machine, train_and_score  # noqa: E402
+from benchmarks.common import command_line, machine, train_and_score  # noqa: E402
 from charrnn.corpora import resolve_corpus  # noqa: E402
 
 LICENSES = Path("/usr/share/common-licenses")
@@ -92,7 +92,8 @@ def main() -> None:
     write({"summary": True, "budget": args.budget, "runs": args.runs, "finetune": fine, "scratch": scratch,
            "difference": round(fine["median"] - scratch["median"], 4), "meets_bar": fine["median"] < scratch["median"],
            "wall_s": {k: spread([r["wall_s"] for r in rows if r["kind"] == k]) for k in ("finetune", "scratch")},
-           **about_text, **about_base, "machine": where, "date": time.strftime("%Y-%m-%d")})
+           **about_text, **about_base, "command": command_line("python benchmarks/finetune.py"), "machine": where,
+           "date": time.strftime("%Y-%m-%d")})
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ Training speed is `presets.measure_speed` (forward, backward and AdamW on random
 budget rule times) at chunk length 256, batch 16, for each shape as LSTM, minGRU and minLSTM of the
 same width and depth, in fp32 and, where the CPU has it natively, bf16; the three are timed in
 turn, three rounds, and the median of each kept. Sampling speed is `Sampler.sample` for one stream
-from fresh weights (the LSTM on int8 step weights where fbgemm runs, as `--weights auto` picks;
-minGRU has fp32 steps only). Every figure is a ratio to the LSTM measured in the same run.
+from fresh weights, with the step weights `--weights auto` picks: int8 for all three where fbgemm runs
+(x86; the min-models' steps take int8 weights as the LSTM's do), fp32 elsewhere; the row records which.
+Every figure is a ratio to the LSTM measured in the same run.
 """
 
 from __future__ import annotations

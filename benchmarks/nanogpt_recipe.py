@@ -43,7 +43,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import command_line, machine  # noqa: E402
 from charrnn import checkpoint as ck  # noqa: E402
 from charrnn.analysis import eval_run  # noqa: E402
 from charrnn.corpora import resolve_corpus  # noqa: E402
@@ -201,6 +201,7 @@ def main() -> None:
         "meets_time_bar": result["wall_s"] <= 1.05 * reference_wall,
         "params": result["params"], "reference_params": before["params"],
         "device": args.device, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+        "command": command_line("python benchmarks/nanogpt_recipe.py"),
     }
     print(json.dumps(row), flush=True)
     with open(HERE / "nanogpt_recipe.jsonl", "a", encoding="utf-8") as f:

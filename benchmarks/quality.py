@@ -41,7 +41,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
-from benchmarks.common import ISA_ENV, bench_corpus, emulate_isa, machine, train_and_score  # noqa: E402
+from benchmarks.common import ISA_ENV, bench_corpus, command_line, emulate_isa, machine, train_and_score  # noqa: E402
 from charrnn.units import parse_duration  # noqa: E402
 
 REFERENCE = HERE.parent.parent / "shared" / "bench" / "lstm_reference.py"
@@ -94,6 +94,7 @@ def main() -> None:
             raise SystemExit("--isa avx2 stands for a CPU without native bf16: leave --precision out or give fp32")
         args.precision = "fp32"  # what --precision auto picks on such a CPU
         emulate_isa(args.isa, where)
+    about = {"precision": args.precision or "auto", "command": command_line("python benchmarks/quality.py")}
     for name in args.corpus or ["tinyshakespeare", "python"]:
         corpus = bench_corpus(name, args.out)
         short = reference(args.reference, corpus, 2.0, args.precision)
@@ -111,7 +112,7 @@ def main() -> None:
                        "reference_train_s": ref["train_s"], "ours_best_val_loss": round(mine["val_loss"], 4),
                        "ours_last_val_loss": round(last, 4), "ours_wall_s": round(mine["wall_s"], 1),
                        "reference": {k: ref[k] for k in ("steps", "chars_per_s", "epochs", "bf16")}, "ours": mine,
-                       "machine": where, "date": time.strftime("%Y-%m-%d")}
+                       **about, "machine": where, "date": time.strftime("%Y-%m-%d")}
                 write(row)
                 rows.append(row)
             ref_m = spread([r["reference_val_loss"] for r in rows])
@@ -123,7 +124,7 @@ def main() -> None:
                    "meets_bar": best_m["median"] - ref_m["median"] <= BAR and last_m["median"] - ref_m["median"] <= BAR,
                    "wall_s": {"reference": spread([r["reference_wall_s"] for r in rows]),
                               "ours": spread([r["ours_wall_s"] for r in rows])},
-                   "machine": where, "date": time.strftime("%Y-%m-%d")})
+                   **about, "machine": where, "date": time.strftime("%Y-%m-%d")})
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@
 "The same work" means: the same network (embedding -> fused nn.LSTM/GRU/RNN -> linear, same shapes
 and initial weights, no dropout), the same batches (B streams x T characters, the hidden state
 carried from batch to batch and detached), the same loss (mean cross-entropy in fp32), the same
-optimizer (AdamW with weight decay on matrices only, PyTorch's default foreach implementation), the
+optimizer (AdamW with weight decay on matrices only, as one fused kernel on the CPU and on CUDA, where
+the trainer's `device.fused_adamw` picks it too; PyTorch's per-tensor foreach default elsewhere), the
 same gradient-norm clipping (charrnn clips at 1.0 by default, so the reference does too), the same
 autocast and, for fp16, the same GradScaler. What the reference leaves out is everything else
 charrnn's loop does: reading batches from the memory-mapped corpus (the reference's are ready in
 memory, on the device), the learning-rate schedule, the loss accumulation, metric records, the
-progress bar, Ctrl-C handling and the checks for stops and validation. Those are the trainer's overhead, and the ratio of the two loops' chars/s measures it.
+progress bar, Ctrl-C handling and the checks for stops and validation. Those are the trainer's
+overhead, and the ratio of the two loops' chars/s measures it.
 """
 
 from __future__ import annotations

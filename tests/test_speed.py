@@ -148,9 +148,11 @@ def test_speed_suite_runs_every_section_and_never_invents_a_number(tmp_path):
     out = tmp_path / "results.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("CHARRNN_CORPORA", None)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    record = tmp_path / "speed.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out), "--record", str(record)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not record.exists()  # toy sizes are never appended to the committed record
     results = json.loads(out.read_text())
     assert set(results["sections"]) == {"ceiling", "training", "sampling", "encoding", "memory"}
     rows = {r["name"]: r for sec in results["sections"].values() for r in sec["rows"]}
