@@ -137,8 +137,8 @@ def autocast(device: torch.device, precision: str):
 
 def fused_adamw(device: torch.device) -> bool:
     """Whether AdamW runs as one fused kernel here: on CUDA and on the CPU (torch >= 2.4 has one for
-    both), where it skips a step on the device's own flag; on a CPU it also takes a smaller share of a
-    step than the per-tensor default (benchmarks/README.md)."""
+    both), where it skips a step on the device's own flag, so a step never waits to read whether its
+    gradients were finite."""
     return device.type in ("cuda", "cpu")
 
 
