@@ -15,7 +15,7 @@ from charrnn.errors import CharrnnError
 from charrnn.measuring import Rates, estimate, steps
 from charrnn.presets import presets_for
 from charrnn.probe import bracket_probe, find_pairs
-from charrnn.report import line_chart
+from charrnn.report import line_chart, render_html, render_markdown
 from charrnn.units import format_duration, parse_count, parse_duration
 
 GPT_ARGS = ["--model", "transformer", "--layers", "1", "--hidden", "32", "--heads", "4", "--context", "16",
@@ -169,6 +169,46 @@ def test_measuring_shows_each_step_off_a_terminal(comparison):
     assert comparison.stderr.index("[2/2] training gru") < comparison.stderr.index(lines[0])
 
 
+def test_the_report_page_has_contents_settings_and_what_each_model_trained(comparison):
+    report = comparison.report
+    page = (comparison.out / "report.html").read_text()
+    assert page == render_html(report)
+    ids = re.findall(r'<h2 id="([^"]+)">', page)
+    links = re.findall(r'<li><a href="#([^"]+)">', page)
+    assert links == ids and {"results", "settings", "loss-over-time", "samples"} <= set(ids)
+    settings = page[page.index('<h2 id="settings">'):]
+    assert '<th class="text">model config</th>' in settings and '&quot;hidden&quot;: 32' in settings
+    results = page[page.index('<h2 id="results">'):page.index("</table>", page.index('<h2 id="results">'))]
+    heads = re.findall(r"<th>(.*?)</th>", results)
+    assert heads == ["model", "params", "val<br>bpc", "steps", "chars<br>trained", "train<br>chars/s", "sample<br>chars/s"]
+    for row in report["rows"]:
+        assert row["steps"] == 120 and row["chars_trained"] == 120 * 4 * 16
+        assert re.search(rf"<td>{row['model']}</td><td>[^<]+</td><td>[^<]+</td><td>120</td><td>7.68k</td>", results)
+    # every header of every table in at most two lines, and a key under the results for its abbreviations
+    assert all(th.count("<br>") <= 1 for th in re.findall(r"<th[^>]*>(.*?)</th>", page))
+    assert "<i>val bpc</i>: validation loss in bits per character" in page
+    # the Markdown: the same sections but the chart's, each linked from its contents by GitHub's anchor
+    md = render_markdown(report)
+    titles = re.findall(r"^## (.+)$", md, re.M)
+    toc = re.findall(r"^\d+\. \[(.+)\]\(#(.+)\)$", md, re.M)
+    assert titles[0] == "Contents" and [t for t, _ in toc] == titles[1:] and "Loss over time" not in titles
+    assert all(a == re.sub(r"[^\w\- ]", "", t.lower()).replace(" ", "-") for t, a in toc)
+    assert "| lstm | 1x32, embed 16" not in md and "| model | params | val bpc | steps | chars trained |" in md
+
+
+def test_the_loss_chart_draws_each_training_record_and_marks_the_validations(comparison):
+    page = (comparison.out / "report.html").read_text()
+    chart = page[page.index('<h2 id="loss-over-time">'):]
+    chart = chart[:chart.index("</svg>")]
+    lines = re.findall(r'<polyline class="series" points="([^"]*)"', chart)
+    marks = re.findall(r'<circle class="mark"', chart)
+    assert len(lines) == 2 and "training" in chart and "validation" in chart  # a line per model, and the key
+    for row, points in zip(comparison.report["rows"], lines):
+        assert len(points.split()) == len(row["train_curve"]) == 12  # a record every 10 steps
+        assert len(row["curve"]) == 3  # a validation every 40 steps
+    assert len(marks) == 6
+
+
 # --- compare end to end ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_tiny_compare_through_the_cli_writes_both_reports(tmp_path):
@@ -191,7 +231,7 @@ def test_tiny_compare_through_the_cli_writes_both_reports(tmp_path):
         assert row["chars_trained"] > row["steps"] > 0
         assert row["curve"] and (out / "runs" / row["model"] / "best.pt").is_file() and row["train_curve"]
         assert row["sample"].strip() in md  # shown trimmed in a fenced block
-    assert "val bits/char" in md and "sample chars/s, 1 stream" in md and "peak memory" in md
+    assert "| model | params | val bpc |" in md and "sample chars/s" in md and "peak memory" in md
     assert "Weights while sampling: lstm " in md and "transformer fp32" in md
     assert report["command"].endswith(f"--device cpu --precision fp32 --out {out}")
     assert report["brackets"]["pairs"] >= 10 and "Bits on the closing character" in md
@@ -206,7 +246,7 @@ def test_tiny_compare_through_the_cli_writes_both_reports(tmp_path):
     # memorization: shares in [0, 1] for each n, falling as n grows, for each model and the validation text
     for shares in [r["memorized"] for r in report["rows"]] + [report["memorized_validation"]]:
         assert list(shares) == ["10", "20", "40"] and 1 >= shares["10"] >= shares["20"] >= shares["40"] >= 0
-    assert "validation text" in md and "sample n-grams in training text" in md
+    assert "validation text" in md and "n-grams in training text" in md
     for row in report["rows"]:
         assert row["macs_per_char"]["train"] > row["macs_per_char"]["sample"] > 0
     # the HTML stands alone: inline SVG charts, nothing fetched from the network
