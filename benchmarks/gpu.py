@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from charrnn.checkpoint import read_metrics
-from charrnn.compare import sampling_speed
+from charrnn.measuring import sampling_speed
 from charrnn.device import cpu_name, resolve_precision
 from charrnn.families import build_model, model_config
 from charrnn.presets import measure_speed

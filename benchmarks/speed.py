@@ -26,9 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from charrnn.compare import size_for_params, state_bytes  # noqa: E402
+from charrnn.compare import size_for_params  # noqa: E402
 from charrnn.config import ModelConfig  # noqa: E402
 from charrnn.families import build_model, model_config, model_settings  # noqa: E402
+from charrnn.measuring import state_bytes  # noqa: E402
 from charrnn.presets import presets_for  # noqa: E402
 from charrnn.sampler import SampleConfig, Sampler, resolve_step_weights  # noqa: E402
 from charrnn.tokenizer import CharTokenizer  # noqa: E402

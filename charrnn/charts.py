@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import math
+import zlib
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
@@ -34,16 +35,25 @@ def _axes(left: int, top: int, pw: float, ph: float, width: int, height: int, x_
 
 
 def line_chart(series: dict[str, list[tuple[float, float | None]]], x_label: str, y_label: str, log2_x: bool = False,
-               x_names: list[str] | None = None, log_y: bool = False, width: int = 680, height: int = 380) -> str:
+               x_names: list[str] | None = None, log_y: bool = False, width: int = 680, height: int = 380,
+               marks: dict[str, list[tuple[float, float]]] | None = None, key: tuple[str, str] | None = None,
+               y_max: float | None = None) -> str:
     """One line with markers per series, axes, ticks and a legend. `x_names`: the x values are 0..n-1
-    and these are their tick labels (categories). `log_y`: a log10 y axis (values <= 0 are left out)."""
-    pts = [p for s in series.values() for p in s if _usable(p[1], log_y)]
+    and these are their tick labels (categories). `log_y`: a log10 y axis (values <= 0 are left out).
+    `marks`: points drawn as dots in the colour of the series of the same name (its own checks, as
+    the validations beside a training curve; its lines then have no markers of their own), and `key`
+    says under the legend what a line and what a dot are. `y_max`: the top of the y axis; the lines
+    are cut off above it."""
+    marks = marks or {}
+    pts = [p for s in [*series.values(), *marks.values()] for p in s if _usable(p[1], log_y)]
     if not pts:
         return ""
     left, right, top, bottom = 64, 150, 16, 48
     tx = (lambda v: math.log2(v)) if log2_x else (lambda v: v)
     ty = (lambda v: math.log10(v)) if log_y else (lambda v: v)
     xs, ys = [tx(p[0]) for p in pts], [ty(p[1]) for p in pts]
+    if y_max is not None and _usable(y_max, log_y) and ty(y_max) > min(ys):
+        ys = [min(y, ty(y_max)) for y in ys]
     x0, x1 = (min(xs), max(xs)) if max(xs) > min(xs) else (min(xs) - 1, max(xs) + 1)
     pad = (max(ys) - min(ys)) * 0.05 or 0.1
     y0, y1 = min(ys) - pad, max(ys) + pad
@@ -75,19 +85,31 @@ def line_chart(series: dict[str, list[tuple[float, float | None]]], x_label: str
     for v, name in xticks:
         out.append(f'<line x1="{X(v):.1f}" x2="{X(v):.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#999"/>'
                    f'<text x="{X(v):.1f}" y="{top + ph + 18}" text-anchor="middle">{html.escape(name)}</text>')
-    many = max(len(s) for s in series.values()) > 40  # a dense curve reads better without markers
+    # the lines stay inside the plot (an id from what the chart shows: one page may hold several)
+    clip = f"clip{zlib.crc32(repr((x_label, y_label, list(series), width, height)).encode()):x}"
+    out.append(f'<clipPath id="{clip}"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath>')
+    many = bool(marks) or max(len(s) for s in series.values()) > 40  # a dense curve reads better without markers
     for i, (name, s) in enumerate(series.items()):
         color = COLORS[i % len(COLORS)]
         s = [(x, y) for x, y in s if _usable(y, log_y)]
         path = " ".join(f"{X(x):.1f},{Y(ty(y)):.1f}" for x, y in s)
-        out.append(f'<polyline class="series" points="{path}" fill="none" stroke="{color}" stroke-width="2">'
-                   f'<title>{html.escape(name)}</title></polyline>')
+        out.append(f'<polyline class="series" points="{path}" fill="none" stroke="{color}" stroke-width="2" '
+                   f'clip-path="url(#{clip})"><title>{html.escape(name)}</title></polyline>')
         if not many:
             out += [f'<circle cx="{X(x):.1f}" cy="{Y(ty(y)):.1f}" r="3" fill="{color}"><title>{html.escape(name)}: '
                     f'{x:g}, {y:.4g}</title></circle>' for x, y in s]
+        out += [f'<circle class="mark" cx="{X(x):.1f}" cy="{Y(ty(y)):.1f}" r="4" fill="{color}" stroke="white">'
+                f'<title>{html.escape(name)}: {x:g}, {y:.4g}</title></circle>'
+                for x, y in marks.get(name, []) if _usable(y, log_y) and (y_max is None or y <= y_max)]
         ly = top + 14 + 18 * i
         out.append(f'<line x1="{left + pw + 12}" x2="{left + pw + 32}" y1="{ly - 4}" y2="{ly - 4}" stroke="{color}" '
                    f'stroke-width="2"/><text x="{left + pw + 38}" y="{ly}">{html.escape(name)}</text>')
+    if key:
+        ly = top + 14 + 18 * (len(series) + 1)
+        out.append(f'<line x1="{left + pw + 12}" x2="{left + pw + 32}" y1="{ly - 4}" y2="{ly - 4}" stroke="#666" '
+                   f'stroke-width="2"/><text x="{left + pw + 38}" y="{ly}">{html.escape(key[0])}</text>'
+                   f'<circle cx="{left + pw + 22}" cy="{ly + 14}" r="4" fill="#666"/>'
+                   f'<text x="{left + pw + 38}" y="{ly + 18}">{html.escape(key[1])}</text>')
     out.append("</svg>")
     return "\n".join(out)
 

@@ -18,10 +18,10 @@ import multiprocessing
 import os
 import queue as queue_module
 import signal
-import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,28 +31,35 @@ import torch
 
 from . import checkpoint as ck
 from . import presets, training
+from .config import ModelConfig
 from .corpora import file_sha256, resolve_corpus
 from .data import encode_corpus, scan_corpus, split, training_unknown
 from .device import cpu_name, resolve_device, resolve_precision
-from .errors import CharrnnError, Interrupted
-from .evaluate import EVAL_LENGTH, EVAL_STREAMS
-from .families import evaluate_model, family_of, kinds, macs_per_char, model_config, model_settings, param_count
+from .errors import CharrnnError, Interrupted, one_line
+from .families import (
+    build_model,
+    config_from_dict,
+    family_of,
+    kinds,
+    macs_per_char,
+    model_config,
+    model_settings,
+    param_count,
+)
 from .fileio import json_value, path_text, read_bytes, shown, to_json, write_json
-from .memorization import NgramIndex
-from .microscope import gradients_through_time
-from .probe import MIN_PAIRS, bracket_probe, char_losses, context_probe, find_pairs, probe_targets
+from .measuring import Rates, Step, Texts, Ticker, calibrate, estimate, measure, outline, steps
+from .probe import bracket_probe
+from .progress import ProgressBar
 from .report import write_reports
-from .sampler import SampleConfig, Sampler
+from .units import format_duration
 
 try:
     import resource  # POSIX only: the peak memory where there is no /proc (macOS)
 except ImportError:  # Windows
     resource = None
 
-PROBE_LENGTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-PROBE_CHARS = 100_000  # the probes read at most this much of the validation split
-MEMO_NS = (10, 20, 40)  # n-gram lengths of the memorization measurement
 RUNS = "runs"  # a comparison's folder holds its reports, and here a run folder per model
+PLAN_TIMING_S = 0.1  # seconds the plan times each model's smallest preset for (its run times them longer)
 
 
 @dataclass
@@ -216,73 +223,6 @@ def _outcome(proc, queue) -> tuple[str, Any]:
                 return "error", f"the training process died (exit code {proc.exitcode})"
 
 
-# --- measuring a trained model ---------------------------------------------------------------------
-def sampling_speed(sampler: Sampler, streams: int, length: int) -> float:
-    """Characters per second generated, all streams together, after a short warm-up."""
-    sampler.sample_many(SampleConfig(length=8, seed=0), streams)
-    t0 = time.perf_counter()
-    sampler.sample_many(SampleConfig(length=length, seed=0), streams)
-    return streams * length / (time.perf_counter() - t0)
-
-
-def state_bytes(model) -> int:
-    """Memory one sampling stream carries from character to character: an RNN's hidden state (fixed),
-    or a Transformer's key/value cache (grows with its context), in fp32."""
-    return 4 * family_of(model.config.model).sampling_state_floats(model.config, 1)
-
-
-def _val_curve(run_dir: Path) -> list[tuple[float, float]]:
-    return [(r["elapsed"], r["bpc"]) for r in ck.read_metrics(run_dir, "val") if r.get("bpc") is not None]
-
-
-def _train_rate(run_dir: Path) -> float:
-    """Median of the logged training rates: validation time excluded, robust to a noisy window."""
-    rates = [r["chars_per_s"] for r in ck.read_metrics(run_dir, "train") if r.get("chars_per_s") is not None]
-    return statistics.median(rates) if rates else float("nan")
-
-
-def measure(name: str, run_dir: Path, summary: dict[str, Any], val_ids: np.ndarray, device: torch.device,
-            cfg: CompareConfig, training_text: NgramIndex) -> tuple[dict[str, Any], Any, Sampler]:
-    model, tok, ckpt, _ = ck.load_run(run_dir)
-    model = model.to(device)
-    result = evaluate_model(model, val_ids, device, "fp32", n_streams=EVAL_STREAMS, seq_len=EVAL_LENGTH)
-    sampler = Sampler(model, tok, device)
-    one = sampling_speed(sampler, 1, cfg.speed_chars)
-    many = sampling_speed(sampler, cfg.batch_streams, max(cfg.speed_chars // 4, 1))
-    text = sampler.sample(length=cfg.sample_len, temperature=0.8, seed=1)
-    # the model's own distribution (temperature 1), as makemore labels its samples
-    long_sample = tok.encode(sampler.sample(length=cfg.memo_chars, temperature=1.0, seed=cfg.seed),
-                             unknown="bytes" if tok.byte_fallback else "error")
-    memorized = {str(n): v for n, v in training_text.shares(long_sample).items()}
-    train_cfg = ckpt.train_config
-    row = {
-        "model": name,
-        "shape": family_of(ckpt.model_config["model"]).describe(ckpt.model_config),
-        "params": model.num_params(),
-        "steps": summary["step"],
-        "chars_trained": summary["chars"],  # at the end of training, as `steps` (best.pt may be earlier)
-        "train_chars_per_s": _train_rate(run_dir),
-        "val_loss": result.loss_nats,
-        "val_bpc": result.bpc,
-        "sample_1_chars_per_s": one,
-        "sample_batched_chars_per_s": many,
-        "sample_weights": sampler.weights,  # int8 or fp32: the speed depends on it
-        "state_bytes": state_bytes(model),
-        "macs_per_char": macs_per_char(model.config),
-        "memorized": memorized,  # shares of the long sample's n-grams found in the training text
-        "peak_rss_mib": summary.get("peak_rss_mib"),
-        "peak_gpu_mib": summary.get("peak_gpu_mib"),
-        "sample": text,
-        "curve": _val_curve(run_dir),
-        "model_config": ckpt.model_config,
-        "preset": ckpt.run.preset,  # what the budget chose, and the speed it measured
-        "chosen_by": family_of(ckpt.model_config["model"]).presets_note,
-        "train_config": {k: train_cfg[k] for k in ("batch_size", "seq_len", "lr", "warmup_steps", "min_lr_ratio")},
-        "run_dir": path_text(run_dir),
-    }
-    return row, model, sampler
-
-
 def compare(cfg: CompareConfig) -> dict[str, Any]:
     """Train and measure every model in `cfg.models`; write report.md, report.html and report.json."""
     cfg.validate()
@@ -358,13 +298,20 @@ def _compare(cfg: CompareConfig, out: Path, corpus_path: Path, device: torch.dev
         state["sizes"] = _sizes(cfg, tok, n_chars, device) if cfg.params else {}
         write_json(out / PROGRESS, state)
     t_start = time.perf_counter()
-    _train_all(cfg, out, corpus_path, state)
-    report = _measure_all(cfg, out, corpus_path, tok, state["trained"], device)
+    plan = None if cfg.quiet else make_plan(cfg, out, state, tok, n_chars, device, say=_say)
+    _train_all(cfg, out, corpus_path, state, plan)
+    report = _measure_all(cfg, out, corpus_path, tok, state["trained"], device, plan)
     report["wall_s"] = time.perf_counter() - t_start
+    if plan is not None:
+        report["plan"] = plan.to_dict()
     write_reports(out, report)
     (out / PROGRESS).unlink(missing_ok=True)  # the comparison is complete: report.json says so
     report["out"] = str(out)
     return report
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _sizes(cfg: CompareConfig, tok, n_chars: int, device: torch.device) -> dict[str, dict[str, Any]]:
@@ -382,9 +329,134 @@ def _sizes(cfg: CompareConfig, tok, n_chars: int, device: torch.device) -> dict[
     return sizes
 
 
-def _train_all(cfg: CompareConfig, out: Path, corpus_path: Path, state: dict[str, Any]) -> None:
+# --- the plan, and how long it will take -----------------------------------------------------------
+@dataclass
+class Planned:
+    """One model of the plan: the training it has still to do, the estimated seconds of its measuring
+    (None where it could not be estimated), and the shape that estimate is for."""
+
+    model: str
+    train_s: float
+    measure_s: float | None
+    basis: str  # where the shape comes from: its run, --params, or the preset the budget should choose
+    config: ModelConfig | None = None
+    rates: Rates | None = None  # its passes timed on that shape (reused when the trained model has it)
+
+
+@dataclass
+class Plan:
+    models: list[Planned]
+
+    @property
+    def train_s(self) -> float:
+        return sum(m.train_s for m in self.models)
+
+    @property
+    def measure_s(self) -> float:
+        return sum(m.measure_s or 0.0 for m in self.models)
+
+    @property
+    def total_s(self) -> float:
+        return self.train_s + self.measure_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"total_s": self.total_s, "train_s": self.train_s, "measure_s": self.measure_s,
+                "models": [{"model": m.model, "train_s": m.train_s, "measure_s": m.measure_s, "basis": m.basis}
+                           for m in self.models]}
+
+
+def finish_clock(seconds: float) -> str:
+    """The local time `seconds` from now, as a clock shows it (with the day when it is not today)."""
+    now, then = time.localtime(), time.localtime(time.time() + seconds)
+    return time.strftime("%H:%M" if then[:3] == now[:3] else "%a %H:%M", then)
+
+
+def make_plan(cfg: CompareConfig, out: Path, state: dict[str, Any], tok, n_chars: int, device: torch.device,
+              say: Callable[[str], None] = lambda line: None) -> Plan:
+    """What the comparison will do and how long that should take, each line passed to `say` as it is made:
+    the models in order, the training each has still to do (its budget, less what an interrupted run
+    has done), and each one's measuring, estimated from the characters each step of it processes
+    (`measuring.steps`, from the length of the validation split) and the speed of each kind of pass,
+    timed briefly on a model of its shape (`measuring.calibrate`). Where the budget will choose that
+    shape, it is predicted: the budget's rule (`presets.choose`) given the speed of each preset scaled by
+    its multiply-adds from one timing of the smallest."""
+    val_chars = n_chars - int(n_chars * (1 - cfg.val_frac))
+    models = f"{len(cfg.models)} model{'s' if len(cfg.models) > 1 else ''}"
+    say(f"compare {models}: each trained for {format_duration(cfg.max_time)} in turn, then each "
+        f"measured, then the reports written to {shown(out)}")
+    say(f"measuring a model: {outline(steps(cfg, val_chars, None))}")
+    planned_models = []
+    for i, name in enumerate(cfg.models):
+        planned = _plan_model(cfg, out, state, name, tok, n_chars, val_chars, device)
+        planned_models.append(planned)
+        measuring = "?" if planned.measure_s is None else f"~{format_duration(planned.measure_s)}"
+        say(f"  {i + 1}. {name:<12} train {format_duration(planned.train_s):>6}   measure {measuring:>7}   "
+            f"({planned.basis})")
+    plan = Plan(planned_models)
+    say(f"estimated total {format_duration(plan.total_s)} (training {format_duration(plan.train_s)}, measuring "
+        f"~{format_duration(plan.measure_s)}): done about {finish_clock(plan.total_s)}")
+    return plan
+
+
+def _plan_model(cfg: CompareConfig, out: Path, state: dict[str, Any], name: str, tok, n_chars: int, val_chars: int,
+                device: torch.device) -> Planned:
+    run_dir = _run_dir(out, name)
+    train_s = 0.0 if name in state["trained"] else max(0.0, cfg.max_time - _elapsed(run_dir))
+    try:
+        if (run_dir / ck.CONFIG).exists():
+            config, basis = config_from_dict(ck.read_config(run_dir)["model"]), "the shape of its run"
+        else:
+            settings, basis = _planned_settings(cfg, state, name, tok, n_chars, device)
+            config = model_config(tok.vocab_size, **model_settings(settings)[0])
+        model_steps = steps(cfg, val_chars, family_of(config.model).context(config))
+        rates = _rates(config, tok, device, model_steps, val_chars, cfg)
+    except (CharrnnError, ValueError, KeyError, TypeError) as e:  # an estimate only: the run says what is wrong
+        return Planned(name, train_s, None, f"no estimate: {one_line(e, 80)}")
+    return Planned(name, train_s, sum(estimate(model_steps, rates)), basis, config, rates)
+
+
+def _elapsed(run_dir: Path) -> float:
+    """The training seconds an interrupted run has done (0 for one not started)."""
+    if not (run_dir / ck.LAST).exists():
+        return 0.0
+    times = [r["elapsed"] for r in ck.read_metrics(run_dir) if isinstance(r.get("elapsed"), (int, float))]
+    return max(times, default=0.0)
+
+
+def _planned_settings(cfg: CompareConfig, state: dict[str, Any], name: str, tok, n_chars: int,
+                      device: torch.device) -> tuple[dict[str, Any], str]:
+    """The settings a model will train with (as far as they decide its speed), and how they are known."""
+    given = {**cfg.extra, "model": name, "n_outputs": tok.n_chars}  # as `charrnn train` builds it
+    if state["sizes"].get(name):
+        return {**state["sizes"][name], **given}, f"sized to about {cfg.params:,} parameters"
+    if not presets.needs_choice(given):
+        return given, "its given settings"
+    precision = resolve_precision(cfg.precision, device)
+    vocab = tok.vocab_size
+
+    def macs(settings: dict[str, Any]) -> float:
+        return macs_per_char(model_config(vocab, **model_settings(settings)[0]))["train"]
+
+    smallest = family_of(name).derived({**presets.presets_for(name)[0].settings, **given})
+    speed = presets.measure_speed(smallest, vocab, device, precision, seconds=PLAN_TIMING_S) * macs(smallest)
+    choice = presets.choose(cfg.max_time, given, vocab, device, precision, int(n_chars * (1 - cfg.val_frac)),
+                            measure=lambda settings, *args: speed / macs(settings))
+    return {**choice.settings, **given}, f"preset {choice.name}, as the budget should choose"
+
+
+def _rates(config: ModelConfig, tok, device: torch.device, model_steps: list[Step], val_chars: int,
+           cfg: CompareConfig) -> Rates:
+    """The passes of these measuring steps timed on a model of this shape (random weights: the same speed)."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = build_model(config).to(device)
+    return calibrate(model, tok, device, model_steps, val_chars, cfg.batch_streams)
+
+
+# --- training and measuring ------------------------------------------------------------------------
+def _train_all(cfg: CompareConfig, out: Path, corpus_path: Path, state: dict[str, Any], plan: Plan | None) -> None:
     """Train each model not trained yet (an interrupted one continues), recording each in compare.json."""
     summaries = state["trained"]
+    beyond = []  # seconds each run took beyond its budget (its start, its last save): for the finish time
     for i, name in enumerate(cfg.models):
         run_dir = _run_dir(out, name)
         if name in summaries:  # trained before an interruption
@@ -394,12 +466,17 @@ def _train_all(cfg: CompareConfig, out: Path, corpus_path: Path, state: dict[str
             {"model": name, **state["sizes"].get(name, {}), **cfg.extra, "max_time": cfg.max_time, "seed": cfg.seed}
         if not cfg.quiet:
             what = "continuing" if resume else "training"
-            print(f"[{i + 1}/{len(cfg.models)}] {what} {name} for {cfg.max_time:g}s -> {shown(run_dir)}",
-                  file=sys.stderr, flush=True)
+            to_train = [p.train_s for p in plan.models[i:] if p.model not in summaries]
+            extra = sum(beyond) / len(beyond) * len(to_train) if beyond else 0.0
+            left = sum(to_train) + extra + plan.measure_s
+            _say(f"[{i + 1}/{len(cfg.models)}] {what} {name} for {format_duration(plan.models[i].train_s)} -> "
+                 f"{shown(run_dir)} (all done about {finish_clock(left)})")
         opts = training.RunOptions(corpus=str(corpus_path), out=run_dir, val_frac=None if resume else cfg.val_frac,
                                    device=cfg.device, precision=None if resume else cfg.precision, quiet=cfg.quiet,
                                    sample_len=0, resume=resume)
+        t0 = time.perf_counter()
         summary = train_one(opts, overrides)
+        beyond.append(max(0.0, time.perf_counter() - t0 - (plan.models[i].train_s if plan else 0.0)))
         if summary["reason"] == "interrupted":
             raise Interrupted(f"interrupted while training {name}: its run is saved in {shown(run_dir)}; "
                               f"run the same command again to continue the comparison")
@@ -407,41 +484,56 @@ def _train_all(cfg: CompareConfig, out: Path, corpus_path: Path, state: dict[str
         write_json(out / PROGRESS, state)
 
 
-def _measure_all(cfg: CompareConfig, out: Path, corpus_path: Path, tok, summaries: dict, device: torch.device) -> dict:
+def _measure_all(cfg: CompareConfig, out: Path, corpus_path: Path, tok, summaries: dict, device: torch.device,
+                 plan: Plan | None = None) -> dict:
     """Every measurement after training, one model at a time, so that none competes with a training run."""
     # the runs' own id cache (their vocabulary is the corpus's)
     ids = encode_corpus(corpus_path, tok, ck.RunFolder(_run_dir(out, cfg.models[0])).cache, training_unknown(tok),
                         sha256=file_sha256(corpus_path))
-    val_ids = split(ids, cfg.val_frac)[1]
-    probe_ids = val_ids[:PROBE_CHARS]
-    lengths = [k for k in PROBE_LENGTHS if k < len(probe_ids) // 2]
-    pairs = find_pairs(tok.decode(probe_ids))
-    targets = probe_targets(len(probe_ids), max(lengths), cfg.probe_positions, cfg.seed) if lengths else None
+    train_ids, val_ids = split(ids, cfg.val_frac)
+    texts = Texts.of(train_ids, val_ids, tok, cfg)
+    ticker = None if plan is None else _ticker(cfg, out, tok, len(val_ids), device, plan)
     rows, closer_losses, context, gradients = [], {}, {}, {}
-    index = NgramIndex(split(ids, cfg.val_frac)[0], ns=MEMO_NS)
     for name in cfg.models:
-        if not cfg.quiet:
-            print(f"measuring {name}", file=sys.stderr, flush=True)
-        row, model, _ = measure(name, _run_dir(out, name), summaries[name], val_ids, device, cfg, index)
-        if lengths:
-            full = char_losses(model, probe_ids, device)  # each character with all the context the model can use
-            if len(pairs) >= MIN_PAIRS:
-                closer_losses[name] = full
-            # the same characters with k characters of context, then with all of it
-            context[name] = context_probe(model, probe_ids, device, lengths, targets) + [float(full[targets - 1].mean())]
-        gradients[name] = gradients_through_time(model, probe_ids, device, positions=cfg.gradient_positions,
-                                                 seed=cfg.seed)[0]
-        rows.append(row)
+        tick = ticker.for_model(name) if ticker else (lambda key: None)
+        m = measure(name, _run_dir(out, name), summaries[name], texts, device, cfg, tick)
+        rows.append(m.row)
+        if m.losses is not None:
+            closer_losses[name] = m.losses
+        if m.context is not None:
+            context[name] = m.context
+        gradients[name] = m.gradients
+    if ticker:
+        ticker.close()
     return {
         "corpus": path_text(corpus_path), "corpus_chars": len(ids), "val_chars": len(val_ids),
         "command": _command(cfg), "settings": _plain(cfg), "device": str(device), "machine": _machine(device),
-        "rows": rows, "probe_chars": len(probe_ids),
-        "brackets": bracket_probe(closer_losses, pairs).to_dict() if closer_losses else {"pairs": len(pairs)},
-        "context_probe": {"lengths": lengths, "loss": context, "positions": 0 if targets is None else len(targets)},
+        "rows": rows, "probe_chars": len(texts.probe_ids),
+        "brackets": bracket_probe(closer_losses, texts.pairs).to_dict() if closer_losses else
+        {"pairs": len(texts.pairs)},
+        "context_probe": {"lengths": texts.lengths, "loss": context,
+                          "positions": 0 if texts.targets is None else len(texts.targets)},
         "gradients": {"loss": gradients, "positions": cfg.gradient_positions,
                       "of": {name: family_of(name).gradient_of for name in cfg.models}},
-        "memorized_validation": {str(n): v for n, v in index.shares(np.asarray(val_ids[:cfg.memo_chars])).items()},
+        "memorized_validation": {str(n): v for n, v in
+                                 texts.index.shares(np.asarray(val_ids[:cfg.memo_chars])).items()},
     }
+
+
+def _ticker(cfg: CompareConfig, out: Path, tok, val_chars: int, device: torch.device, plan: Plan) -> Ticker:
+    """The measuring phase's bar, each model's steps weighted by their estimated seconds: the plan's
+    timings where the trained model has the shape planned, the trained shape timed again where not."""
+    plans = {}
+    for planned in plan.models:
+        config = config_from_dict(ck.read_config(_run_dir(out, planned.model))["model"])
+        model_steps = steps(cfg, val_chars, family_of(config.model).context(config))
+        same = planned.config == config and planned.rates
+        rates = planned.rates if same else _rates(config, tok, device, model_steps, val_chars, cfg)
+        plans[planned.model] = list(zip(model_steps, estimate(model_steps, rates)))
+    total = sum(s for p in plans.values() for _, s in p)
+    _say(f"measuring {len(plans)} model{'s' if len(plans) > 1 else ''}: about {format_duration(total)}, done about "
+         f"{finish_clock(total)}")
+    return Ticker(ProgressBar(every=1, label="measuring"), plans)
 
 
 def _command(cfg: CompareConfig) -> str:

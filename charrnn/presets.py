@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -161,18 +162,20 @@ def regularisation(kind: str, epochs: float, given: dict[str, Any]) -> dict[str,
 
 
 def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torch.device, precision: str,
-           train_chars: int | None = None) -> Choice:
+           train_chars: int | None = None, measure: Callable[..., float] | None = None) -> Choice:
     """The largest preset that can train on its `min_chars` in the budget within its `max_epochs` of
     `train_chars`, with the user's settings on top; its dropout (and weight drop, where the family has
     one, with the dropout then at most 0.3) from the epochs that makes of `train_chars` (`dropout_for`,
-    `weight_drop_for`) unless the user set them."""
+    `weight_drop_for`) unless the user set them. `measure`: the training speed of settings, as
+    `measure_speed` times it (compare's plan predicts the choice with a speed it estimates)."""
+    measure = measure or measure_speed  # looked up here, so that a test's stand-in for it is the one used
     speeds: dict[tuple, float] = {}  # presets the user's settings make identical in shape are timed once
     for preset in reversed(presets_for(given.get("model", ModelConfig.model))):  # largest first
         settings = family_of(preset.settings["model"]).derived({**preset.settings, **given})
         shape = tuple(settings.get(k) for k in shape_keys(family_of(settings["model"])))
         if shape not in speeds:
             try:
-                speeds[shape] = measure_speed(settings, vocab_size, device, precision)
+                speeds[shape] = measure(settings, vocab_size, device, precision)
             except ValueError:  # the user's settings do not fit this preset (heads that do not divide hidden)
                 speeds[shape] = math.nan  # never chosen: NaN fails every comparison
         chars = speeds[shape] * budget_s
@@ -186,7 +189,7 @@ def choose(budget_s: float, given: dict[str, Any], vocab_size: int, device: torc
                     # masked matrices are copies, and nn.LSTM draws its own between layers), and what the
                     # rule reads is the epochs the run will train: time the preset again as it will train,
                     # and hold it back as those epochs say.
-                    choice.chars_per_s = measure_speed({**settings, **held}, vocab_size, device, precision)
+                    choice.chars_per_s = measure({**settings, **held}, vocab_size, device, precision)
                     held = regularisation(settings["model"], choice.epochs, given)
                 choice.settings.update(held)
             return choice

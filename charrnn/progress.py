@@ -1,5 +1,6 @@
-"""The training progress a person sees: a bar on a terminal, a plain line per record elsewhere (a log
-file does not want a bar's redraws). A trainer hook, as any other."""
+"""The progress a person sees: a bar on a terminal, a plain line per update elsewhere (a log file does not
+want a bar's redraws). Training's is a trainer hook, as any other; compare's measuring phase moves one
+with `show`."""
 
 from __future__ import annotations
 
@@ -9,14 +10,32 @@ from tqdm.auto import tqdm
 
 
 class ProgressBar:
-    """Hooks a Trainer calls: `on_log` (each metrics record) and `on_stop`. `every` records per plain line."""
+    """A bar from 0 to 1 with a line of text (`show`); off a terminal, every `every`-th update is a line of
+    its own, led by `label`. Hooks a Trainer calls: `on_log` (each metrics record) and `on_stop`."""
 
-    def __init__(self, enabled: bool = True, stream=None, every: int = 10):
+    def __init__(self, enabled: bool = True, stream=None, every: int = 10, label: str = ""):
         self.stream = stream or sys.stderr
         self.terminal = enabled and self.stream.isatty()
-        self.enabled, self.every, self.records = enabled, every, 0
-        self.bar = tqdm(total=1000, file=self.stream, dynamic_ncols=True, leave=True,
+        self.enabled, self.every, self.label, self.updates = enabled, every, label, 0
+        self.bar = tqdm(total=1000, file=self.stream, dynamic_ncols=True, leave=True, desc=label or None,
                         bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}") if self.terminal else None
+
+    def show(self, fraction: float, text: str) -> None:
+        """The bar at `fraction` (0 to 1) of the work, with `text` beside it."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.n = int(min(max(fraction, 0.0), 1.0) * 1000)
+            self.bar.set_postfix_str(text, refresh=True)
+            return
+        self.updates += 1
+        if self.updates % self.every == 0:
+            lead = f"{self.label} " if self.label else ""
+            print(f"{lead}{100 * fraction:.0f}% {text}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
     @staticmethod
     def line(trainer, record: dict) -> str:
@@ -26,19 +45,11 @@ class ProgressBar:
                 + (f" skipped {skipped}" if skipped else ""))
 
     def on_log(self, trainer, record: dict) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.n = int(trainer.fraction_done() * 1000)
-            self.bar.set_postfix_str(self.line(trainer, record), refresh=True)
-            return
-        self.records += 1
-        if self.records % self.every == 0:
-            print(f"{100 * trainer.fraction_done():.0f}% {self.line(trainer, record)}", file=self.stream, flush=True)
+        if self.enabled:
+            self.show(trainer.fraction_done(), self.line(trainer, record))
 
     def on_stop(self, trainer, reason: str) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.close()
 
     @staticmethod
     def say(message: str) -> None:

@@ -1,5 +1,6 @@
-"""The `charrnn compare` report: a table, the probes and samples as Markdown, the same as a self-contained
-HTML page whose charts are inline SVG (it opens offline in any browser), and the raw numbers as JSON.
+"""The `charrnn compare` report: the results, the probes, the samples and the settings in sections with a
+table of contents, as Markdown, and the same as a self-contained HTML page whose charts are inline SVG
+(it opens offline in any browser); the raw numbers as JSON.
 """
 
 from __future__ import annotations
@@ -7,30 +8,50 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .charts import line_chart
 from .evaluate import EVAL_STREAMS
 from .fileio import atomic_write, to_json
+from .units import format_duration
 
 LN2 = math.log(2)
 
-TABLE_COLUMNS = (
-    ("model", "model"), ("shape", "shape"), ("params", "parameters"), ("train_chars_per_s", "train chars/s"),
-    ("val_loss", "val loss (nats)"), ("val_bpc", "val bits/char"), ("sample_1_chars_per_s", "sample chars/s, 1 stream"),
-    ("sample_batched_chars_per_s", "sample chars/s, batched"), ("state_bytes", "state per stream"),
-    ("macs_per_char", "multiply-adds/char, train / sample"), ("memorized", "sample n-grams in training text, n=10/20/40"),
-    ("peak_rss_mib", "peak memory"), ("sample", "sample (seed 1)"),
+# A table's columns: the row's key, the header in one or two short lines (a narrow table on a laptop's
+# screen, no header wrapped further), and what the key under the table says of it. The first table holds
+# what most readers compare; the second what costs what.
+RESULT_COLUMNS = (
+    ("model", ("model",), ""),
+    ("params", ("params",), "parameters"),
+    ("val_bpc", ("val", "bpc"), "validation loss in bits per character (lower is better)"),
+    ("steps", ("steps",), "optimizer steps trained in the budget"),
+    ("chars_trained", ("chars", "trained"), "characters trained on in the budget"),
+    ("train_chars_per_s", ("train", "chars/s"), "median training speed, validation excluded"),
+    ("sample_1_chars_per_s", ("sample", "chars/s"), "characters sampled per second by one stream"),
+)
+COST_COLUMNS = (
+    ("model", ("model",), ""),
+    ("shape", ("shape",), ""),
+    ("val_loss", ("val loss", "nats"), "the validation loss in nats per character"),
+    ("sample_batched_chars_per_s", ("sample chars/s", "{batch} streams"), "characters sampled per second by "
+                                                                          "{batch} streams at once, all counted"),
+    ("state_bytes", ("state", "per stream"), "what one sampling stream carries from character to character"),
+    ("macs_per_char", ("MACs/char", "train / sample"), "multiply-adds per character of training and of one "
+                                                        "sampling step"),
+    ("peak_rss_mib", ("peak", "memory"), "peak memory of the training process"),
+    ("memorized", ("n-grams in", "training text"), "shares of the 10-, 20- and 40-grams of a sample found in "
+                                                    "the training text (Memorization)"),
 )
 GRADIENT_KS = (1, 2, 4, 8, 16, 32, 50, 64, 128, 256)  # the columns of the Markdown table
-SAMPLE_CELL = 40  # characters of the seeded sample shown in the table; the full one is further down
 
 METHOD = """\
-**How to read it.** Every model trained on the same training split for the same wall-clock budget
+Every model trained on the same training split for the same wall-clock budget
 (validation passes included), one after another on the same machine, each with the settings
 `charrnn train` picks for that budget{params}. *train chars/s* is the median of the logged training
-rates (validation excluded). *val loss* is `charrnn eval` on the validation split in fp32: every
+rates (validation excluded). *val bpc* and *val loss* are `charrnn eval` on the validation split in fp32: every
 character after the first predicted once; the RNNs carry their state through {streams} streams, the
 Transformer reads strided windows (each prediction sees between half its context and its full
 context), so the numbers compare. *sample chars/s* times `Sampler` generating {speed} characters for
@@ -38,16 +59,16 @@ one stream, and {batch_len} characters for each of {batch} streams at once (all 
 the Transformer samples with a key/value cache. Weights while sampling: {weights}. *state per stream* is what one sampling stream
 carries from character to character: an RNN's hidden state, the same size however long the text, or
 the Transformer's key/value cache, which grows with its context. *peak memory* is the peak resident memory of the
-training process (the Python interpreter and torch included){gpu}. *multiply-adds/char* counts the matrix
+training process (the Python interpreter and torch included){gpu}. *MACs/char* counts the matrix
 products per character of training (the forward pass and the backward, counted as twice the forward) and
 those a sampling step computes (an RNN's sampler folds its first layer's input product into a table lookup;
 `Family.macs_per_char`),
 beside the state a stream carries: an RNN's state is its whole memory and its step cost grows with the
 square of it, while a Transformer's per-character cost follows its width and context, not a state it must
-squeeze the past into. *sample n-grams in training text*: see Memorization below."""
+squeeze the past into. *n-grams in training text*: see Memorization below."""
 
 CONTEXT_TEXT = """\
-**Where memory runs out: loss against the context a model may read.** For {positions} fixed characters
+Loss against the context a model may read. For {positions} fixed characters
 of the validation text, each model predicts the character from only the last *k* characters before it,
 starting from a fresh state. The curve falls while more context still helps and flattens where the
 model stops using it. A Transformer reads at most its context, so its row is flat beyond that by
@@ -56,7 +77,7 @@ with all the text before them (from the start of the validation split), as `char
 gap between it and the longest k is what a model gets from text further back."""
 
 BRACKET_TEXT = """\
-**Brackets and quotes (Karpathy, Johnson and Fei-Fei 2015).** For each closing bracket or quote in the
+After Karpathy, Johnson and Fei-Fei (2015). For each closing bracket or quote in the
 first {chars:,} validation characters whose opener is there too ({pairs} pairs), the loss on the closing
 character, by its distance to the opener. A model that remembers the open bracket predicts the closer
 cheaply at any distance; its loss rises where its memory gives out. The RNNs read the text as one
@@ -64,14 +85,14 @@ stream from its start; the Transformer through its windows, so an opener further
 is invisible to it."""
 
 NO_BRACKETS = """\
-**Brackets and quotes.** The first {chars:,} validation characters hold {pairs} matched brackets or quotes
+The first {chars:,} validation characters hold {pairs} matched brackets or quotes
 (fewer than 10), so the bracket-distance probe of Karpathy, Johnson and Fei-Fei (2015) has nothing to
 measure here; run `charrnn compare` on text that has them (source code, Wikipedia, novels) to see it.
 The context probe above measures the same thing on any text."""
 
 
 GRADIENT_TEXT = """\
-**Gradients through time.** The norm of the gradient of the loss on character t with respect to what the
+The norm of the gradient of the loss on character t with respect to what the
 model held k characters earlier, after reading character t - 1 - k, averaged over {positions} positions of
 the validation text. What that is depends on the kind of model, so each quantity has its own table and
 chart. A plain RNN's gradient with respect to its state usually shrinks by orders of magnitude within a few
@@ -80,7 +101,7 @@ cells keep it far longer. A Transformer has no state: its gradient with respect 
 position reaches every position in its window directly and nothing beyond it (-)."""
 
 MEMO_TEXT = """\
-**Memorization.** Of all n-grams in a {chars:,}-character sample of each model (seeded, temperature 1:
+Of all n-grams in a {chars:,}-character sample of each model (seeded, temperature 1:
 the model's own distribution), the share that occurs verbatim in the training text; the last row is
 the same share for the start of the validation text, which is what a model that generalises like the
 author would produce. A share well above that row is text recalled rather than composed ("RNNs
@@ -98,14 +119,14 @@ def _fmt(key: str, value: Any) -> str:
         return f"{value:,.0f} MiB"
     if key == "state_bytes":
         return f"{value / 2**20:.1f} MiB" if value >= 2**20 else f"{value / 2**10:.1f} KiB"
-    if key.endswith("chars_per_s"):
+    if key.endswith("chars_per_s") or key == "steps":
         return f"{value:,.0f}"
+    if key == "chars_trained":
+        return _si(value)
     if key == "macs_per_char":
         return f"{_si(value['train'])} / {_si(value['sample'])}"
     if key == "memorized":
         return _shares(value)
-    if key == "sample":
-        return value.strip()[:SAMPLE_CELL].rstrip().replace("\r", "").replace("\n", " \u23ce ")
     return str(value)
 
 
@@ -124,20 +145,33 @@ def _memory(row: dict[str, Any]) -> str:
     return text
 
 
-def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = [label for _, label in TABLE_COLUMNS]
-    body = []
-    for row in report["rows"]:
-        body.append([_memory(row) if key == "peak_rss_mib" else _fmt(key, row.get(key)) for key, _ in TABLE_COLUMNS])
-    return head, body
+def _columns(columns: tuple, report: dict[str, Any]) -> list[tuple[str, tuple[str, ...], str]]:
+    batch = report["settings"]["batch_streams"]
+    return [(key, tuple(h.format(batch=batch) for h in head), about.format(batch=batch))
+            for key, head, about in columns]
+
+
+def table_rows(report: dict[str, Any], columns: tuple = RESULT_COLUMNS) -> tuple[list[tuple], list[list[str]]]:
+    """A table's header (each in its lines) and its rows, formatted."""
+    cols = _columns(columns, report)
+    body = [[_memory(row) if key == "peak_rss_mib" else _fmt(key, row.get(key)) for key, _, _ in cols]
+            for row in report["rows"]]
+    return [head for _, head, _ in cols], body
+
+
+def _key(columns: tuple, report: dict[str, Any]) -> str:
+    """What the table's headers stand for, in a line under it."""
+    return "; ".join(f"*{' '.join(head)}*: {about}" for _, head, about in _columns(columns, report) if about) + "."
 
 
 def terminal_table(report: dict[str, Any]) -> str:
-    """The comparison table as the terminal shows it (Markdown, which reads as plain text too)."""
+    """The results table as the terminal shows it (Markdown, which reads as plain text too)."""
     return markdown_table(*table_rows(report))
 
 
-def markdown_table(head: list[str], body: list[list[str]]) -> str:
+def markdown_table(head: list, body: list[list[str]]) -> str:
+    """`head`: each header a string, or its lines (joined into one here)."""
+    head = [h if isinstance(h, str) else " ".join(h) for h in head]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
     return "\n".join(lines)
@@ -163,40 +197,6 @@ def _weights_text(rows: list[dict[str, Any]]) -> str:
     return text
 
 
-def _probe_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(explanation, head, body) for each probe that has something to show."""
-    out = []
-    cp = report["context_probe"]
-    if cp["lengths"] and cp["loss"]:
-        head = ["model"] + [f"k={k}" for k in cp["lengths"]] + ["all before it"]
-        body = [[name] + [f"{v / LN2:.3f}" for v in losses] for name, losses in cp["loss"].items()]
-        out.append((CONTEXT_TEXT.format(positions=cp["positions"]) + " Bits per character:", head, body))
-    br = report["brackets"]
-    if "labels" in br:
-        head = ["distance"] + br["labels"]
-        body = [["closers"] + [str(c) for c in br["counts"]]]
-        body += [[name] + ["-" if v is None else f"{v / LN2:.3f}" for v in losses] for name, losses in br["loss"].items()]
-        out.append((BRACKET_TEXT.format(chars=report["probe_chars"], pairs=br["pairs"])
-                    + " Bits on the closing character:", head, body))
-    else:
-        out.append((NO_BRACKETS.format(chars=report["probe_chars"], pairs=br["pairs"]), [], []))
-    gr = report.get("gradients")  # reports written before these measurements have none
-    if gr and any(gr["loss"].values()):
-        out.append((GRADIENT_TEXT.format(positions=gr["positions"]), [], []))
-        for of, curves in gradient_groups(gr).items():
-            ks = [k for k in GRADIENT_KS if any(len(g) >= k for g in curves.values())]
-            body = [[name] + ["-" if len(g) < k or g[k - 1] is None else f"{g[k - 1]:.2e}" for k in ks]
-                    for name, g in curves.items()]
-            out.append((f"*Gradient norm with respect to {of}:*", ["model"] + [f"k={k}" for k in ks], body))
-    if report.get("memorized_validation"):
-        ns = list(report["memorized_validation"])
-        body = [[r["model"]] + [_share(r["memorized"][n]) for n in ns] for r in report["rows"] if r.get("memorized")]
-        body.append(["validation text"] + [_share(v) for v in report["memorized_validation"].values()])
-        out.append((MEMO_TEXT.format(chars=report["settings"]["memo_chars"]),
-                    ["sample of"] + [f"{n}-grams" for n in ns], body))
-    return out
-
-
 def gradient_groups(gr: dict[str, Any]) -> dict[str, dict[str, list]]:
     """The gradient curves grouped by what they differentiate against (reports from before that was
     recorded: every curve in one group, as they were shown)."""
@@ -220,88 +220,181 @@ def chosen_by(row: dict[str, Any]) -> str:
     return f"preset {p['preset']} ({p['chars_per_s'] / 1000:.0f}k chars/s measured{epochs}); {row.get('chosen_by', '')}"
 
 
+# --- the sections ------------------------------------------------------------------------------------
+@dataclass
+class Section:
+    """A titled part of the report. Its blocks, in order: ("text", Markdown), ("table", head, body),
+    ("key", Markdown: what a table's headers stand for), ("sample", title, text), and those only the page
+    shows: ("chart", svg), ("caption", Markdown: what a chart shows). Markdown leaves out a section of
+    charts alone."""
+
+    title: str
+    blocks: list[tuple] = field(default_factory=list)
+
+    @property
+    def anchor(self) -> str:
+        """The title as GitHub makes a heading's anchor: lower case, punctuation dropped, spaces as hyphens."""
+        return re.sub(r"[^\w\- ]", "", self.title.lower()).replace(" ", "-")
+
+    def in_markdown(self) -> bool:
+        return any(b[0] not in ("chart", "caption") for b in self.blocks)
+
+
+def sections(report: dict[str, Any]) -> list[Section]:
+    rows = report["rows"]
+    out = [Section(title, [("table", *table_rows(report, columns)), ("key", _key(columns, report))])
+           for title, columns in (("Results", RESULT_COLUMNS), ("Cost and memory", COST_COLUMNS))]
+    chart = _loss_chart(rows)
+    if chart:
+        out.append(Section("Loss over time", [
+            ("caption", "Lines: each model's training loss as it logged it (consecutive records averaged where there "
+                     "are many; dropout on, in the run's precision). Dots: its validations (fp32; the earlier ones "
+                     "on a part of the split, the last on all of it)."),
+            ("chart", chart)]))
+    out.append(Section("How to read it", [("text", _method(report))]))
+    cp = report["context_probe"]
+    if cp["lengths"] and cp["loss"]:
+        series = {name: [(k, v / LN2) for k, v in zip(cp["lengths"], losses)] for name, losses in cp["loss"].items()}
+        # zip stops at the last k: the "all before it" value has no x position of its own
+        out.append(Section("Where memory runs out", [
+            ("text", CONTEXT_TEXT.format(positions=cp["positions"]) + " Bits per character:"),
+            ("table", ["model"] + [f"k={k}" for k in cp["lengths"]] + ["all before it"],
+             [[name] + [f"{v / LN2:.3f}" for v in losses] for name, losses in cp["loss"].items()]),
+            ("chart", line_chart(series, "characters of context k (log scale)", "bits/char", log2_x=True))]))
+    br = report["brackets"]
+    if "labels" in br:
+        series = {name: [(i, None if v is None else v / LN2) for i, v in enumerate(losses)]
+                  for name, losses in br["loss"].items()}
+        body = [["closers"] + [str(c) for c in br["counts"]]]
+        body += [[name] + ["-" if v is None else f"{v / LN2:.3f}" for v in losses]
+                 for name, losses in br["loss"].items()]
+        out.append(Section("Brackets and quotes", [
+            ("text", BRACKET_TEXT.format(chars=report["probe_chars"], pairs=br["pairs"])
+             + " Bits on the closing character:"),
+            ("table", ["distance"] + br["labels"], body),
+            ("chart", line_chart(series, "characters from the opener to the closer", "bits on the closer",
+                                 x_names=br["labels"]))]))
+    else:
+        out.append(Section("Brackets and quotes", [("text", NO_BRACKETS.format(chars=report["probe_chars"],
+                                                                               pairs=br["pairs"]))]))
+    gr = report.get("gradients")  # reports written before these measurements have none
+    if gr and any(gr["loss"].values()):
+        blocks = [("text", GRADIENT_TEXT.format(positions=gr["positions"]))]
+        for of, curves in gradient_groups(gr).items():
+            ks = [k for k in GRADIENT_KS if any(len(g) >= k for g in curves.values())]
+            body = [[name] + ["-" if len(g) < k or g[k - 1] is None else f"{g[k - 1]:.2e}" for k in ks]
+                    for name, g in curves.items()]
+            series = {name: [(k + 1, v) for k, v in enumerate(g)] for name, g in curves.items()}
+            blocks += [("text", f"*Gradient norm with respect to {of}:*"),
+                       ("table", ["model"] + [f"k={k}" for k in ks], body),
+                       ("chart", line_chart(series, "k: characters back", "gradient norm (log scale)", log_y=True))]
+        out.append(Section("Gradients through time", blocks))
+    if report.get("memorized_validation"):
+        ns = list(report["memorized_validation"])
+        body = [[r["model"]] + [_share(r["memorized"][n]) for n in ns] for r in rows if r.get("memorized")]
+        body.append(["validation text"] + [_share(v) for v in report["memorized_validation"].values()])
+        out.append(Section("Memorization", [("text", MEMO_TEXT.format(chars=report["settings"]["memo_chars"])),
+                                            ("table", ["sample of"] + [f"{n}-grams" for n in ns], body)]))
+    out.append(Section("Samples", [("text", "Each model, seed 1, temperature 0.8, from a line break:")]
+                       + [("sample", f"{r['model']} ({r['shape']})", r["sample"].strip()) for r in rows]))
+    out.append(Section("Settings", [
+        ("text", "Each family's presets come from the same rule: the largest preset the measured training speed "
+                 "affords in the budget, its dropout from the epochs that buys (`charrnn models`)."),
+        ("table", ["model", "chosen by", "model config", "train config", "steps", "chars trained"],
+         [[r["model"], chosen_by(r), json.dumps(r["model_config"]), json.dumps(r["train_config"]), f"{r['steps']:,}",
+           f"{r['chars_trained']:,}"] for r in rows])]))
+    return out
+
+
+def _loss_chart(rows: list[dict[str, Any]]) -> str:
+    """Each model's training loss records as a line, its validations as dots. The y axis stops at the
+    highest validation or training loss logged after a model's first validation: the first records of
+    an untrained model would squeeze what differs into the bottom of the chart."""
+    train = {r["model"]: [tuple(p) for p in r.get("train_curve") or []] for r in rows}
+    val = {r["model"]: [tuple(p) for p in r.get("curve") or []] for r in rows}
+    later = [b for name in train for t, b in train[name] if not val[name] or t >= val[name][0][0]]
+    later += [b for points in val.values() for _, b in points]
+    top = max((b for b in later if math.isfinite(b)), default=None)
+    return line_chart(train, "seconds of training (validation included)", "bits per character", marks=val,
+                      key=("training", "validation"), y_max=top)
+
+
+def _intro(report: dict[str, Any]) -> str:
+    text = (f"`{report['command']}`  \n{report['machine']}, device {report['device']}; {report['corpus_chars']:,} "
+            f"characters, the last {report['val_chars']:,} held out for validation.")
+    if report.get("wall_s") is not None:
+        plan = report.get("plan")
+        estimated = f" (estimated {format_duration(plan['total_s'])} at its start)" if plan else ""
+        text += f" The comparison took {format_duration(report['wall_s'])}{estimated}."
+    return text
+
+
 def render_markdown(report: dict[str, Any]) -> str:
-    head, body = table_rows(report)
-    parts = [
-        f"# charrnn compare: {Path(report['corpus']).name}",
-        f"`{report['command']}`  \n{report['machine']}, device {report['device']}; "
-        f"{report['corpus_chars']:,} characters, the last {report['val_chars']:,} held out for validation.",
-        markdown_table(head, body),
-        _method(report),
-    ]
-    for text, h, b in _probe_tables(report):
-        parts.append(text)
-        if h:
-            parts.append(markdown_table(h, b))
-    parts.append("## Samples\n\nEach model, seed 1, temperature 0.8, from a line break:")
-    for row in report["rows"]:
-        parts.append(f"**{row['model']}** ({row['shape']})\n\n```\n{row['sample'].strip()}\n```")
-    parts.append("## Settings\n\nEach family's presets come from the same rule: the largest preset the measured "
-                 "training speed affords in the budget, its dropout from the epochs that buys (`charrnn models`).")
-    parts.append(markdown_table(["model", "chosen by", "model config", "train config", "steps", "chars trained"], [
-        [r["model"], chosen_by(r), json.dumps(r["model_config"]), json.dumps(r["train_config"]), f"{r['steps']:,}",
-         f"{r['chars_trained']:,}"] for r in report["rows"]]))
+    parts = [f"# charrnn compare: {Path(report['corpus']).name}", _intro(report)]
+    shown = [sec for sec in sections(report) if sec.in_markdown()]
+    parts.append("## Contents\n\n" + "\n".join(f"{i}. [{sec.title}](#{sec.anchor})" for i, sec in enumerate(shown, 1)))
+    for sec in shown:
+        parts.append(f"## {sec.title}")
+        for block in sec.blocks:
+            kind = block[0]
+            if kind in ("text", "key"):
+                parts.append(block[1])
+            elif kind == "table":
+                parts.append(markdown_table(block[1], block[2]))
+            elif kind == "sample":
+                parts.append(f"**{block[1]}**\n\n```\n{block[2]}\n```")
     return "\n\n".join(parts) + "\n"
 
 
-def _html_table(head: list[str], body: list[list[str]]) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+TEXT_COLUMNS = ("shape", "chosen by", "model config", "train config")  # set left, as words read (the first is too)
+
+
+def _html_table(head: list, body: list[list[str]]) -> str:
+    """Each header in its lines (at most two, by the columns' definitions), kept from wrapping further."""
+    lines = [(h,) if isinstance(h, str) else h for h in head]
+    left = [' class="text"' if " ".join(h) in TEXT_COLUMNS else "" for h in lines]
+    th = "".join(f"<th{a}>" + "<br>".join(html.escape(line) for line in h) + "</th>" for h, a in zip(lines, left))
+    trs = "".join("<tr>" + "".join(f"<td{a}>{html.escape(c)}</td>" for c, a in zip(row, left)) + "</tr>" for row in body)
     return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
 
 def _md_inline(text: str) -> str:
-    """The little Markdown the explanations use (**bold**, *italic*, `code`) as HTML."""
-    import re
-
+    """The little Markdown the explanations use (**bold**, *italic*, `code`, a line break) as HTML."""
     t = html.escape(text)
     t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t, flags=re.S)
     t = re.sub(r"\*(.+?)\*", r"<i>\1</i>", t, flags=re.S)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+    t = re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+    return t.replace("  \n", "<br>")
+
+
+STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;line-height:1.45}"
+         "table{border-collapse:collapse;margin:1em 0;font-variant-numeric:tabular-nums}"
+         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{white-space:nowrap;vertical-align:bottom}"
+         "td:first-child,th:first-child,.text{text-align:left}p.key{font-size:90%;color:#444;margin-top:-0.5em}"
+         "pre{background:#f6f6f6;padding:8px;white-space:pre-wrap}nav ol{columns:2}")
 
 
 def render_html(report: dict[str, Any]) -> str:
-    head, body = table_rows(report)
-    curves = {r["model"]: [(t, b) for t, b in r["curve"]] for r in report["rows"]}
-    parts = [
-        f"<h1>charrnn compare: {html.escape(Path(report['corpus']).name)}</h1>",
-        f"<p><code>{html.escape(report['command'])}</code><br>{html.escape(report['machine'])}, device "
-        f"{html.escape(report['device'])}; {report['corpus_chars']:,} characters, the last "
-        f"{report['val_chars']:,} held out for validation.</p>",
-        _html_table(head, body),
-        f"<p>{_md_inline(_method(report))}</p>",
-        "<h2>Validation bits per character against training time</h2>",
-        line_chart(curves, "seconds of training (validation included)", "validation bits/char"),
-    ]
-    cp = report["context_probe"]
-    for text, h, b in _probe_tables(report):
-        parts.append(f"<p>{_md_inline(text)}</p>")
-        if h:
-            parts.append(_html_table(h, b))
-        if text.startswith("**Where memory") and cp["loss"]:
-            series = {name: [(k, v / LN2) for k, v in zip(cp["lengths"], losses)] for name, losses in cp["loss"].items()}
-            # zip stops at the last k: the "all before it" value has no x position of its own
-            parts.append(line_chart(series, "characters of context k (log scale)", "bits/char", log2_x=True))
-        if text.startswith("**Brackets and quotes (") and h:
-            br = report["brackets"]
-            series = {name: [(i, None if v is None else v / LN2) for i, v in enumerate(losses)]
-                      for name, losses in br["loss"].items()}
-            parts.append(line_chart(series, "characters from the opener to the closer", "bits on the closer",
-                                    x_names=br["labels"]))
-        if text.startswith("*Gradient norm with respect to "):
-            of = text[len("*Gradient norm with respect to "):-2]
-            series = {name: [(k + 1, v) for k, v in enumerate(g)]
-                      for name, g in gradient_groups(report["gradients"])[of].items()}
-            parts.append(line_chart(series, "k: characters back", "gradient norm (log scale)", log_y=True))
-    parts.append("<h2>Samples</h2><p>Each model, seed 1, temperature 0.8, from a line break.</p>")
-    for row in report["rows"]:
-        parts.append(f"<h3>{html.escape(row['model'])} <small>({html.escape(row['shape'])})</small></h3>"
-                     f"<pre>{html.escape(row['sample'].strip())}</pre>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}pre{background:#f6f6f6;padding:8px;white-space:pre-wrap}")
+    secs = sections(report)
+    toc = "".join(f'<li><a href="#{sec.anchor}">{html.escape(sec.title)}</a></li>' for sec in secs)
+    parts = [f"<h1>charrnn compare: {html.escape(Path(report['corpus']).name)}</h1>",
+             f"<p>{_md_inline(_intro(report))}</p>", f'<nav id="contents"><h2>Contents</h2><ol>{toc}</ol></nav>']
+    for sec in secs:
+        parts.append(f'<h2 id="{sec.anchor}">{html.escape(sec.title)}</h2>')
+        for block in sec.blocks:
+            kind = block[0]
+            if kind in ("text", "caption"):
+                parts.append(f"<p>{_md_inline(block[1])}</p>")
+            elif kind == "key":
+                parts.append(f'<p class="key">{_md_inline(block[1])}</p>')
+            elif kind == "table":
+                parts.append(_html_table(block[1], block[2]))
+            elif kind == "chart":
+                parts.append(block[1])
+            elif kind == "sample":
+                parts.append(f"<h3>{html.escape(block[1])}</h3><pre>{html.escape(block[2])}</pre>")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>charrnn compare</title>'
-            f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+            f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
 
 
 def write_reports(out: Path, report: dict[str, Any]) -> None:

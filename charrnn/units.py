@@ -1,4 +1,5 @@
-"""The quantities users type: durations ('90s', '1h30m') and counts ('800k', '3M'), parsed and bounded.
+"""The quantities users type: durations ('90s', '1h30m') and counts ('800k', '3M'), parsed and bounded;
+durations written back the same way.
 Nothing here imports torch or numpy, so the CLI can parse options before loading them."""
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ def parse_duration(text: str) -> float:
             raise CharrnnError(f"not a duration: {text!r} (use e.g. 90s, 10m, 1h30m)")
         seconds = sum(float(v) * {"h": 3600, "m": 60, "s": 1}[u] for v, u in parts)
     return check_duration(seconds, text)
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as parse_duration reads them, to the second under an hour: '45s', '5m00s', '1h02m'."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def check_duration(seconds: float, text: object = None) -> float:

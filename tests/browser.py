@@ -83,9 +83,9 @@ def parse_console(stderr: str) -> tuple[list[str], list[str]]:
     return messages, errors
 
 
-def render(path: Path, timeout: float = 60, fragment: str = "") -> Rendered:
-    """Open the local HTML file ``path`` (with ``#fragment`` when given) in headless Chromium; its DOM after
-    scripts ran and its JavaScript errors.
+def render(path: Path, timeout: float = 60, fragment: str = "", flags: tuple[str, ...] = ()) -> Rendered:
+    """Open the local HTML file ``path`` (with ``#fragment`` when given) in headless Chromium, with ``flags``
+    besides its own (``--window-size=1000,800``, say); its DOM after scripts ran and its JavaScript errors.
 
     Raises RuntimeError when there is no Chromium, when it runs past ``timeout`` seconds (its whole process group is
     killed), exits with an error, or prints no DOM.
@@ -97,7 +97,7 @@ def render(path: Path, timeout: float = 60, fragment: str = "") -> Rendered:
     if exe is None:
         raise RuntimeError(SKIP_REASON)
     with tempfile.TemporaryDirectory(prefix="charrnn-chromium-", ignore_cleanup_errors=True) as profile:
-        cmd = [exe, *FLAGS, f"--user-data-dir={profile}", path.as_uri() + (f"#{fragment}" if fragment else "")]
+        cmd = [exe, *FLAGS, *flags, f"--user-data-dir={profile}", path.as_uri() + (f"#{fragment}" if fragment else "")]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True)  # its own process group, to kill all of it
         try:

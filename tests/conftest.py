@@ -7,8 +7,11 @@ import os
 # share of the tests' work.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+import contextlib  # noqa: E402
+import io  # noqa: E402
 import random  # noqa: E402
 from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -55,6 +58,31 @@ def trained_run(tmp_path_factory) -> Path:
     train(RunOptions(corpus=str(path), out=out, precision="fp32", device="cpu", quiet=True, sample_len=0),
           dict(TINY, max_steps=60))
     return out
+
+
+@pytest.fixture(scope="session")
+def comparison(tmp_path_factory) -> SimpleNamespace:
+    """`charrnn compare` of two tiny RNNs (trained in-process, 120 steps each), as a person sees it off a
+    terminal: its report, everything it wrote on stderr, and what it had written when the first training
+    began (treat them as read-only)."""
+    from charrnn import compare, training
+
+    root = tmp_path_factory.mktemp("comparison")
+    corpus = root / "play.txt"
+    corpus.write_text(make_text(20_000), encoding="utf-8")
+    tiny = {k: v for k, v in TINY.items() if k not in ("model", "seed")}
+    cfg = compare.CompareConfig(str(corpus), models=("lstm", "gru"), max_time=60, out=root / "report", device="cpu",
+                                precision="fp32", extra=dict(tiny, max_steps=120, eval_interval=40))
+    err, at_training = io.StringIO(), []
+
+    def in_process(opts, overrides):  # train_one without its child process
+        at_training.append(err.getvalue())
+        return training.train(opts, overrides)
+
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err):
+        mp.setattr(compare, "train_one", in_process)
+        report = compare.compare(cfg)
+    return SimpleNamespace(report=report, stderr=err.getvalue(), at_training=at_training, out=cfg.out, cfg=cfg)
 
 
 @pytest.fixture

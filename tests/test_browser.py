@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 
 import pytest
@@ -12,6 +14,7 @@ from conftest import make_text
 
 from charrnn.cli import cli
 from charrnn.inspect_page import ACTIVATION_COLORS, LOSS_COLORS
+from charrnn.report import render_html
 
 
 def run(*args):
@@ -83,5 +86,38 @@ def test_compare_page_renders_its_charts(tmp_path):
     assert shown.dom.count("<svg") >= 3
     grad = shown.dom[shown.dom.index("Gradients through time"):]
     assert grad.count('class="series"', 0, grad.index("</svg>")) == 2
-    assert "sample n-grams in training text" in shown.dom and "validation text" in shown.dom
-    assert "multiply-adds/char" in shown.dom
+    assert "n-grams in<br>training text" in shown.dom and "validation text" in shown.dom
+    assert "MACs/char" in shown.dom
+
+
+# What a script measures in the page as laid out in a window 1000 pixels wide: how far each table reaches
+# beyond the body's width, and in how many lines each of its headers is set.
+MEASURE = """<script>
+const lines = th => { const s = getComputedStyle(th);
+  return Math.round((th.clientHeight - parseFloat(s.paddingTop) - parseFloat(s.paddingBottom)) / parseFloat(s.lineHeight)); };
+document.body.dataset.layout = JSON.stringify([...document.querySelectorAll("table")].map(t => ({
+  over: t.getBoundingClientRect().right - document.body.getBoundingClientRect().right + parseFloat(getComputedStyle(document.body).paddingRight),
+  viewport: window.innerWidth, lines: Math.max(...[...t.querySelectorAll("th")].map(lines))})));
+</script>"""
+
+
+def test_the_report_tables_fit_a_laptop_screen(comparison, tmp_path):
+    """Six models with long names, shapes and figures: the two tables at the top fit a window 1000 pixels
+    wide, and no header of any table wraps onto more than two lines."""
+    require_chromium()
+    report = copy.deepcopy(comparison.report)
+    row = report["rows"][0]
+    report["rows"] = [dict(row, model=name, shape="6x192, 6 heads, context 128", params=12_345_678, steps=1_234_567,
+                           chars_trained=987_654_321, train_chars_per_s=123_456.0, sample_1_chars_per_s=12_345.0,
+                           sample_batched_chars_per_s=234_567.0, state_bytes=12_345_678, peak_rss_mib=12_345.0,
+                           peak_gpu_mib=23_456.0, macs_per_char={"train": 1.23e9, "sample": 4.56e8})
+                      for name in ("transformer", "minlstm", "mingru", "lstm", "gru", "rnn")]
+    page = tmp_path / "report.html"
+    page.write_text(render_html(report).replace("</body>", MEASURE + "</body>"), encoding="utf-8")
+    shown = render(page, flags=("--window-size=1000,800",))
+    assert shown.console_errors == []
+    layout = json.loads(re.search(r'data-layout="([^"]*)"', shown.dom).group(1).replace("&quot;", '"'))
+    assert layout[0]["viewport"] == 1000
+    results, costs = layout[:2]
+    assert results["over"] <= 0 and costs["over"] <= 0, layout
+    assert all(1 <= t["lines"] <= 2 for t in layout), layout

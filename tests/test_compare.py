@@ -12,10 +12,11 @@ from conftest import make_text
 from charrnn.cli import cli
 from charrnn.compare import count_params, size_for_params
 from charrnn.errors import CharrnnError
+from charrnn.measuring import Rates, estimate, steps
 from charrnn.presets import presets_for
 from charrnn.probe import bracket_probe, find_pairs
-from charrnn.report import line_chart
-from charrnn.units import parse_count
+from charrnn.report import line_chart, render_html, render_markdown
+from charrnn.units import format_duration, parse_count, parse_duration
 
 GPT_ARGS = ["--model", "transformer", "--layers", "1", "--hidden", "32", "--heads", "4", "--context", "16",
             "--batch-size", "4", "--max-steps", "20", "--precision", "fp32", "--device", "cpu", "--quiet"]
@@ -121,6 +122,93 @@ def test_line_chart_is_plain_svg():
     assert svg.count("<polyline") == 2
 
 
+# --- the plan, its estimate, and the progress of every phase ----------------------------------------
+def test_the_plan_and_its_estimate_come_before_any_training(comparison):
+    before = comparison.at_training[0]  # what compare had written when the first model began to train
+    plan = comparison.report["plan"]
+    lines = before.splitlines()
+    # the models in order, each with its budget and its measuring, then the total and the clock time
+    first, second = (next(i for i, line in enumerate(lines) if re.match(rf"\s+{n}\. {m} ", line))
+                     for n, m in ((1, "lstm"), (2, "gru")))
+    total = next(i for i, line in enumerate(lines) if line.startswith("estimated total"))
+    assert lines.index(next(line for line in lines if line.startswith("measuring a model: validation loss"))) < first
+    assert first < second < total and "[1/2] training lstm" in lines[-1]
+    assert re.search(r"done about \d\d:\d\d$", lines[total])
+    for line, model in zip((lines[first], lines[second]), plan["models"]):
+        assert f"train {format_duration(model['train_s'])}" in re.sub(r" +", " ", line)
+        assert f"measure ~{format_duration(model['measure_s'])}" in re.sub(r" +", " ", line)
+    # the total is the training budgets plus the measuring estimated for each model, as printed
+    assert [m["train_s"] for m in plan["models"]] == [60, 60]
+    assert all(m["measure_s"] > 0 for m in plan["models"])
+    assert plan["total_s"] == pytest.approx(120 + sum(m["measure_s"] for m in plan["models"]))
+    assert lines[total].startswith(f"estimated total {format_duration(plan['total_s'])} ")
+    # what was printed reads back as the duration it stands for
+    assert parse_duration(lines[total].split()[2]) == pytest.approx(plan["total_s"], abs=60)
+
+
+def test_the_measuring_estimate_follows_the_validation_text_and_the_measurements(comparison):
+    rates = Rates({kind: 1000.0 for kind in ("batched", "stream", "context", "gradients", "sample", "sample_batched")})
+    cfg = comparison.cfg
+    small, large = (sum(estimate(steps(cfg, n, None), rates)) for n in (20_000, 80_000))
+    assert large > small  # the validation loss and the per-character losses read all of it
+    more = sum(estimate(steps(type(cfg)(cfg.corpus, memo_chars=4 * cfg.memo_chars), 20_000, None), rates))
+    assert more - small == pytest.approx(3 * cfg.memo_chars / 1000)  # the longer sample, at 1000 chars/s
+    assert sum(estimate(steps(cfg, 20_000, 16), rates)) < small  # a model that reads 16 characters at most
+
+
+def test_measuring_shows_each_step_off_a_terminal(comparison):
+    """Off a terminal, the measuring phase is a line per step (no bar's redraws), in the order of the plan's steps."""
+    lines = [line for line in comparison.stderr.splitlines() if line.startswith("measuring ")][1:]  # after the plan's
+    assert re.match(r"measuring 2 models: about \S+, done about \d\d:\d\d$", lines[0])
+    plan = steps(comparison.cfg, comparison.report["val_chars"], None)
+    shown = [re.match(r"measuring (\d+)% (\w+): (.*)$", line).groups() for line in lines[1:-1]]
+    assert [(m, label) for _, m, label in shown] == [(m, s.label) for m in ("lstm", "gru") for s in plan]
+    percents = [int(p) for p, _, _ in shown]
+    assert percents == sorted(percents) and percents[0] == 0 and lines[-1] == "measuring 100% done"
+    assert "\r" not in comparison.stderr  # no bar
+    assert comparison.stderr.index("[2/2] training gru") < comparison.stderr.index(lines[0])
+
+
+def test_the_report_page_has_contents_settings_and_what_each_model_trained(comparison):
+    report = comparison.report
+    page = (comparison.out / "report.html").read_text()
+    assert page == render_html(report)
+    ids = re.findall(r'<h2 id="([^"]+)">', page)
+    links = re.findall(r'<li><a href="#([^"]+)">', page)
+    assert links == ids and {"results", "settings", "loss-over-time", "samples"} <= set(ids)
+    settings = page[page.index('<h2 id="settings">'):]
+    assert '<th class="text">model config</th>' in settings and '&quot;hidden&quot;: 32' in settings
+    results = page[page.index('<h2 id="results">'):page.index("</table>", page.index('<h2 id="results">'))]
+    heads = re.findall(r"<th>(.*?)</th>", results)
+    assert heads == ["model", "params", "val<br>bpc", "steps", "chars<br>trained", "train<br>chars/s", "sample<br>chars/s"]
+    for row in report["rows"]:
+        assert row["steps"] == 120 and row["chars_trained"] == 120 * 4 * 16
+        assert re.search(rf"<td>{row['model']}</td><td>[^<]+</td><td>[^<]+</td><td>120</td><td>7.68k</td>", results)
+    # every header of every table in at most two lines, and a key under the results for its abbreviations
+    assert all(th.count("<br>") <= 1 for th in re.findall(r"<th[^>]*>(.*?)</th>", page))
+    assert "<i>val bpc</i>: validation loss in bits per character" in page
+    # the Markdown: the same sections but the chart's, each linked from its contents by GitHub's anchor
+    md = render_markdown(report)
+    titles = re.findall(r"^## (.+)$", md, re.M)
+    toc = re.findall(r"^\d+\. \[(.+)\]\(#(.+)\)$", md, re.M)
+    assert titles[0] == "Contents" and [t for t, _ in toc] == titles[1:] and "Loss over time" not in titles
+    assert all(a == re.sub(r"[^\w\- ]", "", t.lower()).replace(" ", "-") for t, a in toc)
+    assert "| lstm | 1x32, embed 16" not in md and "| model | params | val bpc | steps | chars trained |" in md
+
+
+def test_the_loss_chart_draws_each_training_record_and_marks_the_validations(comparison):
+    page = (comparison.out / "report.html").read_text()
+    chart = page[page.index('<h2 id="loss-over-time">'):]
+    chart = chart[:chart.index("</svg>")]
+    lines = re.findall(r'<polyline class="series" points="([^"]*)"', chart)
+    marks = re.findall(r'<circle class="mark"', chart)
+    assert len(lines) == 2 and "training" in chart and "validation" in chart  # a line per model, and the key
+    for row, points in zip(comparison.report["rows"], lines):
+        assert len(points.split()) == len(row["train_curve"]) == 12  # a record every 10 steps
+        assert len(row["curve"]) == 3  # a validation every 40 steps
+    assert len(marks) == 6
+
+
 # --- compare end to end ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_tiny_compare_through_the_cli_writes_both_reports(tmp_path):
@@ -141,9 +229,9 @@ def test_tiny_compare_through_the_cli_writes_both_reports(tmp_path):
         assert row["val_loss"] == pytest.approx(scored["loss_nats"], rel=1e-6)  # what `charrnn eval` says
         assert row["sample_1_chars_per_s"] > 0 and row["sample_batched_chars_per_s"] > 0
         assert row["chars_trained"] > row["steps"] > 0
-        assert row["curve"] and (out / "runs" / row["model"] / "best.pt").is_file()
+        assert row["curve"] and (out / "runs" / row["model"] / "best.pt").is_file() and row["train_curve"]
         assert row["sample"].strip() in md  # shown trimmed in a fenced block
-    assert "val bits/char" in md and "sample chars/s, 1 stream" in md and "peak memory" in md
+    assert "| model | params | val bpc |" in md and "sample chars/s" in md and "peak memory" in md
     assert "Weights while sampling: lstm " in md and "transformer fp32" in md
     assert report["command"].endswith(f"--device cpu --precision fp32 --out {out}")
     assert report["brackets"]["pairs"] >= 10 and "Bits on the closing character" in md
@@ -158,7 +246,7 @@ def test_tiny_compare_through_the_cli_writes_both_reports(tmp_path):
     # memorization: shares in [0, 1] for each n, falling as n grows, for each model and the validation text
     for shares in [r["memorized"] for r in report["rows"]] + [report["memorized_validation"]]:
         assert list(shares) == ["10", "20", "40"] and 1 >= shares["10"] >= shares["20"] >= shares["40"] >= 0
-    assert "validation text" in md and "sample n-grams in training text" in md
+    assert "validation text" in md and "n-grams in training text" in md
     for row in report["rows"]:
         assert row["macs_per_char"]["train"] > row["macs_per_char"]["sample"] > 0
     # the HTML stands alone: inline SVG charts, nothing fetched from the network
@@ -185,7 +273,7 @@ def test_bad_compare_options(corpus, tmp_path, args, message):
 def test_an_interrupted_comparison_exits_130_and_the_same_command_finishes_it(tmp_path, monkeypatch):
     from charrnn import checkpoint as ck
     from charrnn import compare as compare_module
-    from charrnn import training
+    from charrnn import presets, training
 
     corpus = tmp_path / "play.txt"
     corpus.write_text(make_text(20_000), encoding="utf-8")
@@ -204,15 +292,19 @@ def test_an_interrupted_comparison_exits_130_and_the_same_command_finishes_it(tm
         return training.train(opts, overrides, on_trainer=stop)
 
     monkeypatch.setattr(compare_module, "train_one", in_process)
+    # no timing of the presets (it adds nothing here, and on a busy machine it takes seconds)
+    monkeypatch.setattr(presets, "measure_speed", lambda *args, **kw: 20_000.0)
     args = ["compare", corpus, "--models", "lstm,gru", "--max-time", "4s", "--out", out, "--device", "cpu",
             "--precision", "fp32", "--quiet"]
     first = run(*args)
     assert first.exit_code == 130 and "run the same command again" in first.stderr
+    assert "estimated total" not in first.stderr and "measuring" not in first.stderr  # --quiet: no plan
     assert "Error" not in first.stderr and not (out / "report.json").exists()
     assert "unfinished comparison with other settings (max_time)" in one_line_error(
         run(*[a if a != "4s" else "5s" for a in args]))
     second = run(*args)
     assert second.exit_code == 0, second.output
+    assert second.stderr == ""  # --quiet: no plan, no progress, no notices
     assert [(resume, "model" in o) for resume, o in calls] == [(False, True), (True, False), (False, True)]
     assert (out / "report.json").exists() and not (out / "compare.json").exists()
     steps = [r["step"] for r in ck.read_metrics(out / "runs" / "lstm", "train")]
