@@ -6,8 +6,10 @@ BIN    := $(VENV)/bin
 # elsewhere it comes from PyPI. A GPU user installs torch their own way first (see README).
 TORCH  ?= torch==2.13.0
 export CHARRNN_CORPORA ?= $(abspath ../shared/corpora)
+# How long `make demo` trains (`make demo DEMO_TIME=10m`); tests/test_docs.py runs the demo with 10s.
+DEMO_TIME ?= 2m
 
-.PHONY: venv test test-fast demo bench bench-quick bench-minrnn bench-export bench-finetune bench-serve bench-gpu bench-summary quality clean
+.PHONY: venv test test-fast demo pictures bench bench-quick bench-minrnn bench-export bench-finetune bench-serve bench-gpu bench-summary quality clean
 
 $(BIN)/charrnn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +30,15 @@ test-fast: venv
 
 demo: venv
 	rm -rf checkpoints/demo
-	$(BIN)/charrnn train tinyshakespeare --max-time 2m --out checkpoints/demo
+	$(BIN)/charrnn train tinyshakespeare --max-time $(DEMO_TIME) --out checkpoints/demo
 	$(BIN)/charrnn sample checkpoints/demo --prime "ROMEO:" --length 500 --temperature 0.8 --seed 1
+
+# The README's first screen (benchmarks/readme.py): the demo's commands for DEMO_TIME and the README's sample
+# command, a row in benchmarks/readme.jsonl, the README's output block from it, and docs/img/*.png from
+# `charrnn inspect` and a 60-second `charrnn compare` (headless Chromium): DEMO_TIME, then two minutes of
+# training and the measurements after it. Run it on a quiet machine.
+pictures: venv
+	$(BIN)/python benchmarks/readme.py --demo-time $(DEMO_TIME)
 
 # The speed suite (benchmarks/README.md): ~8 minutes on 2 cores; writes benchmarks/results.json and appends
 # the run to benchmarks/speed.jsonl.

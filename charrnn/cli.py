@@ -158,7 +158,7 @@ def train(corpus, config_path, out, resume, init_from, val_frac, precision, devi
           compile_, quiet, **settings):
     """Train a model on CORPUS: a UTF-8 text file or a catalog name (see `charrnn corpus list`).
 
-    Settings left unset are chosen from the time budget (see README): `charrnn train tinyshakespeare
+    Settings left unset are chosen from the time budget (docs/training.md): `charrnn train tinyshakespeare
     --max-time 60s` picks a model that learns fast, `--max-time 15m` a larger, regularised one.
 
     Launched by torchrun (`torchrun --nproc_per_node=N -m charrnn train ...`) it trains data-parallel:

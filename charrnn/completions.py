@@ -22,7 +22,7 @@ from .errors import CharrnnError
 from .tokenizer import CharTokenizer
 from .units import MAX_SEED
 
-# The limits (README "charrnn serve"). A prompt is read in one pass while every other stream waits, so it is
+# The limits (docs/serve.md, "Limits"). A prompt is read in one pass while every other stream waits, so it is
 # bounded; so are what one request may hold in the batch (n x max_tokens) and the body.
 MAX_BODY = 256 * 1024  # bytes
 MAX_PROMPT = 8192  # characters
