@@ -13,8 +13,8 @@ No length normalisation, by choice: "most likely" is then what it says, the prob
 makes exactly this text and ends it there. Without a stop string every continuation has the same
 length, so there is nothing to normalise; with one, or for items, a shorter text is more likely, and
 it should be. Dividing by the length instead (the mean per character) prefers long runs of likely
-characters: on a small model the best "item" was a letter followed by 499 spaces, the loops beam
-search is known for. Each result still reports its mean per character, to compare across lengths.
+characters: on a small model the best "item" was a letter followed by spaces up to the length, the
+loops beam search is known for. Each result still reports its mean per character, to compare across lengths.
 
 With K = 1 this is greedy decoding; with K at least the number of hypotheses there can be, it is an
 exhaustive search (tests/test_sampling_modes.py checks both). Nothing is drawn at random: the same model
@@ -59,7 +59,7 @@ def beam_search(logits: torch.Tensor, state: Any, step: Callable, reorder: Calla
     steps = 0
     while live and len(ended) < k and (max_steps is None or steps < max_steps):
         steps += 1
-        logp = torch.log_softmax(logits[:, :n_chars].double(), dim=-1)  # (B, V)
+        logp = torch.log_softmax(logits[:, :n_chars].cpu().double(), dim=-1)  # (B, V), on the CPU: any device
         total = (scores[:, None] + logp).flatten()
         order = torch.sort(total, descending=True, stable=True).indices.tolist()
         flat = total.tolist()
