@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -115,6 +116,7 @@ class CharrnnGroup(click.Group):
 OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "DefaultCPUAllocator")
 POSITIVE_INT = click.IntRange(min=1)
 SEED = click.IntRange(0, MAX_SEED)
+SAMPLE_TEMPERATURE = 0.8  # `charrnn sample` without --temperature: what the demo shows (the API keeps 1, the model's own)
 
 
 @click.group(cls=CharrnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -199,46 +201,145 @@ def train(corpus, config_path, out, resume, init_from, val_frac, precision, devi
 
 @cli.command()
 @click.argument("run", required=False, type=click.Path(path_type=Path))
-@click.option("--prime", default="", help="Text to start from; it is printed first.")
-@click.option("--length", type=click.IntRange(min=0), default=500, show_default=True, help="Characters to generate.")
-@click.option("--temperature", "-t", type=FiniteFloat(min=0), default=0.8, show_default=True, help="Sampling temperature: 1 is the model's own distribution, lower is more conservative, 0 is greedy.")
+@click.option("--prime", help="Text to start from; it is printed first.")
+@click.option("--prime-file", help="Read the prime from this UTF-8 file ('-': standard input).")
+@click.option("--length", type=click.IntRange(min=0), default=500, show_default=True, help="Characters to generate; 0: no end, streamed until Ctrl-C or a closed pipe. With --items: the longest item.")
+@click.option("--temperature", "-t", type=FiniteFloat(min=0), help=f"Sampling temperature: 1 is the model's own distribution, lower is more conservative, 0 is greedy.  [default: {SAMPLE_TEMPERATURE}]")
 @click.option("--top-k", type=POSITIVE_INT, help="Sample only from the k most likely characters.")
 @click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), help="Sample only from the smallest set of characters whose probability reaches p.")
+@click.option("--min-p", type=FiniteFloat(0, 1), help="Sample only from the characters at least p times as likely as the most likely one.")
 @click.option("--seed", type=SEED, help="Random seed: the same seed gives the same text.")
 @click.option("--num-samples", "-n", type=POSITIVE_INT, default=1, show_default=True, help="Samples to generate, as one batch.")
 @click.option("--stop", multiple=True, help="End a sample at the first occurrence of this string (not printed). Repeatable.")
 @click.option("--stream/--no-stream", default=None, help="Print characters as they are made.  [default: on a terminal]")
+@click.option("--beam", type=POSITIVE_INT, help="Print the K most likely continuations (beam search: deterministic, the model's own probabilities, so no --temperature, --top-k, --top-p or --min-p). With --items N: the N most likely items a beam of K >= N finds.")
+@click.option("--items", type=POSITIVE_INT, help="Print N items: complete lines the model makes, one per line.")
+@click.option("--new", is_flag=True, help="With --items: only items in neither split of the run's corpus, each once.")
+@click.option("--label", is_flag=True, help="With --items: say before each whether it is in the corpus's train or validation split, or new.")
+@click.option("--json", "as_json", is_flag=True, help="With --items: one JSON object per item: text, label, logprob and logprob_per_char (nats).")
+@click.option("--max-attempts", type=POSITIVE_INT, help="With --items: the most lines to draw.  [default: 20 per item, at least 1,000]")
 @click.option("--unknown", type=click.Choice(["error", "bytes"]), default="error", show_default=True, help="Prime characters outside the vocabulary: fail naming them, or read them as UTF-8 bytes.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default="cpu", show_default=True, help="Where to sample.")
 @click.option("--weights", type=click.Choice(["auto", "fp32", "int8"]), default="auto", show_default=True, help="How the RNN step holds its weights: int8 (x86 CPU) is faster for one stream and approximate; fp32 is exact. auto: int8 where it runs.")
 @click.option("--engine", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True, help="What runs the step: torch, or ONNX Runtime on the exported step (CPU; the export extra).")
-def sample(run, prime, length, temperature, top_k, top_p, seed, num_samples, stop, stream, unknown, device, weights,
-           engine):
+def sample(run, prime, prime_file, length, temperature, top_k, top_p, min_p, seed, num_samples, stop, stream, beam,
+           items, new, label, as_json, max_attempts, unknown, device, weights, engine):
     """Generate text from RUN: a run folder (best.pt, else last.pt), a checkpoint file, or a model folder
     `charrnn export --format hf` wrote.
 
     Without RUN, the newest run under ./checkpoints is used.
     """
+    conflict = _sample_conflict(prime, prime_file, length, temperature, top_k, top_p, min_p, num_samples, stop,
+                                stream, beam, items, new, label, as_json, max_attempts)
+    if conflict:
+        raise CharrnnError(conflict)
     from .checkpoint import newest_run
     from .device import resolve_device
-    from .sampler import SampleConfig, Sampler
+    from .sampler import SampleConfig, Sampler, read_prime_file
 
+    if prime_file is not None:
+        prime = read_prime_file(prime_file)
+    if temperature is None:  # (a beam search takes the model's own distribution)
+        temperature = 1.0 if beam is not None else SAMPLE_TEMPERATURE
     sampler = Sampler.load(run if run is not None else newest_run(), device=str(resolve_device(device)), weights=weights,
                            engine=engine)
-    cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, prime=prime, seed=seed,
-                       stop=tuple(stop), unknown=unknown)
+    cfg = SampleConfig(length=length or None, temperature=temperature, top_k=top_k, top_p=top_p, prime=prime or "",
+                       seed=seed, stop=tuple(stop), unknown=unknown, min_p=min_p)
     if stream is None:
         stream = sys.stdout.isatty() and num_samples == 1
-    if stream and num_samples == 1:
-        for piece in sampler.stream(**vars(cfg)):
-            click.echo(piece, nl=False)
-            sys.stdout.flush()
-        click.echo()
-        return
-    for i, text in enumerate(sampler.sample_many(cfg, num_samples)):
-        if num_samples > 1:
-            click.echo(f"--- sample {i + 1} ---")
-        click.echo(text)
+    rv = 0
+    try:
+        if items is not None:
+            rv = _print_items(sampler, cfg, items, new, label, as_json, max_attempts, beam)
+        elif beam is not None:
+            for i, b in enumerate(sampler.beam(beam, prime=cfg.prime, length=length, stop=cfg.stop, unknown=unknown)):
+                if beam > 1:
+                    click.echo(f"--- beam {i + 1}: log-probability {b.logprob:.4f} ({b.logprob_per_char:.4f} per "
+                               f"character) ---")
+                click.echo(b.text)
+        elif (stream and num_samples == 1) or cfg.length is None:  # (no end: always streamed)
+            for piece in sampler.stream(**vars(cfg)):
+                click.echo(piece, nl=False)
+                sys.stdout.flush()
+            click.echo()
+        else:
+            for i, text in enumerate(sampler.sample_many(cfg, num_samples)):
+                if num_samples > 1:
+                    click.echo(f"--- sample {i + 1} ---")
+                click.echo(text)
+        sys.stdout.flush()  # (a reader that has gone is found here, not at exit)
+    except BrokenPipeError:
+        _reader_gone()
+        return 0
+    return rv
+
+
+def _print_items(sampler, cfg, n, new, label, as_json, max_attempts, beam) -> int:
+    """`sample --items`: each item as it is found; 1 when fewer than n were (said on stderr)."""
+    from .sampler import default_attempts
+
+    settings = {k: v for k, v in vars(cfg).items() if k != "stop"}
+    found = 0
+    for item in sampler.iter_items(n, new=new, label=label or as_json, max_attempts=max_attempts, beam=beam,
+                                   **settings):
+        found += 1
+        click.echo(json.dumps(item.to_dict(), ensure_ascii=False) if as_json
+                   else f"{item.label:<10} {item.text}" if label else item.text)
+    if found == n:
+        return 0
+    limit = (f"a beam of {beam} within --length {cfg.length}" if beam is not None
+             else f"{max_attempts or default_attempts(n):,} lines drawn (--max-attempts)")
+    click.echo(f"found {found:,} of {n:,} {'new ' if new else ''}items in {limit}", err=True)
+    return 1
+
+
+def _sample_conflict(prime, prime_file, length, temperature, top_k, top_p, min_p, num_samples, stop, stream, beam,
+                     items, new, label, as_json, max_attempts) -> str | None:
+    """Why `charrnn sample`'s options do not go together, or None."""
+    if prime is not None and prime_file is not None:
+        return "give --prime or --prime-file, not both"
+    if items is None:
+        needs = [flag for flag, given in (("--new", new), ("--label", label), ("--json", as_json),
+                                          ("--max-attempts", max_attempts is not None)) if given]
+        if needs:
+            return f"{', '.join(needs)} applies to --items"
+    else:
+        if num_samples != 1:
+            return "--items N prints N items: drop --num-samples"
+        if stop:
+            return "an item ends at its newline: --stop does not apply to --items"
+        if length == 0:
+            return "with --items, --length is the longest item: give one (0, no end, is for text)"
+    if beam is not None:
+        filters = [flag for flag, given in (("--temperature", temperature not in (None, 1.0)), ("--top-k", top_k is not None),
+                                            ("--top-p", top_p is not None), ("--min-p", min_p is not None)) if given]
+        if filters:
+            return f"--beam searches the model's own probabilities: it takes no {', '.join(filters)}"
+        if items is not None and beam < items:
+            return f"a beam of {beam} finds at most {beam} items: give --beam {items} or more for --items {items}"
+        if max_attempts is not None:
+            return "--max-attempts limits sampling; a beam search ends within --length"
+        if items is None and num_samples != 1:
+            return "--beam K prints K continuations: drop --num-samples"
+        if length == 0:
+            return "--beam needs an end: --length 0 (no end) is for sampling"
+    if length == 0 and items is None and beam is None:
+        if num_samples != 1:
+            return "--length 0 (no end) streams one sample: drop --num-samples"
+        if stream is False:
+            return "--length 0 (no end) is always streamed: drop --no-stream"
+    return None
+
+
+def _reader_gone() -> None:
+    """Standard output's reader has closed it (`charrnn sample ... | head`): not an error, the end. Point
+    stdout at /dev/null, so that Python's flush at exit has no pipe to fail on (and prints no "Exception
+    ignored ... BrokenPipeError"), as Python's signal module documentation advises."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # (a stdout without a descriptor: nothing is flushed to a pipe at exit)
+        pass
 
 
 @cli.command(name="serve")

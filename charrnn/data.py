@@ -128,14 +128,13 @@ def encode_corpus(path: Path, tok: CharTokenizer, cache_dir: Path | None, unknow
     encoded again. With `cache_dir=None` the ids are encoded into memory instead. `sha256` is the
     corpus file's digest when the caller already has it.
     """
-    dtype = np.dtype(np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32)
+    dtype = _dtype(tok)
     if cache_dir is None:  # nowhere to cache: encode into memory
         ids = np.concatenate([tok.encode(c, unknown=unknown).astype(dtype) for c in iter_text(path)] or [np.zeros(0, dtype)])
         if len(ids) == 0:
             raise CharrnnError(f"{shown(path)} is empty")
         return ids
-    key = f"{(sha256 or file_sha256(path))[:16]}-{_vocab_key(tok)}-{unknown}"
-    cache = cache_dir / f"{key}.{dtype.name}"
+    cache = _cache_file(cache_dir, sha256 or file_sha256(path), tok, unknown)
     ids = _cached(cache, dtype, tok.vocab_size)
     if ids is None:
         with atomic_file(cache) as out:  # complete, or not there at all
@@ -146,6 +145,21 @@ def encode_corpus(path: Path, tok: CharTokenizer, cache_dir: Path | None, unknow
                 raise CharrnnError(f"{shown(path)} is empty")
         ids = np.memmap(cache, dtype=dtype, mode="r")
     return ids
+
+
+def cached_ids(cache_dir: Path, sha256: str, tok: CharTokenizer, unknown: str) -> np.ndarray | None:
+    """The ids `encode_corpus` cached under `cache_dir` for the corpus of this digest and vocabulary, without
+    the corpus file (moved or deleted since); None where there are none, or they are damaged."""
+    dtype = _dtype(tok)
+    return _cached(_cache_file(cache_dir, sha256, tok, unknown), dtype, tok.vocab_size)
+
+
+def _dtype(tok: CharTokenizer) -> np.dtype:
+    return np.dtype(np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32)
+
+
+def _cache_file(cache_dir: Path, sha256: str, tok: CharTokenizer, unknown: str) -> Path:
+    return cache_dir / f"{sha256[:16]}-{_vocab_key(tok)}-{unknown}.{_dtype(tok).name}"
 
 
 def _cached(cache: Path, dtype: np.dtype, vocab_size: int) -> np.ndarray | None:

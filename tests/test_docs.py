@@ -5,7 +5,7 @@ Every page runs top to bottom in a fresh folder of its own, as a reader pasting 
 would, so a block may use what an earlier one made (a run, an exported file). The folder holds:
 - `checkpoints/demo`: a tiny run trained once per session on the tinyshakespeare stand-in (what `make demo`
   leaves, in small);
-- `my.txt`, `other.txt`: small texts, for the files the docs tell a reader to bring;
+- `my.txt`, `other.txt`, `opening.txt`: small texts, for the files the docs tell a reader to bring;
 - and `CHARRNN_CORPORA` names a folder whose `tinyshakespeare.txt` is a small play-like text.
 
 Shell blocks (unlabelled, `bash`, `sh`; `console`: the `$ ` lines) run line by line, a line ending in `\\`
@@ -355,6 +355,7 @@ def workspace(doc_world, tmp_path, monkeypatch):
     (folder / "my.txt").write_text(play(20_000, seed=11), encoding="utf-8")
     (folder / "other.txt").write_text("".join(f"item {i}: {{value}} café = {i * 7 % 13}\n" for i in range(800)),
                                       encoding="utf-8")
+    (folder / "opening.txt").write_text("KING:\nWhat say you to this?\n\nQUEEN:\n", encoding="utf-8")
     monkeypatch.chdir(folder)
     monkeypatch.setenv("CHARRNN_CORPORA", str(doc_world["corpora"]))
     monkeypatch.setattr(presets, "measure_speed", lambda *args, **kw: PRESET_SPEED)

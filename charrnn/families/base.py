@@ -171,6 +171,14 @@ class Family:
             state = model(piece, state)[2]
         return step(idx[:, -1], state)
 
+    def reorder_state(self, model, state: Any, index: torch.Tensor) -> Any:
+        """The sampling state with its streams taken in the order of `index` (B',), repeats allowed: stream
+        j of the result is stream index[j] of `state` (beam search keeps the hypotheses it extends). A
+        carried state is a tuple of tensors with the streams on dim 1, or on the model's `state_batch_dim`
+        (models.py's contract); a family whose state is laid out otherwise says how here."""
+        dim = getattr(model, "state_batch_dim", 1)
+        return tuple(t.index_select(dim, index) for t in state)
+
     def prime_pass(self, c: ModelConfig, prime_len: int) -> int:
         """The most characters of a prime of `prime_len` one pass of `read_prime` reads (for its memory)."""
         window = self.context(c)

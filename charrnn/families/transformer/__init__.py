@@ -5,6 +5,7 @@ that `charrnn train --help` lists the options at once.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ...config import ModelConfig
@@ -54,6 +55,12 @@ class TransformerFamily(Family):
 
     def context(self, c: ModelConfig) -> int | None:
         return c.context
+
+    def reorder_state(self, model, state, index):
+        # the KVCache (model.py): k and v (n_layers, B, heads, context, head_dim), tokens (B, context); one
+        # `length` for the whole batch, which reordering keeps
+        return replace(state, k=state.k.index_select(1, index), v=state.v.index_select(1, index),
+                       tokens=state.tokens.index_select(0, index))
 
     def param_count(self, c: ModelConfig) -> int:
         # token (tied with the output layer) and position embeddings; per block two LayerNorm weights,
