@@ -64,11 +64,11 @@ def read_text(path: Path) -> str:
 
 
 # A corpus with thousands of distinct characters (Unicode tables, many scripts) pays for every one of
-# them in each step's output layer, however rarely it occurs: 50 MB of Python's standard library holds
-# 6,594, 4,469 of them once, and a 6,594-wide output layer costs a 1x512 LSTM 2.6 times its recurrence.
+# them in each step's output layer, however rarely it occurs (50 MB of Python's standard library holds
+# thousands, most seen a handful of times), and the output layer can then cost more than the recurrence.
 # So above MANY_CHARS distinct characters, and only with byte fallback, those seen fewer than RARE_COUNT
 # times are left out of the vocabulary: read as their UTF-8 bytes, never predicted, scored as any
-# character outside the vocabulary (models.unscored_loss). benchmarks/README.md has the measurement.
+# character outside the vocabulary (models.unscored_loss). benchmarks/README.md, "A large alphabet".
 MANY_CHARS = 1024
 RARE_COUNT = 5
 

@@ -91,3 +91,32 @@ def test_every_figure_in_benchmarks_readme_sits_beside_a_committed_script():
 def test_the_speed_suite_counts_as_a_script():
     assert scripts_named("run `python -m benchmarks --quick`; `python -m benchmarks.serve`") == {
         "benchmarks/__main__.py", "benchmarks/serve.py"}
+
+
+# The README and the pages of docs/ explain; their figures are the measured kind only (a loss, a speed, a
+# ratio of times), since they also hold settings and sizes that are not measurements.
+MEASURED = re.compile(NUMBER + r"\s?(?:nats|bits|chars/s|characters per second|[GM]FLOP/s|GMAC/s|[MG]B/s|µs|ms(?!\w)"
+                      r"|times (?:as|faster|slower|an?|its|the)\b|-fold)|(?<![\w.:])\d+\.\d{3,}(?![\d.])")
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def unbacked_measurements(text: str, repo: Path = REPO) -> list[str]:
+    found = []
+    for heading, lines in sections(text):
+        named = {s for s in scripts_named("\n".join(lines)) if (repo / s).is_file()}
+        if not named:
+            found += [f"{heading}: {line}" for line in lines if MEASURED.search(line)]
+    return found
+
+
+def test_the_pages_check_finds_a_measurement_without_a_script_and_lets_settings_be():
+    text = "\n".join(["# Training", "lr 2e-3, dropout 0.25, 4x GELU MLP, --max-time 60s, 90 %",
+                      "(arXiv:2410.01201)", "## Speed", "it trains 2,874 chars/s, 2.5 times as fast",
+                      "## Quality", "1.4188 nats below (`benchmarks/quality.py`)"])
+    assert unbacked_measurements(text) == ["## Speed: it trains 2,874 chars/s, 2.5 times as fast"]
+
+
+def test_every_measurement_in_the_readme_and_docs_sits_beside_a_committed_script():
+    found = [f"{page.relative_to(REPO)} {line}" for page in PAGES
+             for line in unbacked_measurements(page.read_text(encoding="utf-8"))]
+    assert not found, "measured figures with no script named in their section:\n" + "\n".join(found)

@@ -18,16 +18,16 @@ class MinRNNFamily(Family):
     step_weights = ("fp32", "int8")
     gradient_of = "the recurrent state (every layer's h)"
     token_rows = {"embed.weight": "input", "head.weight": "output", "head.bias": "output"}
-    # From the sweep in benchmarks/README.md, "minGRU and minLSTM": two small layers learn most in the
-    # shortest budgets, three wider ones once the budget buys a few million characters of them. The
-    # dropout then follows the epochs (presets.dropout_for).
+    # Two small layers for the shortest budgets, three wider ones once the budget buys a few million
+    # characters of them: set from runs that recorded no row (benchmarks/README.md, "minGRU and minLSTM"),
+    # so a starting point, not a measured optimum. The dropout then follows the epochs (presets.dropout_for).
     presets = (
         Preset("small", 0, dict(model="mingru", n_layers=2, hidden=256, dropout=0.0, batch_size=16, seq_len=128,
                                 lr=6e-3, warmup_steps=50, min_lr_ratio=0.1)),
         Preset("medium", 3e6, dict(model="mingru", n_layers=3, hidden=384, dropout=0.0, batch_size=16,
                                    seq_len=128, lr=4e-3, warmup_steps=100, min_lr_ratio=0.1)),
     )
-    presets_note = "minGRU presets from the budget sweep (benchmarks/README.md); minLSTM shares them"
+    presets_note = "minGRU presets set by hand, not yet measured (benchmarks/README.md); minLSTM shares them"
 
     def build(self, config: ModelConfig):
         from .model import MinRNN  # here, not at the top: declaring the family must not import torch

@@ -17,8 +17,7 @@ g(x) = x + 1/2 for x >= 0, sigmoid(x) below: positive, so the state stays positi
 exists. A layer on its own is weak (its only nonlinearity is in what it reads), so layers are stacked
 as the paper's language models stack them, in pre-norm residual blocks with an MLP: x + minRNN(LN(x)),
 then x + MLP(LN(x)) (4x, GELU): a Transformer block with its attention swapped for the recurrence.
-Without the MLP the same time buys less (benchmarks/README.md, "The block"). The
-residual stream and the embedding are `hidden` wide. Inside, activations are time-major (T, B, H),
+The residual stream and the embedding are `hidden` wide. Inside, activations are time-major (T, B, H),
 so a step of the recurrence reads contiguous memory.
 
 The carried state is a tuple of one tensor (n_layers, B, hidden), as nn.GRU's, so the trainer,

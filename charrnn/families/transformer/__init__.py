@@ -25,8 +25,9 @@ class TransformerFamily(Family):
     stateful = False
     gradient_of = "the input at that position (token and position embedding), within the context"
     token_rows = {"wte.weight": "input"}  # (the output layer is tied to it)
-    # nanoGPT's CPU recipe (4 layers x 128, context 64) learned most in the budgets swept (benchmarks/README.md,
-    # "Transformer presets"); the longer context and the wider, deeper model wait for larger budgets.
+    # nanoGPT's CPU recipe (4 layers x 128, context 64) for short budgets; the longer context and the wider,
+    # deeper model wait for larger ones. The thresholds were set from runs that recorded no row
+    # (benchmarks/README.md, "minGRU and minLSTM"): a starting point, not a measured optimum.
     presets = (
         Preset("small", 0, dict(model="transformer", n_layers=4, hidden=128, heads=4, context=64, dropout=0.0,
                                 batch_size=16, lr=2e-3, warmup_steps=50, min_lr_ratio=0.1)),
@@ -35,7 +36,7 @@ class TransformerFamily(Family):
         Preset("large", 25e6, dict(model="transformer", n_layers=6, hidden=192, heads=6, context=128, dropout=0.1,
                                    batch_size=12, lr=1.5e-3, warmup_steps=100, min_lr_ratio=0.1)),
     )
-    presets_note = "from nanoGPT's CPU recipe, thresholds from the 60 s and 5 min sweep (benchmarks/README.md)"
+    presets_note = "from nanoGPT's CPU recipe; thresholds set by hand, not yet measured (benchmarks/README.md)"
 
     def build(self, config: ModelConfig):
         from .model import GPT  # here, not at the top: declaring the family must not import torch
