@@ -13,6 +13,7 @@ import platform
 import random
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -95,6 +96,18 @@ def command_line(how: str, argv: list[str] | None = None) -> str:
     """How this run was started, as a reader would type it again: `how` ("python benchmarks/quality.py") and
     the arguments (`argv`, else this process's)."""
     return " ".join([how, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+
+
+def spread(values: list[float]) -> dict:
+    """The median and range of several runs' figures (a claim is stated from the median)."""
+    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4), "max": round(max(values), 4)}
+
+
+def record(path: Path, row: dict) -> None:
+    """Print a row and append it to a benchmark's JSON-lines file."""
+    print(json.dumps(row), flush=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def best_time(fn: Callable[[], object], repeat: int = 5, number: int = 1, warmup: int = 1) -> float:

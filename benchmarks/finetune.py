@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
-from benchmarks.common import command_line, machine, train_and_score  # noqa: E402
+from benchmarks.common import command_line, machine, record, spread, train_and_score  # noqa: E402
 from charrnn.corpora import resolve_corpus  # noqa: E402
 
 LICENSES = Path("/usr/share/common-licenses")
@@ -47,14 +45,8 @@ def licence_text(path: Path, limit: int = NEW_TEXT_CHARS) -> Path:
     return path
 
 
-def spread(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4), "max": round(max(values), 4)}
-
-
 def write(row: dict) -> None:
-    print(json.dumps(row), flush=True)
-    with open(HERE / "finetune.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+    record(HERE / "finetune.jsonl", row)
 
 
 def main() -> None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -41,7 +40,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
-from benchmarks.common import ISA_ENV, bench_corpus, command_line, emulate_isa, machine, train_and_score  # noqa: E402
+from benchmarks.common import (ISA_ENV, bench_corpus, command_line, emulate_isa, machine, record,  # noqa: E402
+                               spread, train_and_score)
 from charrnn.units import parse_duration  # noqa: E402
 
 REFERENCE = HERE.parent.parent / "shared" / "bench" / "lstm_reference.py"
@@ -65,14 +65,8 @@ def score_last(run_dir: Path, corpus: Path) -> float:
     return json.loads(out)["loss_nats"]
 
 
-def spread(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4), "max": round(max(values), 4)}
-
-
 def write(row: dict) -> None:
-    print(json.dumps(row), flush=True)
-    with open(HERE / "quality.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+    record(HERE / "quality.jsonl", row)
 
 
 def main() -> None:
