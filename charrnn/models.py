@@ -55,11 +55,11 @@ def pooled_mask(holder: nn.Module, like: torch.Tensor, p: float, salt: int = 0) 
 
     It is a window, at a random offset, into a fixed pool of at least twice its size, held by `holder`
     (outside its state_dict): a fresh Bernoulli draw costs a sizeable share of a small RNN's training
-    step on a CPU (benchmarks/README.md, "A pooled dropout mask"), a window next to nothing. The entries of one mask are as independent as fresh ones, and two steps share an entry's
-    draw only if they draw the same offset. The offset comes from the global RNG, so a resumed run
-    draws the masks the unbroken one did; `salt` keeps two pools of one holder apart. Under
-    torch.compile the mask is a fresh draw: the compiled kernel generates it cheaply, and reading the
-    offset back to Python would break the graph."""
+    step on a CPU (benchmarks/README.md, "A pooled dropout mask"), a window next to nothing. The entries of
+    one mask are as independent as fresh ones, and two steps share an entry's draw only if they draw the
+    same offset. The offset comes from the global RNG, so a resumed run draws the masks the unbroken one
+    did; `salt` keeps two pools of one holder apart. Under torch.compile the mask is a fresh draw: the
+    compiled kernel generates it cheaply, and reading the offset back to Python would break the graph."""
     if torch.compiler.is_compiling():
         return F.dropout(torch.ones_like(like), p, training=True)
     n = like.numel()
