@@ -365,7 +365,7 @@ class Sampler:
                top_p: float | None = None, seed: int | None = None, stop: Sequence[str] = (),
                unknown: str = "error", min_p: float | None = None) -> str:
         """The prime followed by up to `length` generated characters."""
-        cfg = SampleConfig(length, temperature, top_k, top_p, prime, seed, _stops(stop), unknown, min_p)
+        cfg = SampleConfig(length, temperature, top_k, top_p, prime, seed, stop, unknown, min_p)
         return self.sample_many(cfg, 1)[0]
 
     def stream(self, prime: str = "", length: int | None = 500, temperature: float = 1.0, top_k: int | None = None,
@@ -373,7 +373,7 @@ class Sampler:
                unknown: str = "error", min_p: float | None = None) -> Iterator[str]:
         """Yield the prime, then the generated text piece by piece as it is made; `length=None`: without
         end (until a stop string, or the caller stops asking), in constant memory."""
-        cfg = SampleConfig(length, temperature, top_k, top_p, prime, seed, _stops(stop), unknown, min_p)
+        cfg = SampleConfig(length, temperature, top_k, top_p, prime, seed, stop, unknown, min_p)
         watch = StopWatch(cfg.stop)
         gen = self._generate(cfg, 1, keep=False)  # validates cfg and encodes the prime before yielding anything
         yield cfg.prime
@@ -405,7 +405,7 @@ class Sampler:
         """The k most likely continuations of `prime` (beam.py), best first, each the prime followed by up
         to `length` characters, ended by a stop string (not included) or the length. Deterministic; it
         draws nothing, so it takes no temperature or filter."""
-        cfg = SampleConfig(length=length, prime=prime, stop=_stops(stop), unknown=unknown)
+        cfg = SampleConfig(length=length, prime=prime, stop=stop, unknown=unknown)
         prime_ids = self._check_beam(cfg, k)
         stops = cfg.stop
 
